@@ -261,7 +261,7 @@ def _grid_exponent(targets, coefficients, half):
   # float32 rounding of `total` is covered by the spare headroom bit.
   _, e = jnp.frexp(total)  # total < 2^e
   s = 60 - (half + 1) - e.astype(jnp.int32)
-  return jnp.clip(s, -100, 120)
+  return jnp.clip(s, -200, 200)  # float32 spans 2^-126 .. 2^128
 
 
 def _quantise(x, s):
@@ -338,8 +338,11 @@ def _solve_chunk(targets, coefficients, key_format):
 
   # lower key is A: sum_a <= t - sum_b, i.e. the subset sum undershoots by `gap`.
   error = jnp.ldexp(gap_q, -s)
-  signed = jnp.where(lo_is_a, -gap_q, gap_q)
-  value = jnp.ldexp(qt + signed, -s)
+  # value = t -+ gap, summed exactly in integers and rounded once to float32
+  gap = ops.shr(best, shift)
+  qt_key = ops.from_float(qt)
+  value_q = _tmap(lambda x, y: jnp.where(lo_is_a, x, y), ops.sub(qt_key, gap), ops.add(qt_key, gap))
+  value = jnp.ldexp(ops.to_float(value_q), -s)
   return mask, value, error
 
 
