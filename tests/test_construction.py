@@ -1,0 +1,154 @@
+"""Tickets end to end on small targets: exactness of pruning, error bounds, baselines."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lth_jax as L
+
+SIZES = (16, 32, 8)
+
+
+def unit_norm_target(key, sizes=SIZES):
+  """Random kernels with spectral norm exactly 1 (the theorem's assumption)."""
+  kernels = []
+  for k, (a, b) in zip(jax.random.split(key, len(sizes) - 1), zip(sizes[:-1], sizes[1:])):
+    w = jax.random.normal(k, (a, b))
+    kernels.append(w / jnp.linalg.norm(w, ord=2))
+  return kernels
+
+
+@pytest.fixture(scope="module")
+def target():
+  return unit_norm_target(jax.random.key(0))
+
+
+@pytest.fixture(scope="module")
+def tickets(target):
+  """(copies -> (net, network ticket, single ticket)) for a few widths."""
+  out = {}
+  for copies in (8, 24, 48):
+    net = L.sample_random_network(jax.random.key(1), SIZES, copies)
+    out[copies] = (net, L.find_ticket(net, target, "network"), L.find_ticket(net, target, "single"))
+  return out
+
+
+def test_masks_are_binary_and_pruning_keeps_values_bit_identical(tickets):
+  net, ticket, _ = tickets[24]
+  for m in jax.tree.leaves(ticket.masks):
+    assert m.dtype == jnp.uint8 and set(np.unique(np.asarray(m))) <= {0, 1}
+  dense = L.dense_params(net)
+  pruned = L.dense_pruned_params(net, ticket)
+  for d, p in zip(dense, pruned):
+    d, p = np.asarray(d), np.asarray(p)
+    nz = p != 0
+    assert nz.any()
+    np.testing.assert_array_equal(p[nz].view(np.uint32), d[nz].view(np.uint32))
+  # M1 keeps only block-diagonal entries (one input per hidden unit)
+  m1 = np.asarray(pruned[0])
+  assert (np.count_nonzero(m1, axis=0) <= 1).all()
+  assert int(ticket.num_params_kept) == sum(int(np.count_nonzero(p)) for p in pruned)
+
+
+def test_structured_forward_matches_dense_forward(tickets):
+  net, ticket, _ = tickets[24]
+  x = jax.random.normal(jax.random.key(2), (64, SIZES[0]))
+  dense = L.forward(L.dense_pruned_params(net, ticket), x)
+  structured = L.structured_forward(net, ticket.masks, x)
+  np.testing.assert_allclose(np.asarray(structured), np.asarray(dense), rtol=1e-5, atol=1e-5)
+
+
+def test_layer_output_within_per_weight_bound(target, tickets):
+  """|y_o - (Wx)_o| <= sum_j err[o,j] |x_j| for the first layer, on random inputs."""
+  net, ticket, _ = tickets[24]
+  x = jax.random.normal(jax.random.key(3), (256, SIZES[0]))
+  one_layer = L.sample_random_network(jax.random.key(1), SIZES[:2], 24)
+  np.testing.assert_array_equal(np.asarray(one_layer.params["v"][0]), np.asarray(net.params["v"][0]))
+  masks = {"u": ticket.masks["u"][:1], "v": ticket.masks["v"][:1]}
+  y = L.structured_forward(one_layer, masks, x)
+  exact = x @ target[0]
+  bound = jnp.abs(x) @ ticket.weight_errors[0]
+  assert bool(jnp.all(jnp.abs(y - exact) <= bound * (1 + 1e-4) + 1e-5))
+
+
+def test_error_falls_with_copies_and_stays_below_bound(target, tickets):
+  sups = []
+  for copies in (8, 24, 48):
+    net, ticket, _ = tickets[copies]
+    rep = L.approximation_error(target, ticket, jax.random.key(4), 512, net=net, ascent_steps=20)
+    assert float(rep.sup_error) <= float(rep.bound) * (1 + 1e-4) + 1e-6
+    sups.append(float(rep.sup_error))
+  assert sups[0] > sups[1] > sups[2]
+  assert sups[2] < 0.25 * sups[0]
+
+
+def test_single_is_far_worse_than_network(tickets):
+  _, network, single = tickets[48]
+  net_err = float(jnp.mean(jnp.concatenate([e.ravel() for e in network.weight_errors])))
+  single_err = float(jnp.mean(jnp.concatenate([e.ravel() for e in single.weight_errors])))
+  assert single_err > 3 * net_err
+  # single keeps at most one copy per (o, j, sign half)
+  for mv in single.masks["v"]:
+    assert int(jnp.max(jnp.sum(mv, axis=-1))) <= 2
+
+
+def test_network_ticket_is_optimal_per_instance(target, tickets):
+  """Recompute one layer's per-weight errors by brute force over the kept-able copies."""
+  net, ticket, _ = tickets[8]
+  u, v = np.asarray(net.params["u"][1], np.float64), np.asarray(net.params["v"][1], np.float64)
+  w = np.asarray(target[1], np.float64).T
+  cap = L.default_max_half(8)
+  import itertools
+  for o, j in [(0, 0), (3, 5), (7, 31)]:
+    errs = []
+    for sign in (1, -1):
+      copies = [k for k in range(8) if (u[j, k] > 0) == (sign > 0)][:cap]
+      prods = np.array([v[o, j, k] * u[j, k] for k in copies])
+      best = min(abs(w[o, j] - sum(s)) for r in range(len(prods) + 1)
+                 for s in itertools.combinations(prods, r))
+      errs.append(best)
+    assert abs(float(ticket.weight_errors[1][j, o]) - max(errs)) < 1e-6
+
+
+def test_deterministic(target):
+  net = L.sample_random_network(jax.random.key(1), SIZES, 8)
+  a = L.find_ticket(net, target, "network")
+  b = L.find_ticket(L.sample_random_network(jax.random.key(1), SIZES, 8), target, "network")
+  for x, y in zip(jax.tree.leaves(a.masks), jax.tree.leaves(b.masks)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_direct_variant(target):
+  coefs = L.sample_direct_coefficients(jax.random.key(5), target, 16)
+  ticket = L.find_ticket(coefs, target, "direct")
+  assert ticket.num_params_random == 16 * sum(k.size for k in target)
+  for c, k, m, e, approx in zip(coefs.coefficients, target, ticket.masks["coefficients"],
+                                ticket.weight_errors, ticket.effective_kernels):
+    assert c.shape == (k.shape[1], 16) and m.shape == (k.shape[1], k.shape[0], 16)
+    recon = jnp.sum(jnp.where(m.astype(bool), c[:, None, :], 0.0), -1).T
+    np.testing.assert_allclose(np.asarray(recon), np.asarray(approx), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(jnp.abs(approx - k)), np.asarray(e), atol=2e-6)
+  all_w = jnp.concatenate([k.ravel() for k in target])
+  assert float(coefs.low) == float(all_w.min()) and float(coefs.high) == float(all_w.max())
+  rep = L.approximation_error(target, ticket, jax.random.key(6), 256, ascent_steps=10)
+  assert float(rep.max_weight_error) < 1e-2
+  assert float(rep.sup_error) <= float(rep.bound) * (1 + 1e-4) + 1e-6
+
+
+def test_bad_input(target):
+  net = L.sample_random_network(jax.random.key(1), SIZES, 8)
+  with pytest.raises(ValueError, match="method"):
+    L.find_ticket(net, target, "magic")
+  with pytest.raises(ValueError, match="NaN"):
+    L.find_ticket(net, [target[0].at[0, 0].set(jnp.nan), target[1]])
+  with pytest.raises(ValueError, match="layer sizes"):
+    L.find_ticket(net, [jnp.ones((16, 30)), jnp.ones((30, 8))])
+  with pytest.raises(ValueError, match="d_in"):
+    L.find_ticket(net, [jnp.ones((16, 32)), jnp.ones((31, 8))])
+  with pytest.raises(ValueError, match="DirectCoefficients"):
+    L.find_ticket(net, target, "direct")
+  with pytest.raises(ValueError, match="max_half"):
+    L.find_ticket(net, target, "network", max_half=0)
+  with pytest.raises(ValueError, match="no layers"):
+    L.find_ticket(net, [])
