@@ -302,13 +302,24 @@ def _direct_ticket(coefs: DirectCoefficients, target) -> Ticket:
 
 @jax.jit
 def _direct_solve(coefficients, kernels):
+  """All layers' weights in one solver call (rows of a layer share their coefficients)."""
+  n = coefficients[0].shape[1]
+  if any(c.shape[1] != n for c in coefficients):
+    raise ValueError("all layers need the same number of coefficients per weight")
+  t = jnp.concatenate([k.T.reshape(-1) for k in kernels])
+  c = jnp.concatenate([jnp.broadcast_to(c[:, None, :], (k.shape[1], k.shape[0], n)).reshape(-1, n)
+                       for c, k in zip(coefficients, kernels)])
+  res = subset_sum.solve_subset_sum(t, c)
   masks, errors, approx = [], [], []
-  kept = jnp.int32(0)
-  for c, k in zip(coefficients, kernels):
-    w = k.T  # (d_out, d_in)
-    res = subset_sum.solve_subset_sum(w, c[:, None, :])  # (d_out, d_in, n)
-    masks.append(res.mask.astype(jnp.uint8))
-    errors.append(res.error.T)
-    approx.append(jnp.sum(jnp.where(res.mask, c[:, None, :], 0.0), axis=-1).T)
-    kept = kept + jnp.sum(res.mask, dtype=jnp.int32)
+  start = 0
+  for k in kernels:
+    d_in, d_out = k.shape
+    rows = slice(start, start + d_in * d_out)
+    start += d_in * d_out
+    mask = res.mask[rows].reshape(d_out, d_in, n)
+    masks.append(mask.astype(jnp.uint8))
+    errors.append(res.error[rows].reshape(d_out, d_in).T)
+    values = jnp.sum(jnp.where(mask, c[rows].reshape(d_out, d_in, n), 0.0), axis=-1)
+    approx.append(values.T)
+  kept = jnp.sum(res.mask, dtype=jnp.int32)
   return masks, errors, approx, kept
