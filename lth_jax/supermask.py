@@ -1,0 +1,322 @@
+"""Supermasks: exact top-k masks of |score|, the straight-through estimator, mask export.
+
+Meaning of the fraction. Everywhere in lth_jax the argument is `keep_fraction`: the fraction
+of a tensor's entries that are KEPT (1.0 = dense, 0.01 = 99% removed). Beware when comparing
+with the reference code: the official code of Pensia et al. passes the REMOVED fraction as
+`--sparsity`, while allenai/hidden-networks passes the KEPT fraction as `sparsity` /
+`prune_rate`. Convert a removed fraction with `keep = 1 - removed`.
+
+Kept count. A tensor of `size` entries keeps exactly `kept_count(size, keep_fraction)`
+= clip(round(keep_fraction * size), 1, size) entries (round half to even, computed in float32,
+identically on the host and under jit). The kept entries are those of largest |score|; equal
+magnitudes are ranked by flat (row-major) index, lower index first, so the count is exact
+even with ties and the mask is a deterministic function of (scores, keep_fraction). This is
+the order of `jax.lax.top_k`.
+
+Straight-through estimator. The forward pass uses `weight * mask`; the backward pass treats
+the mask as if it were |score| (as both reference implementations do: they apply the
+straight-through function to `scores.abs()`), so
+
+    d loss / d score = d loss / d(weight * mask) * weight * sign(score).
+
+Export. Masks are written in google-research/jaxpruner's layout: a pytree shaped like the
+model's params whose leaves are uint8 0/1 arrays, with `None` for leaves that are never
+pruned (for example frozen convolutions), optionally bit-packed along the last axis with
+`jnp.packbits`; and as `.npz` files keyed by the flattened path ("fc1/weight2").
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+TOPK_METHODS = ("bisect", "sort")
+_NPZ_META_KEY = "__lth_jax_masks__"
+
+
+# ----------------------------------------------------------------------------- counts
+
+
+def kept_count(size: int, keep_fraction) -> jax.Array:
+    """Number of entries kept in a tensor of `size` entries: clip(round(f * size), 1, size).
+
+    `keep_fraction` may be a Python float or a traced scalar (e.g. inside `jax.vmap`). The
+    product is formed in float32 so that host-side counts equal the ones used under jit.
+    """
+    f = jnp.asarray(keep_fraction, jnp.float32)
+    k = jnp.round(f * jnp.float32(size)).astype(jnp.int32)
+    return jnp.clip(k, 1, size)
+
+
+def kept_count_host(size: int, keep_fraction: float) -> int:
+    """`kept_count` as a Python int, computed with numpy float32 (no device round trip)."""
+    k = int(np.round(np.float32(keep_fraction) * np.float32(size)))
+    return min(max(k, 1), int(size))
+
+
+# ----------------------------------------------------------------------------- top-k masks
+
+
+def _magnitude_bits(scores: jax.Array) -> jax.Array:
+    """|scores| as int32 bit patterns: for non-negative floats the integer order is the float
+    order, so a threshold search over integers is exact (NaN sorts above +inf)."""
+    a = jnp.abs(scores.astype(jnp.float32))
+    return jax.lax.bitcast_convert_type(a, jnp.int32)
+
+
+def _thresholds(bits: list[jax.Array], k: list[jax.Array]) -> list[jax.Array]:
+    """Per row m of each (M, P) int32 array: the largest t with count(bits[m] >= t) >= k[m].
+
+    Built one bit at a time from bit 30 down: 31 counting passes, O(31 P), no sort. All
+    tensors share one loop (one small XLA while loop, whatever the number of tensors).
+    """
+    def body(i, ts):
+        bit = jax.lax.shift_left(jnp.int32(1), jnp.int32(30) - i)
+        out = []
+        for b, kk, t in zip(bits, k, ts):
+            candidate = t | bit
+            count = jnp.sum(b >= candidate[:, None], axis=1, dtype=jnp.int32)
+            out.append(jnp.where(count >= kk, candidate, t))
+        return tuple(out)
+    init = tuple(jnp.zeros(b.shape[0], jnp.int32) for b in bits)
+    return list(jax.lax.fori_loop(0, 31, body, init))
+
+
+def _last_tied_indices(equal: list[jax.Array], need: list[jax.Array]) -> list[jax.Array]:
+    """Per row: the flat index of the need-th True entry of `equal` (need >= 1), by bisection
+    over the index bits (largest c0 with count(equal[:c0]) < need)."""
+    n_bits = max(max(1, int(e.shape[1]).bit_length()) for e in equal)
+    iotas = [jnp.arange(e.shape[1], dtype=jnp.int32) for e in equal]
+
+    def body(i, cs):
+        bit = jax.lax.shift_left(jnp.int32(1), jnp.int32(n_bits - 1) - i)
+        out = []
+        for e, nd, iota, c0 in zip(equal, need, iotas, cs):
+            candidate = c0 | bit
+            count = jnp.sum(e & (iota < candidate[:, None]), axis=1, dtype=jnp.int32)
+            out.append(jnp.where(count < nd, candidate, c0))
+        return tuple(out)
+    init = tuple(jnp.zeros(e.shape[0], jnp.int32) for e in equal)
+    return list(jax.lax.fori_loop(0, n_bits, body, init))
+
+
+def _masks_bisect(bits: list[jax.Array], k: list[jax.Array]) -> list[jax.Array]:
+    """bits: (M, P) int32 arrays, k: (M,) int32 -> (M, P) bool, exactly k[m] True per row."""
+    ts = _thresholds(bits, k)
+    greater = [b > t[:, None] for b, t in zip(bits, ts)]
+    equal = [b == t[:, None] for b, t in zip(bits, ts)]
+    need = [kk - jnp.sum(g, axis=1, dtype=jnp.int32) for kk, g in zip(k, greater)]  # >= 1
+    surplus = [jnp.any(jnp.sum(e, axis=1, dtype=jnp.int32) > nd) for e, nd in zip(equal, need)]
+
+    def break_ties(_):  # keep the first `need` tied entries by index
+        last = _last_tied_indices(equal, need)
+        return tuple(g | (e & (jnp.arange(e.shape[1], dtype=jnp.int32) <= c[:, None]))
+                     for g, e, c in zip(greater, equal, last))
+
+    # Ties at the threshold are rare for real-valued scores: only pay for the index search
+    # when some row has more tied entries than it may keep. (Under an outer vmap this becomes
+    # a select, which is still exact.)
+    return list(jax.lax.cond(jnp.any(jnp.stack(surplus)), break_ties,
+                             lambda _: tuple(g | e for g, e in zip(greater, equal)), None))
+
+
+def _masks_sort(bits: list[jax.Array], k: list[jax.Array]) -> list[jax.Array]:
+    """Reference: rank by a stable descending argsort (ties -> lower index first)."""
+    return [_mask_sort(b, kk) for b, kk in zip(bits, k)]
+
+
+def _mask_sort(bits: jax.Array, k: jax.Array) -> jax.Array:
+    order = jnp.argsort(-bits, axis=1, stable=True)
+    positions = jnp.arange(bits.shape[1], dtype=jnp.int32)
+    rank = jnp.zeros_like(bits).at[jnp.arange(bits.shape[0])[:, None], order].set(
+        jnp.broadcast_to(positions, bits.shape))
+    return rank < k[:, None]
+
+
+def topk_mask(scores: jax.Array, keep_fraction, *, batch_dims: int = 0,
+              method: str = "bisect") -> jax.Array:
+    """Boolean mask keeping exactly `kept_count(size, keep_fraction)` entries of largest |score|.
+
+    scores: any shape. The first `batch_dims` axes index independent tensors (one mask and one
+      count per index), the remaining axes are ranked together (one tensor = one top-k).
+    keep_fraction: fraction KEPT (see module doc); a float or (traced) array of shape
+      `scores.shape[:batch_dims]` (or broadcastable to it).
+    method: "bisect" (default; exact threshold search on float bit patterns, O(31 P), then an
+      index tie-break) or "sort" (stable argsort, O(P log P); slower on CPU, kept as reference).
+    Ties in |score| keep the lower flat index first. Differentiating through the mask gives zero:
+    use `straight_through` / `masked_weight` for the edge-popup gradient.
+    """
+    return topk_masks([scores], keep_fraction, batch_dims=batch_dims, method=method)[0]
+
+
+def topk_masks(scores: Any, keep_fraction, *, batch_dims: int = 0,
+               method: str = "bisect") -> Any:
+    """`topk_mask` on every leaf of a pytree of scores (one top-k per leaf, i.e. per tensor),
+    computed together (one threshold search for all leaves)."""
+    if method not in TOPK_METHODS:
+        raise ValueError(f"unknown top-k method {method!r}; expected one of {TOPK_METHODS}")
+    leaves, treedef = jax.tree_util.tree_flatten(scores)
+    rows, ks = [], []
+    for s in leaves:
+        s = jax.lax.stop_gradient(jnp.asarray(s))
+        batch_shape = s.shape[:batch_dims]
+        size = int(np.prod(s.shape[batch_dims:], dtype=np.int64))
+        if size == 0:
+            raise ValueError("topk_mask needs non-empty tensors")
+        if size >= 2**30:
+            raise ValueError(f"tensor of {size} entries is too large for int32 index search")
+        rows.append(s.reshape((-1, size)))
+        ks.append(jnp.broadcast_to(kept_count(size, keep_fraction), batch_shape).reshape(-1))
+    masks = _topk_mask_rows(rows, ks, method)
+    return treedef.unflatten([m.reshape(s.shape) for m, s in zip(masks, leaves)])
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _topk_mask_rows(scores: list[jax.Array], k: list[jax.Array], method: str) -> list[jax.Array]:
+    # jit: eager calls reuse one compiled program per shape (inlined under an outer jit).
+    bits = [_magnitude_bits(s) for s in scores]
+    return (_masks_bisect if method == "bisect" else _masks_sort)(bits, k)
+
+
+# ----------------------------------------------------------------------------- straight-through
+
+
+@jax.custom_vjp
+def _pass_through(mask: jax.Array, magnitude: jax.Array) -> jax.Array:
+    del magnitude
+    return mask
+
+
+def _pass_through_fwd(mask, magnitude):
+    del magnitude
+    return mask, None
+
+
+def _pass_through_bwd(_, g):
+    return jnp.zeros_like(g), g
+
+
+_pass_through.defvjp(_pass_through_fwd, _pass_through_bwd)
+
+
+def straight_through(mask: jax.Array, score: jax.Array) -> jax.Array:
+    """Returns `mask` (as score's dtype) in the forward pass; in the backward pass the cotangent
+    goes to |score| unchanged, hence to `score` multiplied by sign(score)."""
+    return _pass_through(mask.astype(score.dtype), jnp.abs(score))
+
+
+def masked_weight(weight: jax.Array, score: jax.Array, mask: jax.Array) -> jax.Array:
+    """weight * mask, with d/d score = (d/d(weight * mask)) * weight * sign(score)."""
+    return weight * straight_through(mask, score).astype(weight.dtype)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def to_jaxpruner_masks(masks: Any, *, packbits: bool = False) -> Any:
+    """Converts a params-shaped pytree of boolean/0-1 masks (None = unpruned leaf) to jaxpruner's
+    layout: uint8 0/1 leaves, or with `packbits=True` uint8 bytes packed along the last axis
+    (`jnp.packbits(mask, axis=-1)`; unpack with `unpack_masks`)."""
+    def convert(m):
+        if m is None:
+            return None
+        m = jnp.asarray(m).astype(jnp.uint8)
+        return jnp.packbits(m, axis=-1) if packbits else m
+    return jax.tree_util.tree_map(convert, masks, is_leaf=lambda x: x is None)
+
+
+def unpack_masks(packed: Any, like: Any) -> Any:
+    """Inverse of `to_jaxpruner_masks(..., packbits=True)`: `like` gives each leaf's shape
+    (arrays or ShapeDtypeStructs; None where the mask is None)."""
+    def unpack(p, ref):
+        if p is None:
+            return None
+        n = ref.shape[-1]
+        return jnp.unpackbits(jnp.asarray(p, jnp.uint8), axis=-1, count=n).reshape(ref.shape)
+    return jax.tree_util.tree_map(unpack, packed, like, is_leaf=lambda x: x is None)
+
+
+def _flatten_dict(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        key = str(key)
+        if "/" in key:
+            raise ValueError(f"mask tree key {key!r} contains '/', the path separator")
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten_dict(value, path + "/"))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _unflatten_dict(flat: Mapping[str, Any]) -> dict:
+    tree: dict = {}
+    for path, value in flat.items():
+        node = tree
+        *parents, leaf = path.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def save_masks_npz(path: str | os.PathLike, masks: Mapping, *, packbits: bool = False) -> pathlib.Path:
+    """Writes a nested-dict mask tree (None = unpruned) to `path` (.npz), atomically.
+
+    Keys are the flattened paths ("fc1/weight2"); a JSON entry records every path, its shape,
+    whether it is None and whether it is bit-packed, so `load_masks_npz` restores the tree.
+    """
+    path = pathlib.Path(path)
+    flat = _flatten_dict(masks)
+    arrays, meta = {}, {"format": 1, "packbits": bool(packbits), "leaves": {}}
+    for key, m in flat.items():
+        if m is None:
+            meta["leaves"][key] = None
+            continue
+        m = np.asarray(m).astype(np.uint8)
+        if m.size and m.max() > 1:
+            raise ValueError(f"mask {key!r} has values other than 0 and 1")
+        meta["leaves"][key] = list(m.shape)
+        arrays[key] = np.packbits(m, axis=-1) if packbits else m
+    arrays[_NPZ_META_KEY] = np.array(json.dumps(meta))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buffer.getvalue())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_masks_npz(path: str | os.PathLike) -> dict:
+    """Reads a file written by `save_masks_npz`: nested dict of uint8 0/1 numpy arrays (always
+    unpacked to their original shapes) with None for unpruned leaves."""
+    with np.load(path, allow_pickle=False) as data:
+        if _NPZ_META_KEY not in data:
+            raise ValueError(f"{path}: not a mask file written by save_masks_npz")
+        meta = json.loads(str(data[_NPZ_META_KEY]))
+        flat = {}
+        for key, shape in meta["leaves"].items():
+            if shape is None:
+                flat[key] = None
+                continue
+            m = data[key]
+            if meta["packbits"]:
+                m = np.unpackbits(m, axis=-1, count=shape[-1])
+            flat[key] = m.reshape(shape).astype(np.uint8)
+    return _unflatten_dict(flat)
