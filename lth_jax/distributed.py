@@ -1,0 +1,427 @@
+"""Running the solver, tickets and sweeps on every device: a 1-D mesh over instances.
+
+SubsetSum instances are independent, so the work splits along one axis:
+
+* ``make_instance_mesh()``: a 1-D ``jax.make_mesh`` over all (or the given) devices, axis
+  ``"instances"``. On one host with several CPU devices
+  (``XLA_FLAGS=--xla_force_host_platform_device_count=N``) or several accelerators, and on
+  many hosts after ``initialize_distributed(True)`` (``jax.distributed.initialize``).
+* ``sharded_solve_subset_sum``: pads the instance count to a multiple of the device count
+  (padding instances are ``target 0`` over zero coefficients), places the instances with a
+  ``NamedSharding`` on the instance axis, and runs ``solve_subset_sum`` on every device's
+  block through ``jax.shard_map`` inside one ``jax.jit`` with explicit in/out shardings.
+  (Plain sharded ``jit`` is not enough: the solver walks its batch with ``lax.map``, and a
+  loop over a sharded axis would make XLA gather the whole batch on every device.)
+* ``sharded_find_ticket``: ``find_ticket`` with every SubsetSum call sharded.
+* ``sharded_sweep``: ``sweep.sweep`` compiled with its ``(width, seed)`` outputs sharded over
+  the mesh (see its doc for what XLA can and cannot split there).
+
+Per-instance results do not depend on how instances are grouped, so all of these are
+bit-identical to their single-device counterparts (tests/test_distributed.py checks it on
+4 forced CPU devices).
+
+Multi-host: every process calls the same functions with the same host inputs; results are
+global arrays, and ``to_host`` gathers one to every process. Only process 0 should write
+files (``is_primary``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from lth_jax import construction
+from lth_jax import random_net as rn
+from lth_jax import subset_sum
+
+AXIS = "instances"
+
+
+# --------------------------------------------------------------------------------------
+# Meshes, placement, processes.
+# --------------------------------------------------------------------------------------
+
+
+def initialize_distributed(enabled: bool = False, **kwargs) -> int:
+  """``jax.distributed.initialize(**kwargs)`` when ``enabled`` (multi-host jobs; on
+  managed clusters the arguments are discovered from the environment). Returns this
+  process's index (0 when not enabled)."""
+  if enabled:
+    jax.distributed.initialize(**kwargs)
+  return jax.process_index()
+
+
+def is_primary() -> bool:
+  """True on the one process that writes results (process 0)."""
+  return jax.process_index() == 0
+
+
+def make_instance_mesh(devices: Sequence[jax.Device] | None = None,
+                       axis_name: str = AXIS) -> Mesh:
+  """A 1-D mesh over ``devices`` (default: every device of every process).
+
+  The axis has ``Auto`` type: shardings are chosen by ``jit``'s in/out shardings, not
+  carried in array types.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  if not devices:
+    raise ValueError("make_instance_mesh needs at least one device")
+  return jax.make_mesh((len(devices),), (axis_name,),
+                       axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def _mesh_axis(mesh: Mesh) -> str:
+  if len(mesh.axis_names) != 1:
+    raise ValueError(f"need a 1-D mesh, got axes {mesh.axis_names} of shape "
+                     f"{dict(mesh.shape)}")
+  return mesh.axis_names[0]
+
+
+def instance_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (instance / grid) axis split over the mesh, other axes whole."""
+  return NamedSharding(mesh, P(_mesh_axis(mesh)))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def num_devices(mesh: Mesh) -> int:
+  return int(mesh.devices.size)
+
+
+def padded_size(count: int, mesh: Mesh) -> int:
+  """``count`` rounded up to a multiple of the mesh's device count."""
+  d = num_devices(mesh)
+  return -(-int(count) // d) * d
+
+
+def put_sharded(x, sharding: NamedSharding) -> jax.Array:
+  """Host array -> global array with ``sharding`` (each process supplies its own shards
+  from the same host copy, so this works on one host and on many)."""
+  if isinstance(x, jax.Array):
+    return jax.device_put(x, sharding) if x.is_fully_addressable else x
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def to_host(x) -> np.ndarray:
+  """A (possibly multi-host, sharded) array as one numpy array on every process."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+# --------------------------------------------------------------------------------------
+# The sharded solver.
+# --------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _flat_solver(mesh: Mesh, key_format: str, chunk_keys: int):
+  """jit(shard_map(solve_subset_sum)) on flat ``(B,)``, ``(B, n)`` with B % devices == 0."""
+  axis = _mesh_axis(mesh)
+  spec = P(axis)
+
+  def local(t, c):
+    res = subset_sum.solve_subset_sum(t, c, key_format=key_format, chunk_keys=chunk_keys)
+    return res.mask, res.value, res.error
+
+  sharded = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=spec)
+  sh = NamedSharding(mesh, spec)
+  explicit = mesh.axis_types[0] == jax.sharding.AxisType.Explicit
+
+  def run(t, c):
+    if explicit:  # array types carry shardings on Explicit meshes: make them say so
+      t, c = jax.sharding.reshard(t, sh), jax.sharding.reshard(c, sh)
+    return sharded(t, c)
+
+  return jax.jit(run, in_shardings=(sh, sh), out_shardings=(sh, sh, sh))
+
+
+def _check_solver_args(targets, coefficients):
+  """Shapes as ``solve_subset_sum`` accepts them -> (batch shape, n)."""
+  if coefficients.ndim == 0:
+    raise ValueError("coefficients must have at least one axis (the subset axis, last)")
+  n = coefficients.shape[-1]
+  if not 1 <= n <= subset_sum.MAX_N:
+    raise ValueError(f"need 1 <= n <= {subset_sum.MAX_N} coefficients per instance, got {n}")
+  try:
+    batch = tuple(jnp.broadcast_shapes(targets.shape, coefficients.shape[:-1]))
+  except ValueError as e:
+    raise ValueError(
+        f"targets shape {targets.shape} does not broadcast with coefficients batch shape "
+        f"{coefficients.shape[:-1]} (coefficients are batch + (n,))") from e
+  if int(np.prod(batch)) == 0:
+    raise ValueError(f"empty batch: targets shape {targets.shape}, coefficients shape "
+                     f"{coefficients.shape}")
+  return batch, n
+
+
+def sharded_solve_subset_sum(
+    targets,
+    coefficients,
+    *,
+    mesh: Mesh | None = None,
+    key_format: str | None = None,
+    chunk_keys: int = 1 << 18,
+) -> subset_sum.SubsetSumResult:
+  """``solve_subset_sum`` with the instances split over ``mesh`` (default: all devices).
+
+  Same arguments, broadcasting, errors and (bit-identical) results as
+  ``subset_sum.solve_subset_sum``; ``chunk_keys`` bounds memory per device. When the
+  instance count is a multiple of the device count the results stay sharded on the
+  instance axis; otherwise the padding is cut off and XLA re-lays them out. Works on
+  concrete inputs (host or device) and inside ``jit``.
+  """
+  mesh = make_instance_mesh() if mesh is None else mesh
+  concrete = not any(isinstance(x, jax.core.Tracer) for x in (targets, coefficients))
+  if concrete and not isinstance(targets, jax.Array):
+    targets = np.asarray(targets, np.float32)
+  if concrete and not isinstance(coefficients, jax.Array):
+    coefficients = np.asarray(coefficients, np.float32)
+  batch, n = _check_solver_args(targets, coefficients)
+  key_format = key_format or subset_sum.default_key_format()
+  if concrete:
+    bad_t = ~np.isfinite(to_host(targets))
+    bad_c = ~np.isfinite(to_host(coefficients))
+    if bad_t.any() or bad_c.any():
+      raise ValueError(
+          f"non-finite input: {int(bad_t.sum())} NaN/Inf target(s), {int(bad_c.sum())} "
+          "NaN/Inf coefficient(s)")
+  size = int(np.prod(batch)) if batch else 1
+  padded = padded_size(size, mesh)
+  xp = np if concrete and isinstance(targets, np.ndarray) and isinstance(
+      coefficients, np.ndarray) else jnp
+  flat_t = xp.broadcast_to(xp.asarray(targets, xp.float32), batch).reshape(-1)
+  flat_c = xp.broadcast_to(xp.asarray(coefficients, xp.float32), batch + (n,)).reshape(-1, n)
+  if padded != size:
+    flat_t = xp.pad(flat_t, (0, padded - size))
+    flat_c = xp.pad(flat_c, ((0, padded - size), (0, 0)))
+  if xp is np:  # host inputs: each process places its own shards
+    sh = instance_sharding(mesh)
+    flat_t, flat_c = put_sharded(flat_t, sh), put_sharded(flat_c, sh)
+  mask, value, error = _flat_solver(mesh, key_format, int(chunk_keys))(flat_t, flat_c)
+  if padded != size:
+    mask, value, error = mask[:size], value[:size], error[:size]
+  return subset_sum.SubsetSumResult(mask.reshape(batch + (n,)), value.reshape(batch),
+                                    error.reshape(batch))
+
+
+# --------------------------------------------------------------------------------------
+# Tickets.
+# --------------------------------------------------------------------------------------
+
+
+def _solve_grouped_sharded(problems, mesh):
+  """``construction._solve_grouped`` with the sharded solver (same grouping, same order)."""
+  chosen = [None] * len(problems)
+  for m in sorted({p.shape[-1] for _, p in problems}):
+    layers = [i for i, (_, p) in enumerate(problems) if p.shape[-1] == m]
+    t = jnp.concatenate([problems[i][0].reshape(-1) for i in layers])
+    c = jnp.concatenate([problems[i][1].reshape(-1, m) for i in layers])
+    mask = sharded_solve_subset_sum(t, c, mesh=mesh).mask
+    start = 0
+    for i in layers:
+      count = problems[i][0].size
+      chosen[i] = mask[start:start + count].reshape(problems[i][1].shape)
+      start += count
+  return chosen
+
+
+@functools.partial(jax.jit, static_argnames=("caps", "mesh"))
+def _network_ticket(params, kernels, caps, mesh):
+  layers = [construction._layer_instances(u, v, k.T, m)
+            for u, v, k, m in zip(params["u"], params["v"], kernels, caps)]
+  chosen = _solve_grouped_sharded([(t, p) for t, p, _, _ in layers], mesh)
+  masks_u, masks_v, errors, effective = [], [], [], []
+  kept = jnp.int32(0)
+  for ch, (t, p, valid, slot) in zip(chosen, layers):
+    mu, mv, err, eff = construction._layer_masks(ch, t, p, valid, slot)
+    masks_u.append(mu)
+    masks_v.append(mv)
+    errors.append(err.T)
+    effective.append(jnp.transpose(eff, (0, 2, 1)))
+    kept = kept + jnp.sum(mu, dtype=jnp.int32) + jnp.sum(mv, dtype=jnp.int32)
+  return {"u": masks_u, "v": masks_v}, errors, effective, kept
+
+
+@functools.partial(jax.jit, static_argnames=("mesh",))
+def _direct_solve(coefficients, kernels, mesh):
+  n = coefficients[0].shape[1]
+  t = jnp.concatenate([k.T.reshape(-1) for k in kernels])
+  c = jnp.concatenate([jnp.broadcast_to(c[:, None, :], (k.shape[1], k.shape[0], n)).reshape(-1, n)
+                       for c, k in zip(coefficients, kernels)])
+  res = sharded_solve_subset_sum(t, c, mesh=mesh)
+  masks, errors, approx = [], [], []
+  start = 0
+  for k in kernels:
+    d_in, d_out = k.shape
+    rows = slice(start, start + d_in * d_out)
+    start += d_in * d_out
+    mask = res.mask[rows].reshape(d_out, d_in, n)
+    masks.append(mask.astype(jnp.uint8))
+    errors.append(res.error[rows].reshape(d_out, d_in).T)
+    values = jnp.sum(jnp.where(mask, c[rows].reshape(d_out, d_in, n), 0.0), axis=-1)
+    approx.append(values.T)
+  return masks, errors, approx, jnp.sum(res.mask, dtype=jnp.int32)
+
+
+def sharded_find_ticket(
+    random_net: rn.RandomNetwork | construction.DirectCoefficients,
+    target: Sequence[jax.Array],
+    method: str = "network",
+    *,
+    max_half: int | Sequence[int] | None = None,
+    mesh: Mesh | None = None,
+) -> construction.Ticket:
+  """``construction.find_ticket`` with its SubsetSum instances split over ``mesh``.
+
+  Same arguments and bit-identical ``Ticket``. ``"single"`` solves no SubsetSum (one
+  argmin per instance) and runs as ``find_ticket`` does.
+  """
+  if method not in construction.METHODS:
+    raise ValueError(f"method must be one of {construction.METHODS}, got {method!r}")
+  if method == "single":
+    return construction.find_ticket(random_net, target, method, max_half=max_half)
+  mesh = make_instance_mesh() if mesh is None else mesh
+  if method == "direct":
+    if not isinstance(random_net, construction.DirectCoefficients):
+      raise ValueError("method 'direct' needs DirectCoefficients "
+                       "(sample_direct_coefficients), not a RandomNetwork")
+    kernels = construction._check_target(target)
+    coefs = random_net.coefficients
+    if len(coefs) != len(kernels):
+      raise ValueError(f"{len(coefs)} coefficient layers for {len(kernels)} target layers")
+    for c, k in zip(coefs, kernels):
+      if c.ndim != 2 or c.shape[0] != k.shape[1]:
+        raise ValueError(f"coefficients {c.shape} do not match kernel {k.shape} "
+                         "(need d_out rows)")
+    if len({int(c.shape[1]) for c in coefs}) != 1:
+      raise ValueError("all layers need the same number of coefficients per weight")
+    total = sum(int(k.size) * int(c.shape[1]) for c, k in zip(coefs, kernels))
+    masks, errors, approx, kept = _direct_solve(coefs, kernels, mesh)
+    return construction.Ticket({"coefficients": masks}, errors, approx, total, kept, "direct")
+  if not isinstance(random_net, rn.RandomNetwork):
+    raise ValueError(f"method {method!r} needs a RandomNetwork (sample_random_network)")
+  kernels = construction._check_target(target, random_net.layer_sizes)
+  copies = random_net.copies
+  if max_half is None:
+    caps = [construction.default_max_half(n) for n in copies]
+  elif isinstance(max_half, int):
+    caps = [max_half] * len(copies)
+  else:
+    caps = list(max_half)
+  if len(caps) != len(copies) or any(c < 1 or c > subset_sum.MAX_N for c in caps):
+    raise ValueError(f"max_half must be in [1, {subset_sum.MAX_N}] per layer, got {max_half}")
+  masks, errors, effective, kept = _network_ticket(random_net.params, kernels,
+                                                   caps=tuple(caps), mesh=mesh)
+  return construction.Ticket(masks, errors, effective, rn.num_params(random_net), kept, method)
+
+
+# --------------------------------------------------------------------------------------
+# Sweeps.
+# --------------------------------------------------------------------------------------
+
+_SWEEP_LOCK = threading.RLock()
+# Output shardings of the last sharded grid program (diagnostics; tests read it).
+last_grid_shardings: list = []
+
+
+@functools.lru_cache(maxsize=None)
+def _sharded_grid(mesh: Mesh, program, specs, num_seeds: int, opts):
+  """The sweep's grid program with its seed axis split over ``mesh`` (``shard_map``).
+
+  Every device runs ``sweep._grid_program``'s own (unjitted) code on its block of seeds:
+  the seed keys are computed once for the padded seed count and passed in sharded, and
+  while this traces, ``sweep._seed_keys`` returns the device's block instead of deriving
+  keys from ``range(num_seeds)``. Nothing else of the sweep changes.
+  """
+  from lth_jax import sweep  # late: sweep imports construction/evaluation, not us
+
+  axis = _mesh_axis(mesh)
+  per_device = num_seeds // num_devices(mesh)
+
+  def local(targets, key, epsilon, data, seed_keys):
+    # seed_keys: (T, per_device) typed keys of this device's seeds.
+    original = sweep._seed_keys
+
+    def block(key_, target_index, count):
+      del key_
+      assert count == per_device, (count, per_device)
+      return seed_keys[target_index]
+
+    sweep._seed_keys = block
+    try:
+      return program(targets, key, epsilon, data, specs=specs, num_seeds=per_device,
+                     opts=opts)
+    finally:
+      sweep._seed_keys = original
+
+  def out_spec(leaf):
+    return P(None, axis) if leaf.ndim == 2 else P()
+
+  def run(targets, key, epsilon, data, seed_keys):
+    shapes = jax.eval_shape(local, targets, key, epsilon, data,
+                            jax.ShapeDtypeStruct(seed_keys.shape[:1] + (per_device,),
+                                                 seed_keys.dtype))
+    out_specs = jax.tree.map(out_spec, shapes)
+    in_specs = (P(), P(), P(), P(), P(None, axis))
+    return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs)(
+        targets, key, epsilon, data, seed_keys)
+
+  return jax.jit(run)
+
+
+@contextlib.contextmanager
+def _sharded_sweep_program(mesh: Mesh):
+  """While open, ``sweep.sweep_targets`` runs its grid program through ``_sharded_grid``."""
+  from lth_jax import sweep
+
+  original = sweep._grid_program
+
+  def program(targets, key, epsilon, data, *, specs, num_seeds, opts):
+    d = num_devices(mesh)
+    padded = -(-num_seeds // d) * d
+    seed_keys = jnp.stack([original_seed_keys(key, t, padded) for t in range(len(targets))])
+    seed_keys = jax.device_put(seed_keys, NamedSharding(mesh, P(None, _mesh_axis(mesh))))
+    fn = _sharded_grid(mesh, original.__wrapped__, specs, padded, opts)
+    out = fn(targets, key, epsilon, data, seed_keys)
+    last_grid_shardings[:] = [a.sharding for a in jax.tree.leaves(out)]
+    if padded != num_seeds:
+      out = jax.tree.map(lambda a: a[:, :num_seeds] if a.ndim == 2 else a, out)
+    return out
+
+  original_seed_keys = sweep._seed_keys
+  with _SWEEP_LOCK:
+    sweep._grid_program = program
+    try:
+      yield
+    finally:
+      sweep._grid_program = original
+
+
+def sharded_sweep_targets(*args, mesh: Mesh | None = None, **kwargs):
+  """``sweep.sweep_targets`` with every grid's seeds split over ``mesh`` (default: all
+  devices). Same arguments and bit-identical results; the seed count is padded to a
+  multiple of the device count (extra seeds are computed and dropped)."""
+  from lth_jax import sweep
+
+  mesh = make_instance_mesh() if mesh is None else mesh
+  with _sharded_sweep_program(mesh):
+    return sweep.sweep_targets(*args, **kwargs)
+
+
+def sharded_sweep(target, widths, num_seeds, method="network", *, mesh: Mesh | None = None,
+                  **kwargs):
+  """``sweep.sweep`` with the seeds split over ``mesh``; see ``sharded_sweep_targets``."""
+  return sharded_sweep_targets([target], widths, num_seeds, (method,), mesh=mesh,
+                               **kwargs)[0][method]
