@@ -1,0 +1,61 @@
+"""Solve millions of "direct" SubsetSum instances in resumable chunks (lth_jax.streaming).
+
+  python -m experiments.solve_stream --out_dir=/tmp/stream --num_weights=20000000
+  python -m experiments.solve_stream --out_dir=runs/fc2 --weights=fc2_weights.npy --n=21
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.solve_stream \
+      --out_dir=/tmp/stream --num_weights=1000000 --shard      # split chunks over devices
+  python -m experiments.solve_stream --distributed --shard ...  # multi-host (process 0 writes)
+
+Writes chunk_*.npz (bit-packed masks, errors, values) and manifest.json to --out_dir. A run
+that is killed and restarted with the same command keeps every finished chunk and ends with
+the same files as an uninterrupted run.
+"""
+
+import numpy as np
+from absl import app, flags, logging
+
+from lth_jax import distributed, streaming
+
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory.", required=True)
+_NUM_WEIGHTS = flags.DEFINE_integer("num_weights", 1_000_000,
+                                    "Weights to generate (ignored with --weights).")
+_WEIGHTS = flags.DEFINE_string("weights", None, ".npy file of target weights (any shape, "
+                               "flattened in C order; memory-mapped).")
+_N = flags.DEFINE_integer("n", 21, "Coefficients per weight.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the coefficients (and generated weights).")
+_LOW = flags.DEFINE_float("low", -0.464, "Coefficient (and generated weight) range, low.")
+_HIGH = flags.DEFINE_float("high", 0.541, "Coefficient (and generated weight) range, high.")
+_GROUP = flags.DEFINE_integer("group_size", 1, "Consecutive weights sharing one coefficient "
+                              "vector (d_in for row-major (d_out, d_in) weights).")
+_CHUNK = flags.DEFINE_integer("chunk_size", 1 << 16, "Instances per saved chunk.")
+_EPSILON = flags.DEFINE_float("epsilon", 0.01, "Threshold of the summary's fraction.")
+_PACK = flags.DEFINE_bool("pack_masks", True, "Store masks bit-packed.")
+_SHARD = flags.DEFINE_bool("shard", False, "Split every chunk over all devices.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize().")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a different run in --out_dir.")
+_PAUSE = flags.DEFINE_float("pause_s", 0.0, "Sleep after each chunk (share the machine).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  distributed.initialize_distributed(_DISTRIBUTED.value)
+  weights = None
+  if _WEIGHTS.value:
+    weights = np.load(_WEIGHTS.value, mmap_mode="r").reshape(-1)
+  source = streaming.DirectSource(
+      _N.value, _SEED.value, _LOW.value, _HIGH.value, weights=weights,
+      num_weights=None if weights is not None else _NUM_WEIGHTS.value,
+      group_size=_GROUP.value)
+  mesh = distributed.make_instance_mesh() if _SHARD.value else None
+  report = streaming.solve_stream(
+      source, _OUT_DIR.value, chunk_size=_CHUNK.value, mesh=mesh, pack_masks=_PACK.value,
+      overwrite=_OVERWRITE.value, epsilon=_EPSILON.value, pause_s=_PAUSE.value)
+  if distributed.is_primary():
+    logging.info("solved %d chunks (%d already done) of %s: %.0f instances/s; summary %s",
+                 report.chunks_solved, report.chunks_skipped, report.out_dir,
+                 report.instances_per_second, report.summary)
+
+
+if __name__ == "__main__":
+  app.run(main)
