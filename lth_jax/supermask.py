@@ -73,60 +73,69 @@ def _magnitude_bits(scores: jax.Array) -> jax.Array:
     return jax.lax.bitcast_convert_type(a, jnp.int32)
 
 
-def _thresholds(bits: list[jax.Array], k: list[jax.Array]) -> list[jax.Array]:
-    """Per row m of each (M, P) int32 array: the largest t with count(bits[m] >= t) >= k[m].
+def _thresholds(bits: list[jax.Array], k: list[jax.Array]
+                ) -> tuple[list[jax.Array], list[jax.Array]]:
+    """Per row m of each (M, P) int32 array: the largest t with count(bits[m] >= t) >= k[m],
+    and that count (> k[m] exactly when entries tie at t beyond the k-th).
 
     Built one bit at a time from bit 30 down: 31 counting passes, O(31 P), no sort. All
     tensors share one loop (one small XLA while loop, whatever the number of tensors).
     """
-    def body(i, ts):
+    def body(i, carry):
         bit = jax.lax.shift_left(jnp.int32(1), jnp.int32(30) - i)
         out = []
-        for b, kk, t in zip(bits, k, ts):
+        for b, kk, (t, c) in zip(bits, k, carry):
             candidate = t | bit
             count = jnp.sum(b >= candidate[:, None], axis=1, dtype=jnp.int32)
-            out.append(jnp.where(count >= kk, candidate, t))
+            ok = count >= kk
+            out.append((jnp.where(ok, candidate, t), jnp.where(ok, count, c)))
         return tuple(out)
-    init = tuple(jnp.zeros(b.shape[0], jnp.int32) for b in bits)
-    return list(jax.lax.fori_loop(0, 31, body, init))
+    init = tuple((jnp.zeros(b.shape[0], jnp.int32), jnp.full(b.shape[0], b.shape[1], jnp.int32))
+                 for b in bits)
+    result = jax.lax.fori_loop(0, 31, body, init)
+    return [t for t, _ in result], [c for _, c in result]
 
 
-def _last_tied_indices(equal: list[jax.Array], need: list[jax.Array]) -> list[jax.Array]:
-    """Per row: the flat index of the need-th True entry of `equal` (need >= 1), by bisection
-    over the index bits (largest c0 with count(equal[:c0]) < need)."""
-    n_bits = max(max(1, int(e.shape[1]).bit_length()) for e in equal)
-    iotas = [jnp.arange(e.shape[1], dtype=jnp.int32) for e in equal]
+_TIE_BLOCK = 1024
 
-    def body(i, cs):
-        bit = jax.lax.shift_left(jnp.int32(1), jnp.int32(n_bits - 1) - i)
-        out = []
-        for e, nd, iota, c0 in zip(equal, need, iotas, cs):
-            candidate = c0 | bit
-            count = jnp.sum(e & (iota < candidate[:, None]), axis=1, dtype=jnp.int32)
-            out.append(jnp.where(count < nd, candidate, c0))
-        return tuple(out)
-    init = tuple(jnp.zeros(e.shape[0], jnp.int32) for e in equal)
-    return list(jax.lax.fori_loop(0, n_bits, body, init))
+
+def _last_tied_index(equal: jax.Array, need: jax.Array) -> jax.Array:
+    """Per row of (M, P) bool `equal`: the flat index of its need-th True entry (need >= 1).
+
+    Two-level prefix count: True entries per block of 1024 (one pass), a prefix sum over the
+    blocks to find the block holding the need-th one, then a prefix sum inside that block.
+    """
+    m, p = equal.shape
+    block = min(_TIE_BLOCK, p)
+    n_blocks = -(-p // block)
+    padded = jnp.pad(equal, ((0, 0), (0, n_blocks * block - p))).reshape(m, n_blocks, block)
+    per_block = jnp.sum(padded, axis=2, dtype=jnp.int32)                   # (M, n_blocks)
+    cumulative = jnp.cumsum(per_block, axis=1)
+    b = jnp.sum(cumulative < need[:, None], axis=1, dtype=jnp.int32)        # block index
+    b = jnp.minimum(b, n_blocks - 1)
+    before = jnp.take_along_axis(cumulative - per_block, b[:, None], axis=1)[:, 0]
+    inside = jnp.take_along_axis(padded, b[:, None, None], axis=1)[:, 0]    # (M, block)
+    position = jnp.sum(jnp.cumsum(inside, axis=1, dtype=jnp.int32) < (need - before)[:, None],
+                       axis=1, dtype=jnp.int32)
+    return b * block + position
 
 
 def _masks_bisect(bits: list[jax.Array], k: list[jax.Array]) -> list[jax.Array]:
-    """bits: (M, P) int32 arrays, k: (M,) int32 -> (M, P) bool, exactly k[m] True per row."""
-    ts = _thresholds(bits, k)
-    greater = [b > t[:, None] for b, t in zip(bits, ts)]
-    equal = [b == t[:, None] for b, t in zip(bits, ts)]
-    need = [kk - jnp.sum(g, axis=1, dtype=jnp.int32) for kk, g in zip(k, greater)]  # >= 1
-    surplus = [jnp.any(jnp.sum(e, axis=1, dtype=jnp.int32) > nd) for e, nd in zip(equal, need)]
+    """bits: (M, P) int32 arrays, k: (M,) int32 -> (M, P) bool, exactly k[m] True per row.
 
-    def break_ties(_):  # keep the first `need` tied entries by index
-        last = _last_tied_indices(equal, need)
-        return tuple(g | (e & (jnp.arange(e.shape[1], dtype=jnp.int32) <= c[:, None]))
-                     for g, e, c in zip(greater, equal, last))
-
-    # Ties at the threshold are rare for real-valued scores: only pay for the index search
-    # when some row has more tied entries than it may keep. (Under an outer vmap this becomes
-    # a select, which is still exact.)
-    return list(jax.lax.cond(jnp.any(jnp.stack(surplus)), break_ties,
-                             lambda _: tuple(g | e for g, e in zip(greater, equal)), None))
+    Entries above the k-th largest value t are kept; of those equal to t (float32 scores do
+    tie: 2M Gaussian float32 values hold ~10^5 duplicates) the lowest-index ones fill the rest.
+    """
+    ts, counts = _thresholds(bits, k)
+    masks = []
+    for b, t, count_ge, kk in zip(bits, ts, counts, k):
+        equal = b == t[:, None]
+        n_equal = jnp.sum(equal, axis=1, dtype=jnp.int32)
+        need = kk - (count_ge - n_equal)                                    # 1 <= need <= n_equal
+        last = _last_tied_index(equal, need)
+        iota = jnp.arange(b.shape[1], dtype=jnp.int32)
+        masks.append((b > t[:, None]) | (equal & (iota <= last[:, None])))
+    return masks
 
 
 def _masks_sort(bits: list[jax.Array], k: list[jax.Array]) -> list[jax.Array]:

@@ -50,10 +50,12 @@ def test_keep_fraction_is_the_fraction_kept():
 
 @pytest.mark.parametrize("method", sm.TOPK_METHODS)
 def test_exact_count_and_index_tie_break(method):
-    # Many ties: values in {0, 1/3, 2/3, ...}; lax.top_k ranks ties by lower index first.
-    s = jnp.asarray(np.round(3 * np.random.default_rng(0).normal(size=(5, 301))) / 3, jnp.float32)
+    # Many ties (values in {0, 1/3, 2/3, ...}) spread over several 1024-entry blocks of the
+    # tie search; lax.top_k ranks ties by lower index first.
+    s = jnp.asarray(np.round(3 * np.random.default_rng(0).normal(size=(5, 3001))) / 3,
+                    jnp.float32)
     for keep in (1e-6, 0.01, 0.2, 0.5, 0.77, 0.999, 1.0):
-        k = sm.kept_count_host(301, keep)
+        k = sm.kept_count_host(3001, keep)
         mask = sm.topk_mask(s, keep, batch_dims=1, method=method)
         np.testing.assert_array_equal(mask.sum(axis=1), k)
         _, idx = jax.lax.top_k(jnp.abs(s), k)
