@@ -1,0 +1,451 @@
+"""Sparsest SubsetSum within a tolerance: the fewest terms whose sum is within epsilon.
+
+Problem: for each instance (target ``t``, coefficients ``c`` of length ``n``, tolerance
+``eps > 0``), among all ``2^n`` subsets with ``|t - sum(c[mask])| <= eps`` return one with
+the fewest elements, ties broken by the smaller error, then by a deterministic rule. If no
+subset is within ``eps`` the instance is *infeasible* and the answer is exactly the one
+``solve_subset_sum`` returns (the minimum-error subset, same mask), with
+``feasible = False``. Sparser tickets: at ``n = 21`` and ``eps = 0.01`` the minimum-error
+subset uses about ``n / 2`` terms, the sparsest about 2.
+
+Algorithm (three tiers per chunk of instances; all sorting networks and elementwise
+selects, batch minor; a tier runs only if some instance of the chunk still needs it):
+
+1. *Enumeration of small subsets.* All subsets of at most ``K0`` terms (``K0`` = 3 or 4,
+   see ``default_enumerated_terms``) are summed directly, level by level (a ``k``-subset is
+   a ``(k-1)``-subset plus one coefficient, static index tables). If an instance has a
+   subset within ``eps`` of at most ``K0`` terms, the first such level holds its optimum
+   (every smaller subset was checked). Random instances almost always end here.
+2. *Minimum error.* ``solve_subset_sum``'s own chunk solver (meet in the middle, bitonic
+   merges) gives the minimum error, hence feasibility, and the infeasible answer.
+3. *Popcount-layered meet in the middle* (only if some feasible instance has more than
+   ``K0`` terms in its optimum). Each half's subset sums are generated already split by
+   popcount ``p`` and sorted (``L_p`` from ``L_p`` and ``L_{p-1} + c_k``, bitonic merges of
+   arbitrary static sizes padded with sentinels). For a pair ``(p_a, p_b)`` the closest sum
+   to the target is the closest adjacent cross pair in the merge of ``A_{p_a}`` with
+   ``t - B_{p_b}``. Levels ``k = p_a + p_b = K0 + 1, K0 + 2, ...`` are processed in order,
+   each only while some feasible instance is still unresolved, so the first level with a
+   pair within ``eps`` is the minimum count, and its closest pair the minimum error.
+
+Cost per instance: tier 1 is ``sum_{k <= K0} C(n, k)`` key additions and compares (1,562
+subsets at ``n = 21``); tier 2 is ``solve_subset_sum`` (``O(a^2 2^a)`` compare-exchanges,
+``a = ceil(n / 2)``); tier 3 costs about as much as tier 2 for the layered generation, plus
+``sum_{p_a + p_b = k} (C(a, p_a) + C(a, p_b)) log`` per level (small for small ``k``, about
+``3 a 2^a`` compare-exchanges for all levels together). Memory is bounded by chunking.
+
+Exactness and the epsilon rule: values live on the instance's grid ``2^-s`` (see
+``lth_jax.subset_sum``); errors are exact integers ``e`` on that grid and ``eps`` becomes
+``floor(eps * 2^s)`` (an exact power-of-two scaling, then rounding *down*). An instance is
+feasible iff some grid error ``e <= floor(eps * 2^s)``, which is exactly ``e * 2^-s <= eps``
+because ``e`` is an integer. When every input lies on the grid (every float32 input of
+magnitude ``>= 2^(24-s)``, e.g. all ``>= 2^-21`` at ``n = 21`` with ``|c| <= 1``), grid
+errors are the true errors, so feasibility, counts and errors are exact.
+
+Tie rule (only relevant when several subsets share the minimum count *and* the same grid
+error, e.g. with repeated or zero coefficients): the smallest subset code
+``index_A * 2^a + index_B`` (``index`` = bit pattern of the chosen coefficients of each
+half) among the candidates examined: all subsets in tier 1, the adjacent pairs of each
+merge in tier 3. It is deterministic (independent of batch, chunking and key format) but
+may change with ``max_enumerated_terms``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lth_jax import subset_sum as _ss
+from lth_jax.subset_sum import (
+    _KEYS,
+    _Int64Keys,
+    _bitonic_merge,
+    _chunk_size,
+    _grid_exponent,
+    _is_concrete,
+    _quantise,
+    _reduce_min,
+    _tmap,
+    default_key_format,
+)
+
+MAX_N = 30  # the subset code (index_A, index_B) is one int32 of 2 * ceil(n / 2) bits
+_KEY_MAX = (1 << 63) - 1
+_NONE = 1 << 30  # "no candidate" count / code
+
+
+class FewestTermsResult(NamedTuple):
+  """Sparsest subsets within epsilon for a batch of instances.
+
+  Attributes:
+    mask: bool ``batch + (n,)``: the chosen subset.
+    value: float32 ``batch``: its sum (exact on the grid, rounded once).
+    error: float32 ``batch``: ``|target - value|`` (exact on the grid, rounded once).
+    count: int32 ``batch``: number of chosen terms (``mask.sum(-1)``).
+    feasible: bool ``batch``: some subset is within epsilon. If False the subset is the
+      minimum-error one (exactly ``solve_subset_sum``'s answer).
+  """
+
+  mask: jax.Array
+  value: jax.Array
+  error: jax.Array
+  count: jax.Array
+  feasible: jax.Array
+
+
+def default_enumerated_terms(n: int) -> int:
+  """Tier-1 depth: 4 while at most 4,096 subsets have <= 4 terms (n <= 17), else 3."""
+  return 4 if sum(math.comb(n, k) for k in range(5)) <= 4096 else 3
+
+
+# --------------------------------------------------------------------------------------
+# Helpers on key pytrees (both formats).
+# --------------------------------------------------------------------------------------
+
+
+def _equal(x, y):
+  return functools.reduce(jnp.logical_and, jax.tree.leaves(_tmap(jnp.equal, x, y)))
+
+
+def _select(cond, x, y):
+  return _tmap(lambda u, v: jnp.where(cond, u, v), x, y)
+
+
+def _take(x, idx):
+  """Rows ``idx`` (static int array) of every leaf."""
+  return _tmap(lambda v: jnp.take(v, idx, axis=0), x)
+
+
+def _abs(ops, x):
+  if ops is _Int64Keys:
+    return jnp.abs(x)
+  negative = jax.tree.leaves(x)[0] < 0
+  return _select(negative, ops.sub(ops.full(negative.shape, 0), x), x)
+
+
+def _best(ops, gap, code, valid):
+  """Lexicographic min of (gap, code) over axis 0 among ``valid`` rows.
+
+  Returns (found bool, gap key, code int32); gap/code are garbage where not found.
+  """
+  found = jnp.any(valid, axis=0)
+  best_gap = _reduce_min(ops, _select(valid, gap, ops.full(valid.shape, _KEY_MAX)))
+  valid = valid & _equal(gap, _tmap(lambda v: v[None], best_gap))
+  best_code = jnp.min(jnp.where(valid, code, _NONE), axis=0)
+  return found, best_gap, best_code
+
+
+def _update(state, found, gap, code, count):
+  """Takes (count, gap, code) where an instance is still unresolved and ``found``."""
+  old_count, old_gap, old_code = state
+  take = found & (old_count == _NONE)
+  return (jnp.where(take, count, old_count), _select(take, gap, old_gap),
+          jnp.where(take, code, old_code))
+
+
+def _merge_many(ops, pairs):
+  """Merges sorted lists: ``pairs`` of (ascending or None, descending or None) pytrees.
+
+  Lists have any static lengths; each merge runs a bitonic network on
+  ``ascending ++ sentinels ++ descending`` padded to a power of two, merges of equal
+  padded length share one network. Returns the merged ascending lists, sentinels cut.
+  """
+  out = [None] * len(pairs)
+  by_size = {}
+  for i, (x, y) in enumerate(pairs):
+    if x is None or y is None:
+      out[i] = x if y is None else _tmap(lambda v: v[::-1], y)
+      continue
+    length = jax.tree.leaves(x)[0].shape[0] + jax.tree.leaves(y)[0].shape[0]
+    by_size.setdefault(1 << (length - 1).bit_length(), []).append(i)
+  for size, members in by_size.items():
+    seqs = []
+    for i in members:
+      x, y = pairs[i]
+      pad = size - jax.tree.leaves(x)[0].shape[0] - jax.tree.leaves(y)[0].shape[0]
+      rest = jax.tree.leaves(x)[0].shape[1:]
+      fill = ops.full((pad,) + rest, _KEY_MAX)
+      seqs.append(_tmap(lambda a, s, b: jnp.concatenate([a, s, b], 0), x, fill, y))
+    stacked = _tmap(lambda *v: jnp.stack(v, 1), *seqs)  # (size, members) + rest
+    merged = _bitonic_merge(ops, stacked, size)
+    for j, i in enumerate(members):
+      length = sum(jax.tree.leaves(p)[0].shape[0] for p in pairs[i])
+      out[i] = _tmap(lambda v: v[:length, j], merged)
+  return out
+
+
+def _layered_sums(ops, steps):
+  """Subset sums of each half split by popcount, each layer sorted ascending.
+
+  Args:
+    ops: key arithmetic.
+    steps: key pytree, leaves ``(m,) + batch``: constant added when element ``i`` joins.
+
+  Returns:
+    list over ``p = 0..m`` of key pytrees with leaves ``(C(m, p),) + batch``.
+  """
+  m = jax.tree.leaves(steps)[0].shape[0]
+  batch = jax.tree.leaves(steps)[0].shape[1:]
+  layers = [ops.full((1,) + batch, 0)]
+  for i in range(m):
+    step = _tmap(lambda v: v[i], steps)
+    pairs = []
+    for p in range(i + 2):
+      keep = layers[p] if p <= i else None
+      join = (_tmap(lambda v: v[::-1], ops.add(layers[p - 1], step)) if p >= 1 else None)
+      pairs.append((keep, join))
+    layers = _merge_many(ops, pairs)
+  return layers
+
+
+# --------------------------------------------------------------------------------------
+# One chunk: targets (C,), coefficients (n, C) with n even, epsilon (C,), batch minor.
+# --------------------------------------------------------------------------------------
+
+
+def _subset_code(subset, half):
+  code = 0
+  for i in subset:
+    code |= (1 << (i + half)) if i < half else (1 << (i - half))
+  return code
+
+
+def _enumerate(ops, q_keys, qt_key, eps_key, n_real, half, depth, state):
+  """Tier 1: every subset of at most ``depth`` of the first ``n_real`` coefficients."""
+  c = jax.tree.leaves(qt_key)[0].shape[0]
+  zero = ops.full((1, c), 0)
+  sums, prev_index = zero, {(): 0}
+  for k in range(depth + 1):
+    subsets = list(itertools.combinations(range(n_real), k))
+    if k > 0:
+      parent = np.asarray([prev_index[s[:-1]] for s in subsets], np.int32)
+      last = np.asarray([s[-1] for s in subsets], np.int32)
+      sums = ops.add(_take(sums, parent), _take(q_keys, last))
+    prev_index = {s: i for i, s in enumerate(subsets)}
+    err = _abs(ops, ops.sub(_tmap(lambda v: v[None], qt_key), sums))
+    feasible = ~ops.less(_tmap(lambda v: v[None], eps_key), err)
+    code = jnp.asarray([_subset_code(s, half) for s in subsets], jnp.int32)[:, None]
+    found, gap, best_code = _best(ops, err, jnp.broadcast_to(code, feasible.shape), feasible)
+    state = _update(state, found, gap, best_code, k)
+  return state
+
+
+def _layered(ops, steps, t_key, eps_key, half, shift, first_level, feasible, state):
+  """Tier 3: popcount-layered meet in the middle for levels ``first_level..2 half``."""
+  layers = _layered_sums(ops, steps)  # leaves (C(half, p), 2, C)
+  a_layers = [_tmap(lambda v: v[:, 0], x) for x in layers]
+  b_layers = []  # t - B, descending, with origin bit and B's index in the low bits
+  for x in layers:
+    x = _tmap(lambda v: v[:, 1], x)
+    idx = ops.low(x, half)
+    cleared = ops.sub(x, ops.from_float(idx.astype(jnp.float32)))
+    tk = _tmap(lambda v: jnp.broadcast_to(v[None], jax.tree.leaves(cleared)[0].shape), t_key)
+    b_layers.append(ops.or_low(ops.sub(tk, cleared), idx | (1 << half)))
+
+  def level(k, state):
+    pas = [p for p in range(half + 1) if 0 <= k - p <= half]
+    merged = _merge_many(ops, [(a_layers[p], b_layers[k - p]) for p in pas])
+    gaps, codes, valids = [], [], []
+    for m in merged:
+      lower = _tmap(lambda v: v[:-1], m)
+      upper = _tmap(lambda v: v[1:], m)
+      lo_origin = ops.low(lower, shift) >> half
+      cross = lo_origin != (ops.low(upper, shift) >> half)
+      gap = ops.sub(ops.shr(upper, shift), ops.shr(lower, shift))
+      idx_lo, idx_hi = ops.low(lower, half), ops.low(upper, half)
+      code = jnp.where(lo_origin == 0, (idx_lo << half) | idx_hi, (idx_hi << half) | idx_lo)
+      eps = _tmap(lambda v: v[None], eps_key)
+      gaps.append(gap)
+      codes.append(code)
+      valids.append(cross & ~ops.less(eps, gap))
+    cat = lambda *xs: jnp.concatenate(xs, 0)
+    found, gap, code = _best(ops, _tmap(cat, *gaps), cat(*codes), cat(*valids))
+    return _update(state, found, gap, code, k)
+
+  for k in range(first_level, 2 * half + 1):
+    todo = jnp.any(feasible & (state[0] == _NONE))
+    state = jax.lax.cond(todo, functools.partial(level, k), lambda s: s, state)
+  return state
+
+
+def _solve_chunk(targets, coefficients, epsilon, key_format, n_real, depth):
+  """Returns (mask bool (n, C), value (C,), error (C,), feasible (C,))."""
+  ops = _KEYS[key_format]
+  n, c = coefficients.shape
+  half = n // 2
+  shift = half + 1
+  s = _grid_exponent(targets, coefficients, half)  # the same grid as solve_subset_sum
+  q = _quantise(coefficients, s[None, :])
+  qt = _quantise(targets, s)
+  q_keys = ops.from_float(q)  # (n, C) grid values
+  qt_key = ops.from_float(qt)
+  # Every |value| on the grid is <= 2^(60 - half) (grid choice), so gaps < 2^(61 - half).
+  eps_q = jnp.minimum(jnp.floor(jnp.ldexp(epsilon, s)), float(2 ** (61 - half)))
+  eps_key = ops.from_float(eps_q)
+
+  none = (jnp.full((c,), _NONE, jnp.int32), ops.full((c,), _KEY_MAX),
+          jnp.full((c,), _NONE, jnp.int32))
+  state = _enumerate(ops, q_keys, qt_key, eps_key, n_real, half, depth, none)
+  unresolved = state[0] == _NONE
+
+  def general(state):
+    mask2, value2, error2 = _ss._solve_chunk(targets, coefficients, key_format)
+    chosen = _select(mask2, q_keys, ops.full((n, c), 0))
+    sum2 = functools.reduce(ops.add, [_tmap(lambda v: v[i], chosen) for i in range(n)])
+    feasible = ~ops.less(eps_key, _abs(ops, ops.sub(qt_key, sum2)))
+    steps = ops.from_float(q * float(2**shift))
+    bit = jnp.asarray([1 << (i % half) for i in range(n)], jnp.int32)[:, None]
+    steps = ops.or_low(steps, jnp.broadcast_to(bit, (n, c)))
+    steps = _tmap(lambda v: jnp.stack([v[:half], v[half:]], 1), steps)  # (half, 2, C)
+    t_key = ops.from_float(qt * float(2**shift))
+    state = jax.lax.cond(
+        jnp.any(feasible & (state[0] == _NONE)),
+        lambda st: _layered(ops, steps, t_key, eps_key, half, shift, depth + 1, feasible, st),
+        lambda st: st, state)
+    return state, feasible, mask2, value2, error2
+
+  def easy(state):
+    zero = jnp.zeros((c,), jnp.float32)
+    return state, jnp.ones((c,), bool), jnp.zeros((n, c), bool), zero, zero
+
+  state, feasible, mask2, value2, error2 = jax.lax.cond(jnp.any(unresolved), general, easy,
+                                                        state)
+  _, gap, code = state
+  bits = jnp.arange(half, dtype=jnp.int32)[:, None]
+  mask = jnp.concatenate([(code[None] >> (bits + half)) & 1, (code[None] >> bits) & 1], 0)
+  mask = mask == 1
+  chosen = _select(mask, q_keys, ops.full((n, c), 0))
+  value_q = functools.reduce(ops.add, [_tmap(lambda v: v[i], chosen) for i in range(n)])
+  value = jnp.ldexp(ops.to_float(value_q), -s)
+  error = jnp.ldexp(ops.to_float(gap), -s)
+  return (jnp.where(feasible[None], mask, mask2), jnp.where(feasible, value, value2),
+          jnp.where(feasible, error, error2), feasible)
+
+
+# --------------------------------------------------------------------------------------
+# Public entry point.
+# --------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("key_format", "chunk", "depth"))
+def _solve_flat(targets, coefficients, epsilon, key_format, chunk, depth):
+  b, n = coefficients.shape
+  n_even = n + (n % 2)
+  num_chunks = -(-b // chunk)
+  pad_b = num_chunks * chunk - b
+  coef = jnp.pad(coefficients, ((0, pad_b), (0, n_even - n)))
+  tgt = jnp.pad(targets, (0, pad_b))
+  eps = jnp.pad(epsilon, (0, pad_b), constant_values=1.0)
+  coef = coef.reshape(num_chunks, chunk, n_even).transpose(0, 2, 1)  # batch minor
+  tgt = tgt.reshape(num_chunks, chunk)
+  eps = eps.reshape(num_chunks, chunk)
+
+  def one(args):
+    with jax.enable_x64(key_format == "int64"):
+      return _solve_chunk(*args, key_format, n, depth)
+
+  mask, value, error, feasible = jax.lax.map(one, (tgt, coef, eps))
+  mask = mask.transpose(0, 2, 1).reshape(num_chunks * chunk, n_even)[:b, :n]
+  return mask, value.reshape(-1)[:b], error.reshape(-1)[:b], feasible.reshape(-1)[:b]
+
+
+def solve_fewest_terms(
+    targets: chex.Array,
+    coefficients: chex.Array,
+    epsilon: chex.Numeric,
+    *,
+    key_format: str | None = None,
+    chunk_keys: int = 1 << 18,
+    max_enumerated_terms: int | None = None,
+) -> FewestTermsResult:
+  """Exactly finds, per instance, the fewest coefficients whose sum is within epsilon.
+
+  Args:
+    targets: float ``batch`` (any shape, including scalar).
+    coefficients: float ``batch + (n,)``, or any shape broadcastable to it (e.g. ``(n,)``
+      shared by every target). ``1 <= n <= MAX_N`` (30). Zero coefficients are allowed and
+      never chosen by a feasible answer.
+    epsilon: float ``> 0``, scalar or broadcastable to ``batch``: the tolerance on
+      ``|target - sum|`` (decided exactly on the instance's grid, see the module doc).
+    key_format: ``"int64"`` or ``"int32x2"``; default per backend. Identical results.
+    chunk_keys: memory bound, as in ``solve_subset_sum`` (instances per chunk =
+      ``chunk_keys / 2^(ceil(n/2) + 1)``); tier 3 needs a few times more memory per key.
+    max_enumerated_terms: tier-1 depth ``K0`` (subsets of at most this many terms are
+      enumerated directly); default ``default_enumerated_terms(n)``. Only speed and
+      exact-tie choices depend on it.
+
+  Returns:
+    ``FewestTermsResult(mask, value, error, count, feasible)``.
+
+  Raises:
+    ValueError: empty inputs, ``n`` out of range, shapes that do not broadcast, a bad
+      ``key_format`` or ``max_enumerated_terms``, or (when called outside a trace) NaN/Inf
+      inputs or an ``epsilon`` that is not finite and positive. Inside ``jit`` these
+      checks cannot raise; such instances return ``error = value = nan``, an empty mask,
+      ``count = 0`` and ``feasible = False``.
+  """
+  targets = jnp.asarray(targets, jnp.float32)
+  coefficients = jnp.asarray(coefficients, jnp.float32)
+  epsilon = jnp.asarray(epsilon, jnp.float32)
+  if coefficients.ndim == 0:
+    raise ValueError("coefficients must have at least one axis (the subset axis, last)")
+  n = coefficients.shape[-1]
+  if n == 0:
+    raise ValueError("coefficients has an empty last axis: need at least 1 coefficient")
+  if n > MAX_N:
+    raise ValueError(
+        f"n = {n} coefficients per instance is beyond the supported maximum {MAX_N} for "
+        f"solve_fewest_terms (meet in the middle over 2^{(n + 1) // 2} sums per half, "
+        "subset codes in 31 bits)")
+  try:
+    batch = jnp.broadcast_shapes(targets.shape, coefficients.shape[:-1], epsilon.shape)
+  except ValueError as e:
+    raise ValueError(
+        f"targets shape {targets.shape}, coefficients batch shape {coefficients.shape[:-1]} "
+        f"(coefficients are batch + (n,)) and epsilon shape {epsilon.shape} do not "
+        "broadcast") from e
+  size = int(np.prod(batch)) if batch else 1
+  if size == 0:
+    raise ValueError(f"empty batch: targets shape {targets.shape}, coefficients shape "
+                     f"{coefficients.shape}")
+  key_format = key_format or default_key_format()
+  if key_format not in _KEYS:
+    raise ValueError(f"key_format must be one of {sorted(_KEYS)}, got {key_format!r}")
+  depth = default_enumerated_terms(n) if max_enumerated_terms is None else max_enumerated_terms
+  if not isinstance(depth, (int, np.integer)) or depth < 0:
+    raise ValueError(f"max_enumerated_terms must be an int >= 0, got {depth!r}")
+  depth = min(int(depth), n)
+  if _is_concrete(epsilon):
+    e = np.asarray(epsilon)
+    if not np.all(np.isfinite(e) & (e > 0)):
+      raise ValueError(
+          f"epsilon must be finite and > 0: got {int(np.sum(~np.isfinite(e)))} NaN/Inf and "
+          f"{int(np.sum(e <= 0))} value(s) <= 0")
+  if _is_concrete(targets) and _is_concrete(coefficients):
+    bad_t = ~np.isfinite(np.asarray(targets))
+    bad_c = ~np.isfinite(np.asarray(coefficients))
+    if bad_t.any() or bad_c.any():
+      raise ValueError(
+          f"non-finite input: {int(bad_t.sum())} NaN/Inf target(s), {int(bad_c.sum())} "
+          "NaN/Inf coefficient(s)")
+  flat_t = jnp.broadcast_to(targets, batch).reshape(-1)
+  flat_c = jnp.broadcast_to(coefficients, batch + (n,)).reshape(-1, n)
+  flat_e = jnp.broadcast_to(epsilon, batch).reshape(-1)
+  chunk = _chunk_size(n + n % 2, size, chunk_keys)
+  mask, value, error, feasible = _solve_flat(flat_t, flat_c, flat_e, key_format=key_format,
+                                             chunk=chunk, depth=depth)
+  ok = (jnp.isfinite(flat_t) & jnp.all(jnp.isfinite(flat_c), axis=-1)
+        & jnp.isfinite(flat_e) & (flat_e > 0))
+  error = jnp.where(ok, error, jnp.nan)
+  value = jnp.where(ok, value, jnp.nan)
+  mask = mask & ok[:, None]
+  feasible = feasible & ok
+  count = jnp.sum(mask, axis=-1, dtype=jnp.int32)
+  return FewestTermsResult(mask.reshape(batch + (n,)), value.reshape(batch),
+                           error.reshape(batch), count.reshape(batch), feasible.reshape(batch))
