@@ -366,8 +366,8 @@ def _sharded_grid(mesh: Mesh, program, specs, num_seeds: int, opts):
     finally:
       sweep._seed_keys = original
 
-  def out_spec(leaf):
-    return P(None, axis) if leaf.ndim == 2 else P()
+  def out_spec(leaf):  # grid outputs are (widths, seeds, ...); scalars are per target
+    return P(None, axis) if leaf.ndim >= 2 else P()
 
   def run(targets, key, epsilon, data, seed_keys):
     shapes = jax.eval_shape(local, targets, key, epsilon, data,
@@ -397,7 +397,7 @@ def _sharded_sweep_program(mesh: Mesh):
     out = fn(targets, key, epsilon, data, seed_keys)
     last_grid_shardings[:] = [a.sharding for a in jax.tree.leaves(out)]
     if padded != num_seeds:
-      out = jax.tree.map(lambda a: a[:, :num_seeds] if a.ndim == 2 else a, out)
+      out = jax.tree.map(lambda a: a[:, :num_seeds] if a.ndim >= 2 else a, out)
     return out
 
   original_seed_keys = sweep._seed_keys

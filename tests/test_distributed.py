@@ -1,0 +1,157 @@
+"""Sharded solver, tickets, sweeps and streams on a 1-D device mesh.
+
+XLA fixes the CPU device count when JAX starts, and this process has one device, so
+``test_multidevice_subprocess`` runs this same file again in a subprocess with
+``XLA_FLAGS=--xla_force_host_platform_device_count=4``; there the ``four_devices`` tests
+run (and here they are skipped).
+"""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lth_jax import construction, distributed, streaming, subset_sum
+from lth_jax import random_net as rn
+
+_INNER = "LTH_DISTRIBUTED_INNER"
+four_devices = pytest.mark.skipif(jax.device_count() != 4 or not os.environ.get(_INNER),
+                                  reason="runs in the 4-device subprocess")
+
+
+def _instances(batch, n, seed=0):
+  rng = np.random.default_rng(seed)
+  c = rng.uniform(-0.464, 0.541, batch + (n,)).astype(np.float32)
+  t = rng.uniform(-0.464, 0.541, batch).astype(np.float32)
+  return t, c
+
+
+def _assert_same(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# --------------------------------------------------------------------------------------
+# This process (one device).
+# --------------------------------------------------------------------------------------
+
+
+def test_multidevice_subprocess():
+  if os.environ.get(_INNER):
+    pytest.skip("already inside the 4-device subprocess")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", **{_INNER: "1"})
+  env.pop("PYTEST_XDIST_WORKER", None)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+  proc = subprocess.run(
+      [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:xdist",
+       os.path.abspath(__file__), "-k", "four"],
+      env=env, cwd=root, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+  assert " passed" in proc.stdout and "skipped" not in proc.stdout.split("\n")[-2], proc.stdout
+
+
+def test_one_device_mesh_matches_solver():
+  mesh = distributed.make_instance_mesh(jax.devices()[:1])
+  assert mesh.axis_names == (distributed.AXIS,) and distributed.num_devices(mesh) == 1
+  t, c = _instances((37,), 9)
+  _assert_same(distributed.sharded_solve_subset_sum(t, c, mesh=mesh),
+               subset_sum.solve_subset_sum(t, c))
+
+
+def test_input_errors():
+  mesh = distributed.make_instance_mesh(jax.devices()[:1])
+  t, c = _instances((4,), 5)
+  with pytest.raises(ValueError, match="non-finite"):
+    distributed.sharded_solve_subset_sum(t, np.where(c > 0, np.nan, c), mesh=mesh)
+  with pytest.raises(ValueError, match="coefficients per instance"):
+    distributed.sharded_solve_subset_sum(t, np.zeros((4, subset_sum.MAX_N + 1)), mesh=mesh)
+  with pytest.raises(ValueError, match="broadcast"):
+    distributed.sharded_solve_subset_sum(t[:3], c, mesh=mesh)
+  with pytest.raises(ValueError, match="1-D mesh"):
+    distributed.instance_sharding(jax.make_mesh((1, 1), ("a", "b")))
+  assert distributed.padded_size(10, mesh) == 10
+
+
+# --------------------------------------------------------------------------------------
+# The 4-device subprocess.
+# --------------------------------------------------------------------------------------
+
+
+@four_devices
+@pytest.mark.parametrize("batch", [(1024,), (1001,), (3, 50)])
+def test_four_solver_bit_identical_and_sharded(batch):
+  mesh = distributed.make_instance_mesh()
+  t, c = _instances(batch, 6)
+  res = distributed.sharded_solve_subset_sum(t, c, mesh=mesh)
+  _assert_same(res, subset_sum.solve_subset_sum(t, c))
+  if batch == (1024,):
+    for x in res:
+      assert x.sharding.spec == jax.sharding.PartitionSpec(distributed.AXIS)
+      shards = x.addressable_shards
+      assert len({s.device for s in shards}) == 4
+      assert all(s.data.shape[0] == 256 for s in shards)
+
+
+@four_devices
+def test_four_solver_shared_coefficients_inside_jit_and_explicit_mesh():
+  t, c = _instances((1024,), 6)
+  ref = subset_sum.solve_subset_sum(t, c[0])
+  mesh = jax.make_mesh((4,), ("x",))  # Explicit axis type (the jax.make_mesh default)
+  fn = jax.jit(lambda t, c: distributed.sharded_solve_subset_sum(t, c, mesh=mesh))
+  _assert_same(fn(jnp.asarray(t), jnp.asarray(c[0])), ref)
+  _assert_same(distributed.sharded_solve_subset_sum(t, c[0]), ref)
+
+
+@four_devices
+def test_four_find_ticket_bit_identical():
+  key = jax.random.key(3)
+  target = [0.3 * jax.random.normal(jax.random.fold_in(key, i), s)
+            for i, s in enumerate([(5, 8), (8, 3)])]
+  net = rn.sample_random_network(key, (5, 8, 3), 6)
+  mesh = distributed.make_instance_mesh()
+  _assert_same(distributed.sharded_find_ticket(net, target, "network", mesh=mesh),
+               construction.find_ticket(net, target, "network"))
+  coefs = construction.sample_direct_coefficients(key, target, 6)
+  ticket = distributed.sharded_find_ticket(coefs, target, "direct", mesh=mesh)
+  _assert_same(ticket, construction.find_ticket(coefs, target, "direct"))
+  # (d_out * d_in) = 40 weights of layer 0 split 4 ways: its masks stay on the devices.
+  assert len({s.device for s in ticket.masks["coefficients"][0].addressable_shards}) == 4
+
+
+@four_devices
+def test_four_sweep_matches_and_is_sharded():
+  sweep = pytest.importorskip("lth_jax.sweep")
+  key = jax.random.key(0)
+  target = sweep.random_target(key, (4, 4, 2))
+  kw = dict(key=key, num_points=16, ascent_steps=2)
+  ref = sweep.sweep(target, [4, 6], 3, "direct", **kw)  # 3 seeds: padded to 4
+  got = distributed.sharded_sweep(target, [4, 6], 3, "direct", **kw)
+  assert all(s.spec == jax.sharding.PartitionSpec(None, distributed.AXIS)
+             for s in distributed.last_grid_shardings if len(s.spec) == 2)
+  assert len(distributed.last_grid_shardings) > 0
+  for field in dataclasses.fields(ref):
+    a, b = getattr(ref, field.name), getattr(got, field.name)
+    if isinstance(a, np.ndarray) and a.dtype.kind == "f" and field.name in (
+        "mean_weight_error", "sup_error", "bound", "accuracy"):
+      # float32 reductions whose vectorisation depends on the per-device grid shape
+      np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=field.name)
+    elif isinstance(a, np.ndarray):
+      np.testing.assert_array_equal(a, b, err_msg=field.name)
+    else:
+      assert a == b, field.name
+
+
+@four_devices
+def test_four_stream_with_mesh_matches_single_device(tmp_path):
+  src = streaming.DirectSource(6, 5, num_weights=3000, group_size=3)
+  mesh = distributed.make_instance_mesh()
+  sharded = streaming.solve_stream(src, tmp_path / "a", chunk_size=1022, mesh=mesh)
+  assert sharded.num_chunks == 3  # chunk size rounded up to 1024
+  streaming.solve_stream(src, tmp_path / "b", chunk_size=1024)
+  _assert_same(streaming.load_stream(tmp_path / "a"), streaming.load_stream(tmp_path / "b"))
