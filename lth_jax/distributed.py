@@ -113,6 +113,18 @@ def put_sharded(x, sharding: NamedSharding) -> jax.Array:
   return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
 
+def put_sharded_tree(tree, sharding: NamedSharding):
+  """``put_sharded`` on every leaf (PRNG key arrays included)."""
+  def one(x):
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      impl = jax.random.key_impl(x)
+      return jax.random.wrap_key_data(put_sharded(np.asarray(jax.random.key_data(x)),
+                                                  sharding), impl=impl)
+    return put_sharded(x, sharding)
+
+  return jax.tree.map(one, tree)
+
+
 def to_host(x) -> np.ndarray:
   """A (possibly multi-host, sharded) array as one numpy array on every process."""
   if isinstance(x, jax.Array) and not x.is_fully_addressable:

@@ -96,9 +96,12 @@ class InstanceSource:
 
   ``host_chunk(start, count, size)`` reads the host data of instances
   ``start .. start + count - 1`` padded to ``size`` rows (a dict of numpy arrays, possibly
-  empty); ``device_chunk(host, start, size)`` is traced inside ``jit`` and returns
-  ``targets (size,)`` and ``coefficients (size, n)`` (rows past ``count`` are ignored).
-  ``fingerprint()`` is a JSON-able description: a restart must see the same one.
+  empty). ``device_chunk(args, host, start, size)`` is a pure function traced inside
+  ``jit``: from ``args = device_args()`` (keys, ranges, shared coefficients), the chunk's
+  host arrays and its first index, it returns ``targets (size,)`` and ``coefficients
+  (size, n)`` (rows past ``count`` are ignored). ``program_key()`` names the program
+  structure (equal keys share one compiled program). ``fingerprint()`` is a JSON-able
+  description of the instances: a restart must see the same one.
   """
 
   num_instances: int
@@ -107,7 +110,13 @@ class InstanceSource:
   def host_chunk(self, start: int, count: int, size: int) -> dict[str, np.ndarray]:
     raise NotImplementedError
 
-  def device_chunk(self, host: dict, start: jax.Array, size: int):
+  def device_args(self) -> dict:
+    raise NotImplementedError
+
+  def device_chunk(self, args: dict, host: dict, start: jax.Array, size: int):
+    raise NotImplementedError
+
+  def program_key(self) -> tuple:
     raise NotImplementedError
 
   def fingerprint(self) -> dict:
@@ -137,13 +146,15 @@ class ArraySource(InstanceSource):
       out["c"] = _padded(np.asarray(self.coefficients[start:start + count], np.float32), size)
     return out
 
-  def device_chunk(self, host, start, size):
-    if self.shared:
-      c = jnp.broadcast_to(jnp.asarray(np.asarray(self.coefficients, np.float32)),
-                           (size, self.n))
-    else:
-      c = host["c"]
+  def device_args(self):
+    return {"c": np.asarray(self.coefficients, np.float32)} if self.shared else {}
+
+  def device_chunk(self, args, host, start, size):
+    c = jnp.broadcast_to(args["c"], (size, self.n)) if self.shared else host["c"]
     return host["t"], c
+
+  def program_key(self):
+    return ("array", self.n, self.shared)
 
   def fingerprint(self):
     if self._fingerprint is None:
@@ -201,17 +212,25 @@ class DirectSource(InstanceSource):
       return {}
     return {"t": _padded(np.asarray(self.weights[start:start + count], np.float32), size)}
 
-  def device_chunk(self, host, start, size):
+  def device_args(self):
+    args = {"key": self.key, "low": np.float32(self.low), "high": np.float32(self.high)}
+    if self.weights is None:
+      args["weight_key"] = self.weight_key
+    return args
+
+  def device_chunk(self, args, host, start, size):
     idx = start + jnp.arange(size, dtype=jnp.int32)
-    low, high = jnp.float32(self.low), jnp.float32(self.high)
-    draw = lambda k, shape: jax.random.uniform(k, shape, jnp.float32, low, high)
-    coefs = jax.vmap(lambda g: draw(jax.random.fold_in(self.key, g), (self.n,)))(
+    draw = lambda k, shape: jax.random.uniform(k, shape, jnp.float32, args["low"], args["high"])
+    coefs = jax.vmap(lambda g: draw(jax.random.fold_in(args["key"], g), (self.n,)))(
         idx // self.group_size)
     if self.weights is None:
-      targets = jax.vmap(lambda i: draw(jax.random.fold_in(self.weight_key, i), ()))(idx)
+      targets = jax.vmap(lambda i: draw(jax.random.fold_in(args["weight_key"], i), ()))(idx)
     else:
       targets = host["t"]
     return targets, coefs
+
+  def program_key(self):
+    return ("direct", self.n, self.group_size, self.weights is None)
 
   def fingerprint(self):
     out = {"kind": "direct", "num_instances": self.num_instances, "n": self.n,
@@ -357,8 +376,19 @@ class StreamReport:
     return self.instances_solved / self.seconds if self.seconds > 0 else float("nan")
 
 
+_PROGRAMS: dict = {}
+
+
 def _chunk_program(source: InstanceSource, size: int, mesh, key_format, chunk_keys):
-  """``jit((host arrays, start) -> (mask, value, error))`` for chunks of ``size``."""
+  """``jit((args, host arrays, start) -> (mask, value, error))`` for chunks of ``size``,
+  one per program structure (so runs of the same shape reuse the compiled program)."""
+  cache_key = (type(source), source.program_key(), size, mesh, key_format, chunk_keys)
+  if cache_key not in _PROGRAMS:
+    _PROGRAMS[cache_key] = _make_chunk_program(source, size, mesh, key_format, chunk_keys)
+  return _PROGRAMS[cache_key]
+
+
+def _make_chunk_program(source, size, mesh, key_format, chunk_keys):
   if mesh is None:
     solve = functools.partial(subset_sum.solve_subset_sum, key_format=key_format,
                               chunk_keys=chunk_keys)
@@ -366,16 +396,15 @@ def _chunk_program(source: InstanceSource, size: int, mesh, key_format, chunk_ke
     solve = functools.partial(distributed.sharded_solve_subset_sum, mesh=mesh,
                               key_format=key_format, chunk_keys=chunk_keys)
 
-  def program(host, start):
-    targets, coefficients = source.device_chunk(host, start, size)
+  def program(args, host, start):
+    targets, coefficients = source.device_chunk(args, host, start, size)
     res = solve(targets, coefficients)
     return res.mask, res.value, res.error
 
   if mesh is None:
     return jax.jit(program)
-  sh = distributed.instance_sharding(mesh)
-  return jax.jit(program, in_shardings=(sh, distributed.replicated(mesh)),
-                 out_shardings=(sh, sh, sh))
+  sh, rep = distributed.instance_sharding(mesh), distributed.replicated(mesh)
+  return jax.jit(program, in_shardings=(rep, sh, rep), out_shardings=(sh, sh, sh))
 
 
 def _done_chunks(out_dir, num_chunks: int) -> np.ndarray:
@@ -474,10 +503,15 @@ def solve_stream(
     return start, count, host
 
   program = None
+  args = source.device_args()
+  if mesh is not None:
+    args = distributed.put_sharded_tree(args, distributed.replicated(mesh))
+  else:
+    args = jax.tree.map(jnp.asarray, args)
 
   def dispatch(i):
     start, count, host = inputs(i)
-    return i, start, count, program(host, jnp.int32(start))
+    return i, start, count, program(args, host, jnp.int32(start))
 
   def save(i, start, count, out):
     mask, value, error = (distributed.to_host(x)[:count] for x in out)
@@ -499,7 +533,7 @@ def solve_stream(
     # Compile before timing, so the ETA and the throughput are those of the steady state.
     _, _, example = inputs(todo[0])
     program = _chunk_program(source, chunk_size, mesh, key_format, chunk_keys).lower(
-        example, jnp.int32(0)).compile()
+        args, example, jnp.int32(0)).compile()
     del example
     pending = dispatch(todo[0])
     progress = results.Progress(instances_todo, what=f"solve_stream {out_dir.name}",
