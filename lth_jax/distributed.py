@@ -13,12 +13,16 @@ SubsetSum instances are independent, so the work splits along one axis:
   (Plain sharded ``jit`` is not enough: the solver walks its batch with ``lax.map``, and a
   loop over a sharded axis would make XLA gather the whole batch on every device.)
 * ``sharded_find_ticket``: ``find_ticket`` with every SubsetSum call sharded.
-* ``sharded_sweep``: ``sweep.sweep`` compiled with its ``(width, seed)`` outputs sharded over
-  the mesh (see its doc for what XLA can and cannot split there).
+* ``sharded_sweep`` / ``sharded_sweep_targets``: the sweep's one grid program with its seed
+  axis split over the mesh (every device runs the whole program on its block of seeds,
+  ``jax.shard_map``); outputs ``(widths, seeds, ...)`` stay sharded on the seed axis.
 
-Per-instance results do not depend on how instances are grouped, so all of these are
-bit-identical to their single-device counterparts (tests/test_distributed.py checks it on
-4 forced CPU devices).
+Per-instance results do not depend on how instances are grouped, so the solver and tickets
+are bit-identical to their single-device counterparts, and so are a sweep's solver-derived
+numbers (max error, fraction within epsilon, kept counts, per-weight errors). Float32
+reductions over a sweep's grid (mean error, sup-error estimate, bound) can differ in the
+last bit, because XLA vectorises them according to the per-device grid shape
+(tests/test_distributed.py checks all of this on 4 forced CPU devices).
 
 Multi-host: every process calls the same functions with the same host inputs; results are
 global arrays, and ``to_host`` gathers one to every process. Only process 0 should write
@@ -423,8 +427,13 @@ def _sharded_sweep_program(mesh: Mesh):
 
 def sharded_sweep_targets(*args, mesh: Mesh | None = None, **kwargs):
   """``sweep.sweep_targets`` with every grid's seeds split over ``mesh`` (default: all
-  devices). Same arguments and bit-identical results; the seed count is padded to a
-  multiple of the device count (extra seeds are computed and dropped)."""
+  devices). Same arguments and results (float32 grid reductions up to the last bit, see
+  the module doc); the seed count is padded to a multiple of the device count (extra
+  seeds are computed and dropped).
+
+  While it runs, ``sweep._grid_program`` and (during tracing) ``sweep._seed_keys`` are
+  replaced under a lock: do not run plain sweeps in other threads at the same time.
+  """
   from lth_jax import sweep
 
   mesh = make_instance_mesh() if mesh is None else mesh
