@@ -1,0 +1,75 @@
+"""Experiment 1 (every weight of a trained target by exact SubsetSum): configuration presets.
+
+get_config("smoke"): a 784-8-10 target trained for one epoch on the synthetic dataset, both
+  variants and both objectives; seconds on 2 CPU cores (the tests run it).
+get_config("fc2"): the paper's setting: FC2 (784-500-10, 397,000 weights), eps = 0.01,
+  n = 21 coefficients per weight for "direct", on Fashion-MNIST (MNIST with
+  --dataset=mnist --data_dir=DIR).
+get_config("fc4"): the same for FC4 (784-500-500-500-10, 897,000 weights).
+
+Pick one with --config=lth_jax/configs/experiment1.py:fc2 (or --config=fc2) and override
+fields with --config.<field>=..., e.g. --config.network.copies=(16,24,32).
+"""
+
+import ml_collections
+
+PRESETS = ("smoke", "fc2", "fc4")
+
+
+def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+  c = ml_collections.ConfigDict()
+  c.preset = preset
+  c.seed = 0                    # random coefficients / random network
+  c.epsilon = 0.01              # per-weight tolerance |w - subset sum| <= epsilon
+  c.variants = ("direct", "network")
+  c.objectives = ("min_error", "fewest_terms")
+  c.dataset = "fashion_mnist"   # fashion_mnist | mnist | kmnist | synthetic
+  c.data_dir = ""               # "" = the dataset's default location
+  c.test_limit = 0              # first N test examples (0 = the whole test split)
+  c.eval_batch_size = 1000
+
+  c.target = ml_collections.ConfigDict()
+  c.target.model = "fc2"        # fc2 | fc4 | mlp (784-widths, bias-free)
+  c.target.widths = (500, 10)   # only for model = "mlp"
+  c.target.npz = ""             # import this .npz target instead of training (see targets.py)
+  c.target.npz_layout = "torch"  # torch: (d_out, d_in) matrices; jax: (d_in, d_out) kernels
+  c.target.checkpoint_dir = "/work/runs/targets"  # "" = <out_dir>/targets
+  c.target.epochs = 10
+  c.target.learning_rate = 0.1
+  c.target.batch_size = 64
+  c.target.momentum = 0.9
+  c.target.weight_decay = 5e-4
+  c.target.seed = 0
+
+  c.direct = ml_collections.ConfigDict()
+  c.direct.copies = 21          # n = 3 * round(log2(1 / epsilon)) coefficients per weight
+
+  c.network = ml_collections.ConfigDict()
+  # Copies per input tried in increasing order; per layer the smallest whose every weight
+  # is within epsilon is used (nested widths: copy k is the same draw at every size).
+  c.network.copies = (16, 20, 24, 28, 32, 40, 48)
+  c.network.max_half = 0        # SubsetSum size per sign half (0 = default_max_half(copies))
+  c.network.distribution = "uniform"
+  c.network.dense_check_batch = 8  # structured vs dense forward on this many test images
+
+  c.solver = ml_collections.ConfigDict()
+  c.solver.block_keys = 1 << 24  # meet-in-the-middle keys per progress block
+
+  if preset == "smoke":
+    c.dataset = "synthetic"
+    c.target.model = "mlp"
+    c.target.widths = (8, 10)
+    c.target.epochs = 1
+    c.target.checkpoint_dir = ""
+    c.network.copies = (24, 32)
+    # Every instance padded to 21 coefficients: the network shares direct's (n = 21)
+    # compiled solvers, and compiling, not solving, is what a tiny run spends its time on.
+    c.network.max_half = 21
+    c.network.dense_check_batch = 4
+    c.test_limit = 256
+  elif preset == "fc4":
+    c.target.model = "fc4"
+    c.target.widths = (500, 500, 500, 10)
+  return c

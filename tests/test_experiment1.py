@@ -1,0 +1,285 @@
+"""Tests for lth_jax.experiment1 and the experiments.subset_sum entry point (Experiment 1)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lth_jax import construction
+from lth_jax import data as data_lib
+from lth_jax import evaluation
+from lth_jax import experiment1
+from lth_jax import random_net as rn
+from lth_jax import targets as targets_lib
+from lth_jax.configs import experiment1 as configs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EPS = 0.01
+# Every SubsetSum instance below has 21 coefficients (direct's n; network halves padded to
+# max_half = 21), so all tests share one compiled program per objective: compiling, not
+# solving, dominates tiny runs.
+MAX_HALF = 21
+
+
+def _tiny_target(sizes=(6, 5, 3), scale=0.3, seed=0):
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(sizes) - 1)
+  return [scale * jax.random.normal(k, (a, b)) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+
+
+def _labelled_by(kernels, n=64, seed=0):
+  """Random 28x28 images labelled by the target itself: its accuracy is exactly 1."""
+  rng = np.random.default_rng(seed)
+  images = rng.uniform(size=(n, 28, 28, 1)).astype(np.float32)
+  logits = evaluation.forward(kernels, jnp.asarray(images.reshape(n, -1)))
+  return data_lib.Dataset(images, np.asarray(jnp.argmax(logits, -1), np.int32))
+
+
+# ------------------------------------------------------------------ tickets vs find_ticket
+
+
+def test_direct_min_error_is_find_tickets_ticket():
+  target = _tiny_target()
+  coefs = construction.sample_direct_coefficients(jax.random.PRNGKey(1), target, 21)
+  ours = experiment1.direct_ticket(target, coefs, objective="min_error", epsilon=EPS)
+  ref = construction.find_ticket(coefs, target, "direct")
+  for a, b in zip(ours.masks["coefficients"], ref.masks["coefficients"]):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(ours.weight_errors + ours.effective_kernels,
+                  ref.weight_errors + ref.effective_kernels):
+    np.testing.assert_allclose(a, b, atol=1e-6)  # float32 summation order
+  assert int(ours.num_params_kept) == int(ref.num_params_kept)
+  assert ours.num_params_random == ref.num_params_random == 21 * (30 + 15)
+
+
+def test_network_min_error_is_find_tickets_ticket():
+  target = _tiny_target()
+  net = rn.sample_random_network(jax.random.PRNGKey(2), (6, 5, 3), (24, 21))
+  ours = experiment1.network_ticket(net, target, objective="min_error", epsilon=EPS,
+                                    max_half=MAX_HALF)
+  ref = construction.find_ticket(net, target, "network", max_half=MAX_HALF)
+  for a, b in zip(jax.tree.leaves(ours.masks), jax.tree.leaves(ref.masks)):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(ours.weight_errors, ref.weight_errors):
+    np.testing.assert_allclose(a, b, atol=1e-6)  # float32 summation order
+  assert int(ours.num_params_kept) == int(ref.num_params_kept)
+  assert ours.num_params_random == rn.num_params(net)
+
+
+def test_fewest_terms_keeps_fewer_within_eps():
+  target = _tiny_target()
+  coefs = construction.sample_direct_coefficients(jax.random.PRNGKey(1), target, 21)
+  dense = experiment1.direct_ticket(target, coefs, objective="min_error", epsilon=EPS)
+  sparse = experiment1.direct_ticket(target, coefs, objective="fewest_terms", epsilon=EPS)
+  for m_min, m_few, e_min, e_few in zip(dense.masks["coefficients"], sparse.masks["coefficients"],
+                                        dense.weight_errors, sparse.weight_errors):
+    feasible = np.asarray(e_min).T <= EPS
+    # Where the optimum is within eps, so is the sparsest subset, with no more terms.
+    assert np.all(np.asarray(e_few).T[feasible] <= EPS)
+    assert np.all(np.asarray(m_few).sum(-1)[feasible] <= np.asarray(m_min).sum(-1)[feasible])
+  assert int(sparse.num_params_kept) < int(dense.num_params_kept)
+
+  net = rn.sample_random_network(jax.random.PRNGKey(2), (6, 5, 3), 24)
+  dense = experiment1.network_ticket(net, target, objective="min_error", epsilon=EPS,
+                                     max_half=MAX_HALF)
+  sparse = experiment1.network_ticket(net, target, objective="fewest_terms", epsilon=EPS,
+                                      max_half=MAX_HALF)
+  assert int(sparse.num_params_kept) < int(dense.num_params_kept)
+  for e_min, e_few in zip(dense.weight_errors, sparse.weight_errors):
+    ok = np.asarray(e_min) <= EPS
+    assert np.all(np.asarray(e_few)[ok] <= EPS)
+
+
+def test_search_copies_finds_the_smallest_sufficient_candidate():
+  target = _tiny_target(sizes=(6, 5, 3), scale=0.5)
+  candidates = (21, 24, 28, 32, 40)
+  found = experiment1.search_copies(jax.random.PRNGKey(3), target, candidates, epsilon=EPS,
+                                    max_half=MAX_HALF)
+  full = rn.sample_random_network(jax.random.PRNGKey(3), (6, 5, 3), max(candidates))
+  err_at = lambda copies, layer: np.asarray(experiment1.network_ticket(
+      rn.truncate_copies(full, copies), target, epsilon=EPS,
+      max_half=MAX_HALF).weight_errors[layer])
+  searched = False
+  assert found.net.copies == found.copies
+  for layer, (log, c) in enumerate(zip(found.log, found.copies)):
+    misses = [entry["misses"] for entry in log]
+    assert misses == sorted(misses, reverse=True)  # nested widths: never more misses
+    assert [e["copies"] for e in log] == list(candidates[:len(log)])
+    assert log[-1]["copies"] == c
+    assert log[-1]["misses"] == 0 or c == max(candidates)  # misses reported, not fatal
+    # Cross-check against whole tickets at the chosen and the previous candidate.
+    chosen = [c if i == layer else max(candidates) for i in range(2)]
+    assert (err_at(chosen, layer) > EPS).sum() == log[-1]["misses"]
+    if len(log) > 1:
+      searched = True
+      prev = [log[-2]["copies"] if i == layer else max(candidates) for i in range(2)]
+      assert (err_at(prev, layer) > EPS).sum() == log[-2]["misses"] > 0
+  assert searched
+
+
+# ------------------------------------------------------------------ accuracy is the ticket's
+
+
+def test_ticket_accuracy_is_the_tickets_own_forward():
+  target = _tiny_target(sizes=(784, 4, 10), scale=0.1, seed=5)
+  ds = _labelled_by(target)
+  assert experiment1.kernels_accuracy(target, ds) == 1.0
+  coefs = construction.sample_direct_coefficients(jax.random.PRNGKey(1), target, 21)
+  ticket = experiment1.direct_ticket(target, coefs, epsilon=EPS)
+  good = experiment1.ticket_accuracy(ticket, ds)
+  assert good > 0.9
+  # Corrupt the ticket: its accuracy moves, the target's does not.
+  bad = ticket.replace(effective_kernels=[-k for k in ticket.effective_kernels])
+  assert experiment1.ticket_accuracy(bad, ds) < good - 0.3
+  assert experiment1.kernels_accuracy(target, ds) == 1.0
+
+  net = rn.sample_random_network(jax.random.PRNGKey(4), (784, 4, 10), 32)
+  ticket = experiment1.network_ticket(net, target, epsilon=EPS, max_half=MAX_HALF)
+  good = experiment1.ticket_accuracy(ticket, ds, net=net)
+  assert good > 0.8
+  zeroed = ticket.replace(masks={"u": ticket.masks["u"],
+                                 "v": [jnp.zeros_like(v) for v in ticket.masks["v"]]})
+  assert experiment1.ticket_accuracy(zeroed, ds, net=net) < good - 0.3
+  assert experiment1.dense_check(net, ticket, ds.images[:4]) < 1e-5
+  with pytest.raises(ValueError, match="net="):
+    experiment1.ticket_accuracy(ticket, ds)
+
+
+# ------------------------------------------------------------------ the whole run
+
+
+def _npz_config(tmp_path, sizes=(784, 4, 10)):
+  path = tmp_path / "target.npz"
+  targets_lib.save_npz_target(path, _tiny_target(sizes=sizes, scale=0.1, seed=5))
+  config = configs.get_config("smoke")
+  config.target.npz = str(path)
+  config.test_limit = 64
+  return config
+
+
+ROW_FIELDS = {"variant", "objective", "copies", "initial_params", "remaining_params",
+              "remaining_ratio", "target_params", "fraction_within_eps", "weights_missing_eps",
+              "max_weight_error", "target_accuracy", "ticket_accuracy", "solve_seconds",
+              "eval_seconds", "peak_rss_mb", "config", "epsilon", "target"}
+
+
+def test_run_experiment1_rows_and_files(tmp_path):
+  config = _npz_config(tmp_path)
+  out = str(tmp_path / "out")
+  rows = experiment1.run_experiment1(config, out)
+  assert [(r["variant"], r["objective"]) for r in rows] == [
+      ("direct", "min_error"), ("direct", "fewest_terms"),
+      ("network", "min_error"), ("network", "fewest_terms")]
+  for r in rows:
+    assert ROW_FIELDS <= set(r)
+    assert r["target"]["source"] == "npz"
+    assert r["target_params"] == 784 * 4 + 4 * 10
+    assert 0 < r["remaining_params"] <= r["initial_params"]
+    assert 0.0 <= r["fraction_within_eps"] <= 1.0
+    assert r["weights_missing_eps"] == round((1 - r["fraction_within_eps"]) * r["target_params"])
+    assert (r["weights_missing_eps"] > 0) == (r["max_weight_error"] > EPS)
+    assert 0.0 <= r["ticket_accuracy"] <= 1.0
+    assert r["remaining_ratio"] == pytest.approx(r["remaining_params"] / r["target_params"])
+  direct = [r for r in rows if r["variant"] == "direct"]
+  assert all(r["initial_params"] == 21 * r["target_params"] for r in direct)
+  assert direct[1]["remaining_params"] < direct[0]["remaining_params"]  # fewest terms
+  network = [r for r in rows if r["variant"] == "network"]
+  assert all(r["dense_check_rel_diff"] < 1e-5 for r in network)
+  assert all(r["hidden_widths"] == [c * d for c, d in zip(r["copies"], (784, 4))]
+             for r in network)
+  lines = open(os.path.join(out, experiment1.RESULTS_FILE)).read().splitlines()
+  assert [json.loads(l)["objective"] for l in lines] == [r["objective"] for r in rows]
+  assert json.loads(lines[0])["config"]["target"]["npz"] == config.target.npz
+  assert "remaining" in open(os.path.join(out, experiment1.TABLE_FILE)).read()
+
+  # An existing output directory is never clobbered silently.
+  with pytest.raises(FileExistsError, match="--overwrite"):
+    experiment1.run_experiment1(config, out)
+  config.variants = ("direct",)
+  config.objectives = ("min_error",)
+  rows = experiment1.run_experiment1(config, out, overwrite=True)
+  assert len(open(os.path.join(out, experiment1.RESULTS_FILE)).read().splitlines()) == 1
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("epsilon", 0.0, "epsilon"),
+    ("variants", ("direct", "bogus"), "variants"),
+    ("objectives", ("fastest",), "objectives"),
+    ("direct.copies", 40, "direct.copies"),
+    ("network.copies", (0, 8), "network.copies"),
+    ("network.max_half", 31, "network.max_half"),  # beyond solve_fewest_terms' MAX_N
+])
+def test_validate_config_names_the_field(field, value, match):
+  config = configs.get_config("smoke")
+  node = config
+  *parents, leaf = field.split(".")
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(experiment1.ConfigError, match=match) as info:
+    experiment1.validate_config(config)
+  assert info.value.field == field
+
+
+def test_names_accepts_command_line_forms():
+  assert experiment1._names(("direct,",)) == ("direct",)
+  assert experiment1._names(("direct,network",)) == ("direct", "network")
+  assert experiment1._names("min_error") == ("min_error",)
+
+
+# ------------------------------------------------------------------ the entry point
+
+
+def _run(*args):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", "experiments.subset_sum", *args], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_entry_point_smoke_writes_jsonl(tmp_path):
+  out = tmp_path / "run"
+  # One objective: a fresh process compiles every solver again (fewest_terms' compile alone
+  # is tens of seconds here); both objectives run in test_run_experiment1_rows_and_files.
+  proc = _run(f"--out_dir={out}", "--config.objectives=min_error")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = [json.loads(l) for l in (out / experiment1.RESULTS_FILE).read_text().splitlines()]
+  assert [(r["variant"], r["objective"]) for r in rows] == [("direct", "min_error"),
+                                                          ("network", "min_error")]
+  assert rows[0]["config"]["preset"] == "smoke"
+  assert rows[0]["target"]["source"] == "trained"
+  last = [l for l in proc.stderr.splitlines() if l.strip()][-1]
+  assert str(out) in last
+  assert "remaining" in proc.stdout  # the printed table
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--config.epsilon=2"], "--config.epsilon=2"),
+    (["--config.nosuchfield=1"], "--config.nosuchfield"),
+    (["--config.network.nope=1"], "--config.network.nope"),
+    (["--config.variants=direct,bogus"], "--config.variants"),
+    (["--bogus_flag=1"], "bogus_flag"),
+    (["--config=nosuchpreset"], "--config"),
+    (["--dataset=mnist"], "data_dir"),
+])
+def test_bad_flags_give_one_line(tmp_path, args, flag):
+  proc = _run(f"--out_dir={tmp_path / 'x'}", *args)
+  assert proc.returncode != 0
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1, proc.stderr
+  assert flag in lines[0] and "Traceback" not in proc.stderr
+  assert not (tmp_path / "x").exists()
+
+
+def test_existing_out_dir_refused_without_overwrite(tmp_path):
+  out = tmp_path / "run"
+  out.mkdir()
+  (out / "keep.txt").write_text("mine")
+  proc = _run(f"--out_dir={out}")
+  assert proc.returncode != 0
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and "--overwrite" in lines[0]
+  assert sorted(os.listdir(out)) == ["keep.txt"]
