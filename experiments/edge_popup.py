@@ -53,7 +53,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if _DATASET.value == "mnist" and not _DATA_DIR.value:
-        raise app.UsageError("--dataset=mnist needs --data_dir (a directory with MNIST's IDX files)")
+        raise app.UsageError("--dataset=mnist needs --data_dir (a directory of MNIST IDX files)")
     data_dir = os.path.expanduser(_DATA_DIR.value) if _DATA_DIR.value else None
     if data_dir and not os.path.isdir(data_dir):
         raise app.UsageError(f"--data_dir {data_dir} is not a directory")

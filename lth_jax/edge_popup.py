@@ -392,8 +392,8 @@ def make_sweep_step(net: EdgePopupNet, optimizer: optax.GradientTransformation, 
 
 
 def make_sweep_eval(net: EdgePopupNet, *, method: str = "bisect") -> Callable:
-    """eval(frozen, trainable, keep_fractions, dataset-like (images, labels), batch_size)
-    -> accuracies (S, L) as numpy; masks are computed once, the test set in padded batches."""
+    """evaluate(frozen, trainable, keep_fractions, images, labels, batch_size=1000) -> test
+    accuracies (S, L) as numpy; masks are computed once, the test set runs in padded batches."""
     @jax.jit
     def prepare(frozen, trainable, keep_fractions):
         masks = _sweep_masks(net, trainable, keep_fractions, method)

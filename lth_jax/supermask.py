@@ -279,7 +279,8 @@ def _unflatten_dict(flat: Mapping[str, Any]) -> dict:
     return tree
 
 
-def save_masks_npz(path: str | os.PathLike, masks: Mapping, *, packbits: bool = False) -> pathlib.Path:
+def save_masks_npz(path: str | os.PathLike, masks: Mapping, *,
+                   packbits: bool = False) -> pathlib.Path:
     """Writes a nested-dict mask tree (None = unpruned) to `path` (.npz), atomically.
 
     Keys are the flattened paths ("fc1/weight2"); a JSON entry records every path, its shape,
