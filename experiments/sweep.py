@@ -1,0 +1,51 @@
+"""Width sweeps of the ticket constructions, theory side by side, and the Lueker check.
+
+  python -m experiments.sweep --out_dir=/tmp/sweep                     # "default" preset
+  python -m experiments.sweep --config=lth_jax/configs/sweep.py:quick --out_dir=/tmp/q
+  python -m experiments.sweep --out_dir=/tmp/s --config.sweep.widths="(4,8,16)" --overwrite
+
+Prints the tables; writes results.jsonl, summary.json, error_vs_copies.png,
+overparam_vs_d.png (and lueker.jsonl, lueker.png) into --out_dir, named in the last log line.
+All logic is lth_jax.sweep.run_experiment; presets in lth_jax/configs/sweep.py.
+"""
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from lth_jax import sweep
+from lth_jax.configs import sweep as sweep_configs
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(sweep_configs.__file__), "sweep.py") + ":default"
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", _DEFAULT_CONFIG,
+    "Config file and preset, e.g. lth_jax/configs/sweep.py:quick (presets: "
+    f"{', '.join(sweep_configs.PRESETS)}); override fields with --config.<field>=...")
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory (must be empty or new).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the contents of a non-empty --out_dir.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise SystemExit(f"error: unexpected arguments: {' '.join(argv[1:])}")
+  if not _OUT_DIR.value:
+    raise SystemExit("error: --out_dir is required")
+  config = _CONFIG.value
+  try:
+    sweep.validate_config(config)
+    result = sweep.run_experiment(config, _OUT_DIR.value, overwrite=_OVERWRITE.value)
+  except (ValueError, FileExistsError, FileNotFoundError) as e:
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if msg.startswith("config."):
+      msg = "--" + msg  # names the flag: --config.sweep.widths: ...
+    raise SystemExit(f"error: {msg}") from None
+  for name in ("grid", "summary", "lueker"):
+    if name in result["tables"]:
+      print(result["tables"][name], end="\n\n", flush=True)
+  logging.info("finished in %.1f s; wrote %d files", result["seconds"], len(result["files"]))
+  logging.info("output directory: %s", os.path.abspath(result["out_dir"]))
+
+
+if __name__ == "__main__":
+  app.run(main)

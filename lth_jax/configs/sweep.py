@@ -1,0 +1,98 @@
+"""Width sweeps (error vs copies, over-parameterisation vs d) and the Lueker check: presets.
+
+get_config("default"): embedded random targets (single-layer d x d, d in {4, 8, 16, 32},
+  spectral norm 1), network/single widths 2..32 copies, direct widths 2..20, 5 seeds, all
+  three methods, no data: under a minute on 2 CPU cores (most of it XLA compilation).
+get_config("quick"): a tiny grid for tests (seconds).
+get_config("paper"): paper-sized: d up to 32 and a 3-layer 16-16-16-16 target, network
+  widths to 48, 10 seeds, plus the Lueker check at 100 trials with the SPEC's sizes (products
+  n up to 44). Long: about an hour on 2 busy CPU cores.
+get_config("lueker"): only the Lueker coverage check (100 trials, epsilon 0.01).
+
+Select with --config=lth_jax/configs/sweep.py:quick (the default file is this one with
+"default"); override fields with e.g. --config.sweep.widths="(2,4,8)".
+"""
+
+import ml_collections
+
+PRESETS = ("default", "quick", "paper", "lueker")
+
+
+def get_config(preset: str = "default") -> ml_collections.ConfigDict:
+  preset = preset or "default"
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+  c = ml_collections.ConfigDict()
+  c.preset = preset
+  c.seed = 0  # targets, random networks, coefficients and evaluation points derive from it
+
+  c.sweep = ml_collections.ConfigDict()
+  c.sweep.methods = ("network", "direct", "single")
+  c.sweep.widths = (2, 4, 6, 8, 10, 12, 16, 20, 24, 28, 32)  # copies per input
+  # "direct" solves one instance of `width` coefficients per weight (cost ~2^(w/2)); its
+  # error hits float32 resolution near w = 24, so it gets its own (smaller) widths.
+  c.sweep.direct_widths = tuple(range(2, 21))
+  c.sweep.num_seeds = 5
+  c.sweep.epsilon = 0.05       # per-weight "within epsilon" and the copies-needed criterion
+  c.sweep.num_points = 2048    # random unit vectors for the sup-error estimate
+  c.sweep.ascent_steps = 30    # projected gradient ascent steps from the worst 16 of them
+  c.sweep.max_half = 0         # network SubsetSum size per sign half (0: default_max_half(w))
+  c.sweep.distribution = "uniform"
+  c.sweep.eval_batch = 4       # grid points evaluated together
+  # XLA CPU backend optimisation level for the one grid program (-1: XLA's default). Level 1
+  # about halves compile time (most of a small sweep's wall time) for ~30% slower solving.
+  c.sweep.xla_opt_level = 1
+
+  c.targets = ml_collections.ConfigDict()
+  c.targets.sizes = ((4, 4), (8, 8), (16, 16), (32, 32))  # layer sizes (d_0, ..., d_l)
+  c.targets.spectral_norm = 1.0
+  c.targets.npz = ""            # also sweep this .npz target (lth_jax.targets.load_npz_target)
+  c.targets.npz_layout = "torch"
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = ""              # "" (none) | fashion_mnist | mnist | kmnist | synthetic
+  c.data.data_dir = ""          # "" = the dataset's default location
+  c.data.limit = 2000           # test examples for accuracy
+  # With a dataset and no npz target: train a bias-free 784-hidden-10 MLP target first.
+  c.data.train_hidden = (32,)
+  c.data.train_epochs = 2
+  c.data.train_limit = 12800
+  c.data.learning_rate = 0.05
+
+  c.lueker = ml_collections.ConfigDict()
+  c.lueker.trials = 0           # 0: skip the Lueker check
+  c.lueker.epsilon = 0.01
+  c.lueker.uniform_sizes = (4, 6, 8, 10, 12, 14, 16, 18, 20)
+  c.lueker.product_sizes = (12, 16, 20, 24)
+  c.lueker.spacing = 0.0025     # grid step of z (<< epsilon)
+
+  if preset == "quick":
+    c.sweep.widths = (2, 4, 8)
+    c.sweep.direct_widths = (2, 4, 6)  # 6 = default_max_half(8): one solver size
+    c.sweep.num_seeds = 2
+    c.sweep.num_points = 64
+    c.sweep.ascent_steps = 3
+    c.sweep.xla_opt_level = 0  # tiny grid: compile time is everything
+    c.targets.sizes = ((3, 3), (4, 2))
+    c.lueker.trials = 8
+    c.lueker.epsilon = 0.05
+    c.lueker.uniform_sizes = (6,)
+    c.lueker.product_sizes = ()
+    c.lueker.spacing = 0.0125
+  elif preset == "paper":
+    c.sweep.widths = (4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48)
+    c.sweep.direct_widths = tuple(range(2, 25))
+    c.sweep.num_seeds = 10
+    c.sweep.num_points = 4096
+    c.sweep.ascent_steps = 50
+    c.sweep.xla_opt_level = -1
+    c.targets.sizes = ((4, 4), (8, 8), (16, 16), (32, 32), (16, 16, 16, 16))
+    c.lueker.trials = 100
+    c.lueker.uniform_sizes = (4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24)
+    c.lueker.product_sizes = (12, 16, 20, 24, 28, 32, 36, 40, 44)
+  elif preset == "lueker":
+    c.sweep.methods = ()
+    c.targets.sizes = ()
+    c.lueker.trials = 100
+    c.lueker.product_sizes = (12, 16, 20, 24, 28)
+  return c

@@ -1,0 +1,226 @@
+"""Lueker's coverage check: do the subset sums of n random numbers cover [-1, 1]?
+
+For ``trials`` independent draws, the probability that EVERY ``z in [-1, 1]`` is within
+``epsilon`` of some subset sum, for
+
+* ``"uniform"``: ``n`` i.i.d. ``U[-1, 1]`` coefficients (the ``"direct"`` construction), and
+* ``"products"``: one sign half of the network construction with ``n`` copies per input:
+  ``n`` i.i.d. pairs ``(v, u)`` from ``U[-1, 1]^2``, of which the copies with ``u > 0`` give
+  the coefficients ``v * u`` (``Binomial(n, 1/2)`` of them). This is what one SubsetSum
+  instance of ``find_ticket(..., "network")`` sees (uncapped). It is also the reading that
+  reproduces the SPEC's reference numbers (n = 20 -> 0.21, 28 -> 0.60); taking ``n`` as the
+  half's own size instead gives ~0.97 at n = 20.
+
+Method: a grid of ``z`` with spacing ``h << epsilon`` (default ``epsilon / 4``); the exact
+solver gives every grid point's best subset-sum error, ALL grid points of ALL trials in one
+``solve_subset_sum`` call (instance size: the largest half over the trials; smaller halves
+are zero-padded, which never changes a subset sum). Any ``z`` is within ``h / 2`` of a grid
+point, so a trial is certainly covered if its worst grid error is ``<= epsilon - h/2`` and
+certainly not if it is ``> epsilon``; ``coverage`` reports both proportions (they bracket
+the truth; with ``h = epsilon / 4`` they rarely differ).
+
+Solver limit (``MAX_N = 36``): a products half of n = 44 copies has about 22 +- 3.3 members
+(more than 36 with probability ~3e-6 per trial), so n = 44 is within reach of the solver
+itself; only the cost grows (2^(m/2 + 1) keys per instance for the largest half m). Larger
+instances use an exact reduction: with the coefficients split into the first
+``m <= solver_max_n`` and the ``e`` others, ``min over subsets |z - sum| = min over the
+2^e subset sums s of the others of (best error for z - s over the first m)``, one solver
+call over ``trials x grid x 2^e`` instances (exact up to float32 rounding of ``z - s``,
+~1e-7), at ``2^e`` times the cost; it is tested at small sizes through ``solver_max_n``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lth_jax import subset_sum
+
+KINDS = ("uniform", "products")
+# SPEC section 2 (100 trials, epsilon = 0.01): n -> probability that all z are covered.
+REFERENCE = {
+    "uniform": {12: 0.74, 16: 0.98, 20: 1.0},
+    "products": {20: 0.21, 28: 0.60, 36: 0.82, 44: 0.94},
+}
+
+
+class Coverage(NamedTuple):
+  """Coverage of [-1, 1] for one (kind, n).
+
+  Attributes:
+    n, kind, epsilon, trials, spacing: the setting (``spacing`` = grid step ``h``).
+    worst_error: ``(trials,)`` largest best-subset-sum error over the grid.
+    covered: fraction of trials with ``worst_error <= epsilon - h/2`` (certainly covered).
+    covered_upper: fraction with ``worst_error <= epsilon`` (no grid point uncovered).
+  """
+
+  n: int
+  kind: str
+  epsilon: float
+  trials: int
+  spacing: float
+  worst_error: np.ndarray
+  covered: float
+  covered_upper: float
+
+
+def draw_coefficients(key: chex.PRNGKey, kind: str, trials: int, n: int) -> jax.Array:
+  """``(trials, n)`` coefficients of the given kind (see module doc). For ``"products"``,
+  each row holds its ``u > 0`` members' products first, then zeros (non-members)."""
+  if kind == "uniform":
+    return jax.random.uniform(key, (trials, n), jnp.float32, -1.0, 1.0)
+  if kind == "products":
+    key_v, key_u = jax.random.split(key)
+    v = jax.random.uniform(key_v, (trials, n), jnp.float32, -1.0, 1.0)
+    u = jax.random.uniform(key_u, (trials, n), jnp.float32, -1.0, 1.0)
+    member = u > 0
+    prods = jnp.where(member, v * u, 0.0)
+    order = jnp.argsort(~member, axis=-1, stable=True)  # members first, in copy order
+    return jnp.take_along_axis(prods, order, axis=-1)
+  raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+
+def grid(epsilon: float, spacing: float | None = None) -> np.ndarray:
+  """Equally spaced ``z`` covering [-1, 1] (both ends included), step ``<= spacing``."""
+  spacing = epsilon / 4 if spacing is None else spacing
+  points = int(math.ceil(2.0 / spacing)) + 1
+  return np.linspace(-1.0, 1.0, points, dtype=np.float32)
+
+
+def solver_keys(n: int, trials: int, grid_points: int, solver_max_n: int = subset_sum.MAX_N
+                ) -> float:
+  """Approximate work (sort keys) of one coverage check with instances of ``n``
+  coefficients (for ``"products"`` pass the expected largest half, about
+  ``n/2 + 1.3 sqrt(n)`` for 100 trials): the cost model for planning and ETAs."""
+  m = min(n, solver_max_n)
+  extra = n - m
+  return float(trials) * grid_points * 2 ** extra * 2 ** ((m + 1) // 2 + 1)
+
+
+@functools.partial(jax.jit, static_argnames=("solver_max_n",))
+def _worst_errors(coefficients, z, solver_max_n):
+  """``(trials,)`` max over ``z`` of the best subset-sum error (one solver call)."""
+  n = coefficients.shape[-1]
+  m = min(n, solver_max_n)
+  head, tail = coefficients[:, :m], coefficients[:, m:]
+  e = n - m
+  # All 2^e subset sums of the tail: (trials, 2^e).
+  if e:
+    choice = np.asarray(list(itertools.product((0.0, 1.0), repeat=e)), np.float32)  # (2^e, e)
+    shifts = tail @ choice.T
+  else:
+    shifts = jnp.zeros((coefficients.shape[0], 1), jnp.float32)
+  targets = z[None, :, None] - shifts[:, None, :]  # (trials, G, 2^e)
+  res = subset_sum.solve_subset_sum(targets, head[:, None, None, :])
+  best = jnp.min(res.error, axis=-1)  # (trials, G)
+  return jnp.max(best, axis=-1)
+
+
+def coverage(key: chex.PRNGKey, n: int, kind: str = "uniform", *, trials: int = 100,
+             epsilon: float = 0.01, spacing: float | None = None,
+             solver_max_n: int = subset_sum.MAX_N, pad_to: int | None = None) -> Coverage:
+  """Empirical probability that the subset sums of ``n`` draws cover [-1, 1] within eps.
+
+  Args:
+    key: PRNG key (the draws are ``draw_coefficients(key, kind, trials, n)``).
+    n: coefficients per draw (``> solver_max_n`` uses the exact reduction of the module doc).
+    kind: ``"uniform"`` or ``"products"``.
+    trials: independent draws.
+    epsilon: coverage radius, in (0, 1).
+    spacing: grid step (default ``epsilon / 4``); must be ``< epsilon``.
+    solver_max_n: largest instance handed to the solver (``<= MAX_N``).
+    pad_to: zero-pad the instances to this size when they are smaller, so that several
+      ``n`` (and kinds) with the same ``trials`` share one compiled program.
+  """
+  if kind not in KINDS:
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+  if n < 1 or trials < 1:
+    raise ValueError(f"n and trials must be positive, got n={n}, trials={trials}")
+  if not 0.0 < epsilon < 1.0:
+    raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
+  spacing = epsilon / 4 if spacing is None else float(spacing)
+  if not 0.0 < spacing < epsilon:
+    raise ValueError(f"grid spacing must be in (0, epsilon), got {spacing}")
+  if not 1 <= solver_max_n <= subset_sum.MAX_N:
+    raise ValueError(f"solver_max_n must be in [1, {subset_sum.MAX_N}], got {solver_max_n}")
+  z = grid(epsilon, spacing)
+  h = float(z[1] - z[0])
+  coefs = draw_coefficients(key, kind, trials, n)
+  if kind == "products":  # drop the all-zero columns: instance size = the largest half
+    width = max(1, int(np.max(np.sum(np.asarray(coefs) != 0, axis=-1))))
+    coefs = coefs[:, :width]
+  if pad_to is not None and coefs.shape[-1] < pad_to:
+    coefs = jnp.pad(coefs, ((0, 0), (0, pad_to - coefs.shape[-1])))
+  worst = np.asarray(_worst_errors(coefs, jnp.asarray(z), solver_max_n=solver_max_n))
+  return Coverage(n, kind, float(epsilon), trials, h, worst,
+                  float(np.mean(worst <= epsilon - h / 2)), float(np.mean(worst <= epsilon)))
+
+
+def binomial_tolerance(p_ref: float, trials: int, reference_trials: int = 100,
+                       sigmas: float = 3.0) -> float:
+  """``sigmas`` standard deviations of the difference of two independent proportions (ours
+  with ``trials``, the reference's with ``reference_trials``), floored at one trial's share."""
+  var = p_ref * (1 - p_ref) * (1.0 / trials + 1.0 / reference_trials)
+  return max(sigmas * math.sqrt(var), 1.0 / min(trials, reference_trials))
+
+
+def coverage_curve(key: chex.PRNGKey, sizes: Sequence[int], kind: str, **kwargs
+                   ) -> list[Coverage]:
+  """``coverage`` for each ``n`` in ``sizes`` (independent keys ``fold_in(key, n)``)."""
+  return [coverage(jax.random.fold_in(key, n), n, kind, **kwargs) for n in sizes]
+
+
+def plot_coverage(curves: dict[str, Sequence[Coverage]], constants: dict[str, float],
+                  ax=None, reference: bool = True):
+  """Coverage vs n per kind, the reference values, and ``n = C log2(1/eps)`` lines.
+
+  Args:
+    curves: kind -> list of ``Coverage`` (same epsilon).
+    constants: kind -> C (the vertical line ``n = C log2(1/epsilon)``).
+  Returns:
+    the matplotlib Axes.
+  """
+  import matplotlib.pyplot as plt  # local: plotting is optional
+  if ax is None:
+    _, ax = plt.subplots(figsize=(6.4, 4.2))
+  colors = {"uniform": "tab:blue", "products": "tab:orange"}
+  labels = {"uniform": "U[-1,1]", "products": "v*u over the u>0 copies (one sign half)"}
+  eps = None
+  for kind, curve in curves.items():
+    if not curve:
+      continue
+    eps = curve[0].epsilon
+    ns = [c.n for c in curve]
+    lo = np.asarray([c.covered for c in curve])
+    hi = np.asarray([c.covered_upper for c in curve])
+    ax.plot(ns, hi, "o-", color=colors.get(kind), label=f"{labels.get(kind, kind)} "
+            f"({curve[0].trials} trials)")
+    if np.any(hi > lo):
+      ax.fill_between(ns, lo, hi, color=colors.get(kind), alpha=0.25, lw=0)
+    if reference and kind in REFERENCE:
+      ref = REFERENCE[kind]
+      ax.plot(list(ref), list(ref.values()), "x", ms=9, mew=2, color=colors.get(kind),
+              label=f"{labels.get(kind, kind)}: SPEC reference")
+    if kind in constants and eps:
+      n_line = constants[kind] * math.log2(1 / eps)
+      ax.axvline(n_line, ls="--", color=colors.get(kind), alpha=0.7)
+      ax.text(n_line, 0.03, f" C={constants[kind]:g}: n={n_line:.1f}", color=colors.get(kind),
+              rotation=90, va="bottom", fontsize=8)
+  if eps:
+    scale = math.log2(1 / eps)
+    top = ax.secondary_xaxis("top", functions=(lambda n: n / scale, lambda c: c * scale))
+    top.set_xlabel(f"C = n / log2(1/eps)  (eps = {eps:g})")
+  ax.set_xlabel("n (copies; uniform: coefficients)")
+  ax.set_ylabel(f"P(every z in [-1,1] within {eps:g} of a subset sum)" if eps else "coverage")
+  ax.set_ylim(-0.02, 1.02)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc="center right")
+  return ax

@@ -1,0 +1,1127 @@
+"""Width x seed sweeps of the ticket constructions, each whole grid as ONE jitted XLA program.
+
+``sweep(target, widths, num_seeds, method, key=...)`` measures, for every (width, seed):
+max and mean per-weight error, the fraction of weights within ``epsilon``, the sup of
+``||f(x) - g(x)||_2`` over the unit ball (random unit vectors + projected gradient ascent,
+``evaluation.sup_output_error``), the analytic upper bound, accuracy on a dataset when one
+is given, parameter counts of the random object and of the ticket, and the
+over-parameterisation factors. ``sweep_targets`` does several targets and methods at once,
+still as one program (all SubsetSum instances of one size go to one solver call).
+
+How the grid becomes one program (no Python loop over widths or seeds around jitted calls):
+
+* Nested random networks: per seed, the WIDEST network is sampled once; the network with
+  ``w`` copies is exactly its first ``w`` copies (``random_net`` draws copy ``k`` from
+  ``fold_in(key, k)``). For width ``w``, each sign half takes its member copies among the
+  first ``w`` (at most ``cap_w = default_max_half(w)`` of them, as ``find_ticket`` does),
+  zero-padded to the common instance size ``m = default_max_half(max width)``: a zero
+  coefficient never changes the set of subset sums, so every width's instance keeps its
+  optimum. ``width`` and ``cap_w`` are traced, so one function is vmapped over seeds and
+  widths. For ``"single"`` the halves are not capped (``m`` = max width), as in
+  ``find_ticket``.
+* ``"direct"``: per seed and layer, coefficient ``k`` of output row ``o`` is drawn from
+  ``fold_in(key, k)`` (``nested_direct_coefficients``), so the first ``w`` coefficients of the
+  widest draw are the width-``w`` draw; coefficients beyond ``w`` are zeroed.
+* Evaluation (sup error, accuracy) is a ``lax.map`` over the flattened grid inside the same
+  program, so memory stays that of a few grid points.
+
+Per width, the results equal ``find_ticket`` on ``truncate_copies(widest, w)`` (errors up to
+float32 rounding of the solver's fixed-point grid; ties may pick different but equally good
+subsets). Seeds: target ``t``, seed ``s`` uses ``fold_in(fold_in(key, t), s)``; the networks of
+``"network"`` and ``"single"`` are the same draw, and so are the evaluation points of all
+methods, so methods are compared on identical randomness.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from lth_jax import construction
+from lth_jax import evaluation
+from lth_jax import random_net as rn
+from lth_jax import subset_sum
+
+METHODS = construction.METHODS
+# Traces of the grid program (one per distinct static configuration); tests read it.
+TRACE_COUNTS: collections.Counter = collections.Counter()
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+  """Measurements of one (target, method) over a width x seed grid (numpy, host side).
+
+  Attributes:
+    method: ``"network"``, ``"single"`` or ``"direct"``.
+    layer_sizes: the target's ``(d_0, ..., d_l)``.
+    widths: ``(W,)`` copies per input (``"direct"``: coefficients per weight).
+    num_seeds: ``S``.
+    epsilon: the per-weight threshold of ``fraction_within_epsilon``.
+    max_weight_error, mean_weight_error, fraction_within_epsilon: ``(W, S)`` over all
+      weights of all layers (``"network"``/``"single"``: a weight's error is the larger of
+      its two sign halves' errors).
+    sup_error: ``(W, S)`` estimate (from below) of ``sup_{||x||<=1} ||f(x) - g(x)||_2``.
+    bound: ``(W, S)`` analytic upper bound on the same sup (``evaluation.analytic_bound``).
+    accuracy: ``(W, S)`` ticket accuracy on the given dataset, or ``None``.
+    target_accuracy: the target's accuracy on that dataset, or ``None``.
+    params_random: ``(W,)`` parameters of the random object: the dense random network
+      (every entry of its ``2l`` kernels), or ``width`` coefficients per weight (direct).
+    params_kept: ``(W, S)`` nonzero mask entries of the ticket.
+    target_params: weights of the target.
+    width_factor: ``(W,)`` random-network width / target width, i.e.
+      ``max_i(w d_{i-1}) / max_i d_i`` (``"direct"``: ``w``, coefficients per weight).
+    param_factor: ``(W,)`` ``params_random / target_params``.
+  """
+
+  method: str
+  layer_sizes: tuple
+  widths: np.ndarray
+  num_seeds: int
+  epsilon: float
+  max_weight_error: np.ndarray
+  mean_weight_error: np.ndarray
+  fraction_within_epsilon: np.ndarray
+  sup_error: np.ndarray
+  bound: np.ndarray
+  accuracy: np.ndarray | None
+  target_accuracy: float | None
+  params_random: np.ndarray
+  params_kept: np.ndarray
+  target_params: int
+  width_factor: np.ndarray
+  param_factor: np.ndarray
+
+  def rows(self, **extra) -> list[dict]:
+    """One dict per (width, seed), plain Python types; ``extra`` is added to every row."""
+    out = []
+    for i, w in enumerate(self.widths):
+      for s in range(self.num_seeds):
+        row = dict(extra)
+        row.update(
+            method=self.method, layer_sizes=list(self.layer_sizes), width=int(w), seed=s,
+            epsilon=float(self.epsilon),
+            max_weight_error=float(self.max_weight_error[i, s]),
+            mean_weight_error=float(self.mean_weight_error[i, s]),
+            fraction_within_epsilon=float(self.fraction_within_epsilon[i, s]),
+            sup_error=float(self.sup_error[i, s]), bound=float(self.bound[i, s]),
+            accuracy=None if self.accuracy is None else float(self.accuracy[i, s]),
+            target_accuracy=self.target_accuracy,
+            params_random=int(self.params_random[i]), params_kept=int(self.params_kept[i, s]),
+            target_params=int(self.target_params), width_factor=float(self.width_factor[i]),
+            param_factor=float(self.param_factor[i]))
+        out.append(row)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Static bookkeeping: sizes, caps, parameter counts.
+# --------------------------------------------------------------------------------------
+
+
+def instance_size(method: str, widths: Sequence[int], max_half: int | None = None) -> int:
+  """The common padded instance size of a grid: per sign half for ``"network"`` (capped as
+  ``find_ticket`` caps it) and ``"single"`` (every copy; no solver call), coefficients per
+  weight for ``"direct"``."""
+  widest = max(widths)
+  if method == "network":
+    return max_half if max_half is not None else construction.default_max_half(widest)
+  return widest
+
+
+def _caps(method, widths, max_half):
+  if method == "network":
+    if max_half is not None:
+      return tuple(max_half for _ in widths)
+    return tuple(construction.default_max_half(w) for w in widths)
+  return tuple(widths)  # single: every member copy; direct: unused
+
+
+def random_params(layer_sizes: Sequence[int], width: int, method: str) -> int:
+  """Parameters of the random object at ``width`` copies (see ``SweepResult``)."""
+  sizes = tuple(layer_sizes)
+  if method == "direct":
+    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) * width
+  return sum(width * a * (a + b) for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def width_factor(layer_sizes: Sequence[int], width: int, method: str) -> float:
+  """Random-network width / target width (``"direct"``: ``width``)."""
+  sizes = tuple(layer_sizes)
+  if method == "direct":
+    return float(width)
+  return max(width * a for a in sizes[:-1]) / max(sizes)
+
+
+def _check_grid(widths, num_seeds, method, epsilon, max_half):
+  if method not in METHODS:
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+  widths = tuple(int(w) for w in widths)
+  if not widths or any(w < 1 for w in widths):
+    raise ValueError(f"widths must be a non-empty list of positive integers, got {widths}")
+  if len(set(widths)) != len(widths):
+    raise ValueError(f"widths must be distinct, got {widths}")
+  if int(num_seeds) < 1:
+    raise ValueError(f"num_seeds must be positive, got {num_seeds}")
+  if not 0.0 < float(epsilon) < 1.0:
+    raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
+  if method == "direct" and max(widths) > subset_sum.MAX_N:
+    raise ValueError(f"method 'direct' solves one instance of `width` coefficients per "
+                     f"weight; widths up to {subset_sum.MAX_N} (solver MAX_N), got "
+                     f"{max(widths)}")
+  if max_half is not None and not 1 <= int(max_half) <= subset_sum.MAX_N:
+    raise ValueError(f"max_half must be in [1, {subset_sum.MAX_N}], got {max_half}")
+  return widths
+
+
+# --------------------------------------------------------------------------------------
+# Random draws (nested in the width).
+# --------------------------------------------------------------------------------------
+
+
+def nested_direct_coefficients(key: chex.PRNGKey, target: Sequence[jax.Array],
+                               copies: int) -> construction.DirectCoefficients:
+  """``"direct"`` coefficients, nested in ``copies``: per layer ``(d_out, copies)`` i.i.d.
+  ``U[low, high]`` (the target's global weight range), coefficient ``k`` of every row drawn
+  from ``fold_in(layer_key, k)``, so the first ``w`` columns ARE the ``copies = w`` draw."""
+  kernels = [jnp.asarray(k, jnp.float32) for k in target]
+  all_w = jnp.concatenate([k.reshape(-1) for k in kernels])
+  low, high = jnp.min(all_w), jnp.max(all_w)
+  coefs = []
+  for i, k in enumerate(kernels):
+    layer_key = jax.random.fold_in(key, i)
+    draw = lambda c, d=k.shape[1], lk=layer_key: jax.random.uniform(
+        jax.random.fold_in(lk, c), (d,), jnp.float32, low, high)
+    coefs.append(jax.vmap(draw, out_axes=1)(jnp.arange(copies)))
+  return construction.DirectCoefficients(coefs, low, high)
+
+
+def _seed_keys(key, target_index, num_seeds):
+  base = jax.random.fold_in(key, target_index)
+  return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.arange(num_seeds))
+
+
+# --------------------------------------------------------------------------------------
+# One grid point's instances (vmapped over seeds and widths by the callers).
+# --------------------------------------------------------------------------------------
+
+
+def _network_point(u, v, kernel, width, cap, m):
+  """SubsetSum instances of one layer at one (width, seed), size ``m`` (zero-padded).
+
+  Args:
+    u: ``(d_in, W)``, v: ``(d_out, d_in, W)``: the seed's widest network, one layer.
+    kernel: ``(d_in, d_out)``; width, cap: traced int32 scalars.
+  Returns:
+    targets ``(2, d_out, d_in)``, products ``(2, d_out, d_in, m)``, valid ``(2, d_in, m)``,
+    slot ``(d_in, W)``.
+  """
+  targets, prods, valid, slot = construction._layer_instances(u, v, kernel.T, m)
+  idx, _, _ = construction._sign_halves(u, m)  # same halves: which copy sits in each slot
+  # Members are ordered by copy index, so those among the first `width` copies are a prefix.
+  valid = valid & (idx < width) & (jnp.arange(m) < cap)
+  prods = jnp.where(valid[:, None], prods, 0.0)
+  return targets, prods, valid, slot
+
+
+def _grid_network(params, kernels, widths, caps, m):
+  """All layers' instances over the grid: leaves with leading ``(W, S)``."""
+  per_point = lambda u, v, k, w, c: _network_point(u, v, k, w, c, m)
+  over_seeds = jax.vmap(per_point, in_axes=(0, 0, None, None, None))
+  over_grid = jax.vmap(over_seeds, in_axes=(None, None, None, 0, 0))
+  return [over_grid(u, v, k, widths, caps)
+          for u, v, k in zip(params["u"], params["v"], kernels)]
+
+
+def _direct_point(coef, kernel, width):
+  """Direct instances of one layer: targets ``(d_out, d_in)``, coefficients
+  ``(d_out, d_in, Wd)`` (row ``o``'s first ``width`` coefficients, the rest zero)."""
+  coef = jnp.where(jnp.arange(coef.shape[-1]) < width, coef, 0.0)
+  w = kernel.T
+  return w, jnp.broadcast_to(coef[:, None, :], w.shape + coef.shape[-1:])
+
+
+def _grid_direct(coefs, kernels, widths):
+  per_point = lambda c, k, w: _direct_point(c, k, w)
+  over_seeds = jax.vmap(per_point, in_axes=(0, None, None))
+  over_grid = jax.vmap(over_seeds, in_axes=(None, None, 0))
+  return [over_grid(c, k, widths) for c, k in zip(coefs, kernels)]
+
+
+def _solve_all(problems):
+  """One ``solve_subset_sum`` call per even instance size over every problem.
+
+  Args:
+    problems: list of ``(targets, coefficients)``, coefficients ``targets.shape + (m,)``.
+  Returns:
+    list of ``(mask, error)`` shaped like each problem's coefficients / targets.
+  """
+  out = [None] * len(problems)
+  sizes = sorted({p.shape[-1] + p.shape[-1] % 2 for _, p in problems})
+  for size in sizes:
+    members = [i for i, (_, p) in enumerate(problems) if p.shape[-1] + p.shape[-1] % 2 == size]
+    t = jnp.concatenate([problems[i][0].reshape(-1) for i in members])
+    c = jnp.concatenate([
+        jnp.pad(problems[i][1].reshape(-1, problems[i][1].shape[-1]),
+                ((0, 0), (0, size - problems[i][1].shape[-1]))) for i in members])
+    res = subset_sum.solve_subset_sum(t, c)
+    start = 0
+    for i in members:
+      tgt, coef = problems[i]
+      count = tgt.size
+      mask = res.mask[start:start + count, :coef.shape[-1]].reshape(coef.shape)
+      out[i] = (mask, res.error[start:start + count].reshape(tgt.shape))
+      start += count
+  return out
+
+
+# --------------------------------------------------------------------------------------
+# Metrics and evaluation.
+# --------------------------------------------------------------------------------------
+
+
+def _weight_stats(errors, epsilon):
+  """errors: list of per-layer ``(..., a, b)`` -> max, mean, fraction <= epsilon."""
+  flat = jnp.concatenate([e.reshape(e.shape[:2] + (-1,)) for e in errors], axis=-1)
+  return (jnp.max(flat, -1), jnp.mean(flat, -1),
+          jnp.mean((flat <= epsilon).astype(jnp.float32), -1))
+
+
+def _accuracy(g, images, labels, batch):
+  """Fraction of ``argmax g(images) == labels``, ``lax.map`` over example batches."""
+  n = images.shape[0]
+  pad = (-n) % batch
+  x = jnp.pad(images, ((0, pad), (0, 0))).reshape(-1, batch, images.shape[-1])
+  y = jnp.pad(labels, (0, pad), constant_values=-1).reshape(-1, batch)
+  correct = jax.lax.map(lambda xy: jnp.sum(jnp.argmax(g(xy[0]), -1) == xy[1]), (x, y))
+  return jnp.sum(correct) / n
+
+
+def two_kernel_forward(layers: Sequence[tuple[jax.Array, jax.Array]], x: jax.Array) -> jax.Array:
+  """A pruned network through its per-layer kernel pair ``(P, N)``, both ``(d_in, d_out)``:
+  ``z -> relu(z) @ P - relu(-z) @ N``, with ReLU between layers (not after the last).
+
+  For a network ticket, ``P`` (``N``) is the sum over the kept ``u > 0`` (``u < 0``) copies
+  of the kept products ``v u``: since ``relu(u z) = u relu(z)`` for ``u > 0`` and
+  ``|u| relu(-z)`` for ``u < 0``, this equals the pruned depth-2l network's output exactly
+  (``evaluation.structured_forward``, up to float32 summation order) without its copy axis.
+  For ``"direct"``, ``P = N = K`` gives ``z @ K``.
+  """
+  for i, (pos, neg) in enumerate(layers):
+    x = jax.nn.relu(x) @ pos - jax.nn.relu(-x) @ neg
+    if i + 1 < len(layers):
+      x = jax.nn.relu(x)
+  return x
+
+
+def _evaluate(kernels, layers, seeds, seed_keys, data, opts):
+  """sup error (and accuracy) of every grid point, one ``lax.map`` over the points.
+
+  Args:
+    kernels: the target. layers: per layer ``(P, N)`` with a leading point axis ``G``.
+    seeds: ``(G,)`` seed of each point (its evaluation key). data: ``(images, labels)``.
+  Returns:
+    sup ``(G,)``, accuracy ``(G,)`` (NaN without data).
+  """
+  f = lambda x: evaluation.forward(kernels, x)
+  num = seeds.shape[0]
+  batch = opts["eval_batch"]
+  pad = (-num) % batch  # no remainder: lax.map would compile its body twice
+  pad_fn = lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, 0)]) if pad else a
+  layers, seeds = jax.tree.map(pad_fn, (layers, seeds))
+
+  def one(args):
+    point, seed = args
+    g = lambda x: two_kernel_forward(point, x)
+    key = jax.random.fold_in(seed_keys[seed], 2)
+    sup, _ = evaluation.sup_output_error(f, g, kernels[0].shape[0], key, opts["num_points"],
+                                         opts["ascent_steps"])
+    acc = jnp.float32(jnp.nan) if data is None else _accuracy(g, *data, opts["data_batch"])
+    return sup, acc
+
+  sup, acc = jax.lax.map(one, (layers, seeds), batch_size=batch)
+  return sup[:num], acc[:num]
+
+
+# --------------------------------------------------------------------------------------
+# The program.
+# --------------------------------------------------------------------------------------
+
+
+def _flat(a):
+  """``(W, S, ...)`` -> ``(W * S, ...)``."""
+  return a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:])
+
+
+@functools.partial(jax.jit, static_argnames=("specs", "num_seeds", "opts"))
+def _grid_program(targets, key, epsilon, data, *, specs, num_seeds, opts):
+  """Every (target, method) spec's whole width x seed grid, one XLA program.
+
+  specs: tuple of ``(target_index, method, widths, caps, m)``; opts: hashable tuple of
+  ``(name, value)`` pairs (num_points, ascent_steps, eval_batch, data_batch, distribution).
+  Per-weight errors are returned so the host can compute the analytic bound.
+  """
+  TRACE_COUNTS["grid_program"] += 1
+  opts = dict(opts)
+  sizes = [construction.target_layer_sizes(t) for t in targets]
+  seed_keys = [_seed_keys(key, t, num_seeds) for t in range(len(targets))]
+
+  # Widest draws, one per target and seed (network and single share the networks).
+  nets, coefs = {}, {}
+  for t, method, widths, _, _ in specs:
+    if method == "direct":
+      coefs[t] = max(coefs.get(t, 0), max(widths))
+    else:
+      nets[t] = max(nets.get(t, 0), max(widths))
+  nets = {t: jax.vmap(lambda k, t=t, w=w: rn.sample_random_network(
+      jax.random.fold_in(k, 0), sizes[t], w, opts["distribution"]).params)(seed_keys[t])
+          for t, w in nets.items()}
+  coefs = {t: jax.vmap(lambda k, t=t, w=w: nested_direct_coefficients(
+      jax.random.fold_in(k, 1), targets[t], w).coefficients)(seed_keys[t])
+           for t, w in coefs.items()}
+
+  # Instances of every spec, vmapped over widths and seeds; then one solver call per size.
+  grids, problems, owners = [], [], []
+  for j, (t, method, widths, caps, m) in enumerate(specs):
+    w_arr = jnp.asarray(widths, jnp.int32)
+    if method == "direct":
+      grid = _grid_direct(coefs[t], targets[t], w_arr)
+      problems += grid
+      owners += [j] * len(grid)
+    else:
+      grid = _grid_network(nets[t], targets[t], w_arr, jnp.asarray(caps, jnp.int32), m)
+      if method == "network":
+        problems += [(tg, pr) for tg, pr, _, _ in grid]
+        owners += [j] * len(grid)
+    grids.append(grid)
+  solved = collections.defaultdict(list)
+  for j, sol in zip(owners, _solve_all(problems)):
+    solved[j].append(sol)
+
+  grid_vmap = lambda fn: jax.vmap(jax.vmap(fn))
+  out = [None] * len(specs)
+  pending = collections.defaultdict(list)  # target -> [(spec, layers (P, N), seeds)]
+  for j, (t, method, widths, _, _) in enumerate(specs):
+    if method == "direct":
+      in_width = jnp.arange(max(widths))[None, :] < jnp.asarray(widths)[:, None]
+      # Padding coefficients are zero: choosing them changes nothing, so never keep them.
+      masks = [mask & in_width[:, None, None, None, :] for mask, _ in solved[j]]
+      errors = [err for _, err in solved[j]]  # (W, S, d_out, d_in)
+      effective = [jnp.swapaxes(jnp.sum(jnp.where(mk, c, 0.0), -1), -1, -2)
+                   for mk, (_, c) in zip(masks, grids[j])]  # (W, S, d_in, d_out)
+      kept = sum(jnp.sum(mk, axis=(2, 3, 4), dtype=jnp.int32) for mk in masks)
+      layers = [(e, e) for e in effective]
+    else:
+      if method == "network":
+        chosen = [mask for mask, _ in solved[j]]
+      else:
+        chosen = [grid_vmap(construction._single_choice)(tg, pr, va)
+                  for tg, pr, va, _ in grids[j]]
+      layer_out = [grid_vmap(construction._layer_masks)(ch, tg, pr, va, sl)
+                   for ch, (tg, pr, va, sl) in zip(chosen, grids[j])]
+      errors = [lo[2] for lo in layer_out]  # (W, S, d_out, d_in)
+      kept = sum(jnp.sum(lo[0], axis=(2, 3), dtype=jnp.int32) +
+                 jnp.sum(lo[1], axis=(2, 3, 4), dtype=jnp.int32) for lo in layer_out)
+      # effective (W, S, 2, d_out, d_in): kept products summed over the u > 0 / u < 0 copies
+      layers = [(jnp.swapaxes(lo[3][:, :, 0], -1, -2), jnp.swapaxes(lo[3][:, :, 1], -1, -2))
+                for lo in layer_out]
+    max_e, mean_e, frac = _weight_stats(errors, epsilon)
+    out[j] = dict(max_weight_error=max_e, mean_weight_error=mean_e,
+                  fraction_within_epsilon=frac, params_kept=kept, weight_errors=errors)
+    seeds = jnp.tile(jnp.arange(num_seeds), len(widths))
+    pending[t].append((j, jax.tree.map(_flat, layers), seeds, len(widths)))
+
+  # Evaluation: all methods' grid points of a target in one lax.map.
+  for t, items in pending.items():
+    layers = jax.tree.map(lambda *a: jnp.concatenate(a), *[it[1] for it in items])
+    seeds = jnp.concatenate([it[2] for it in items])
+    sup, acc = _evaluate(targets[t], layers, seeds, seed_keys[t], data, opts)
+    target_acc = None if data is None else _accuracy(
+        lambda x, k=targets[t]: evaluation.forward(k, x), *data, opts["data_batch"])
+    start = 0
+    for j, _, _, num_w in items:
+      count = num_w * num_seeds
+      out[j]["sup_error"] = sup[start:start + count].reshape(num_w, num_seeds)
+      out[j]["accuracy"] = (None if data is None
+                            else acc[start:start + count].reshape(num_w, num_seeds))
+      out[j]["target_accuracy"] = target_acc
+      start += count
+  return out
+
+
+@functools.lru_cache(maxsize=None)
+def _program_with_options(options):
+  """``_grid_program`` compiled with XLA ``compiler_options`` (own trace cache)."""
+  return jax.jit(_grid_program.__wrapped__, static_argnames=("specs", "num_seeds", "opts"),
+                 compiler_options=dict(options))
+
+
+def host_analytic_bound(target: Sequence[np.ndarray], weight_errors: Sequence[np.ndarray]
+                        ) -> np.ndarray:
+  """``evaluation.analytic_bound`` in numpy, batched over leading axes of the errors.
+
+  Args:
+    target: kernels ``(d_in, d_out)``; weight_errors: per layer ``(..., d_in, d_out)``.
+  Returns:
+    the bound, shape ``weight_errors[0].shape[:-2]``.
+  """
+  delta = np.zeros(np.shape(weight_errors[0])[:-2], np.float64)
+  radius = 1.0
+  for k, e in zip(target, weight_errors):
+    w_norm = np.linalg.norm(np.asarray(k, np.float64), ord=2)
+    e_norm = np.linalg.norm(np.asarray(e, np.float64), ord=2, axis=(-2, -1))
+    delta = e_norm * (radius + delta) + w_norm * delta
+    radius = radius * w_norm
+  return delta
+
+
+# --------------------------------------------------------------------------------------
+# Public API.
+# --------------------------------------------------------------------------------------
+
+
+def _prepare_data(dataset, sizes_list):
+  if dataset is None:
+    return None
+  images, labels = dataset
+  images = jnp.asarray(images, jnp.float32)
+  images = images.reshape(images.shape[0], -1)
+  labels = jnp.asarray(labels, jnp.int32)
+  if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+    raise ValueError(f"dataset has {images.shape[0]} inputs and {labels.shape[0]} labels")
+  for sizes in sizes_list:
+    if sizes[0] != images.shape[1]:
+      raise ValueError(f"target input size {sizes[0]} does not match the dataset's "
+                       f"{images.shape[1]} features per example")
+    if int(jnp.max(labels)) >= sizes[-1] or int(jnp.min(labels)) < 0:
+      raise ValueError(f"labels must lie in [0, {sizes[-1]}) for a target with {sizes[-1]} "
+                       "outputs")
+  return images, labels
+
+
+def sweep_targets(
+    targets: Sequence[Sequence[jax.Array]],
+    widths: Sequence[int] | Mapping[str, Sequence[int]],
+    num_seeds: int,
+    methods: Sequence[str] = ("network",),
+    *,
+    key: chex.PRNGKey,
+    epsilon: float = 0.01,
+    dataset: tuple[np.ndarray, np.ndarray] | None = None,
+    num_points: int = 2048,
+    ascent_steps: int = 30,
+    max_half: int | None = None,
+    distribution: str = "uniform",
+    eval_batch: int = 4,
+    data_batch: int = 512,
+    compiler_options: Mapping[str, int | str | bool] | None = None,
+) -> list[dict[str, SweepResult]]:
+  """Sweeps several targets and methods over width x seed grids as ONE jitted program.
+
+  Args:
+    targets: list of targets, each a list of ``(d_in, d_out)`` kernels.
+    widths: copies per input (``"direct"``: coefficients per weight), one list for all
+      methods or a mapping ``method -> list``.
+    num_seeds: seeds ``0 .. num_seeds - 1``.
+    methods: subset of ``("network", "single", "direct")``.
+    key: PRNG key; target ``t`` seed ``s`` uses ``fold_in(fold_in(key, t), s)``.
+    epsilon: threshold of ``fraction_within_epsilon`` (per weight), in (0, 1).
+    dataset: ``(images, labels)``; accuracy is measured when given (targets must take the
+      flattened images and have one output per class).
+    num_points, ascent_steps: sup-error estimate (``evaluation.sup_output_error``).
+    max_half: ``"network"`` instance size per sign half for every width (default:
+      ``default_max_half(width)`` per width, as ``find_ticket``).
+    distribution: random network entries, ``"uniform"`` or ``"normal"``.
+    eval_batch: grid points evaluated together (memory vs speed).
+    data_batch: examples per accuracy batch.
+    compiler_options: XLA options for the grid program, e.g.
+      ``{"xla_backend_optimization_level": 1}`` (faster compiles, slower solving).
+
+  Returns:
+    ``results[t][method]``: a ``SweepResult`` per target and method.
+  """
+  if not targets:
+    raise ValueError("no targets")
+  kernels = tuple([jnp.asarray(k, jnp.float32) for k in construction._check_target(t)]
+                  for t in targets)
+  sizes = [construction.target_layer_sizes(k) for k in kernels]
+  methods = tuple(methods)
+  if not methods or len(set(methods)) != len(methods):
+    raise ValueError(f"methods must be a non-empty list of distinct methods, got {methods}")
+  per_method = {}
+  for method in methods:
+    ws = widths[method] if isinstance(widths, Mapping) else widths
+    per_method[method] = _check_grid(ws, num_seeds, method, epsilon, max_half)
+  if distribution not in rn.DISTRIBUTIONS:
+    raise ValueError(f"distribution must be one of {rn.DISTRIBUTIONS}, got {distribution!r}")
+  if num_points < 1 or ascent_steps < 0 or eval_batch < 1 or data_batch < 1:
+    raise ValueError("num_points, eval_batch and data_batch must be positive, ascent_steps "
+                     "non-negative")
+  data = _prepare_data(dataset, sizes)
+  specs = tuple((t, method, per_method[method], _caps(method, per_method[method], max_half),
+                 instance_size(method, per_method[method], max_half))
+                for t in range(len(kernels)) for method in methods)
+  opts = tuple(sorted(dict(num_points=int(num_points), ascent_steps=int(ascent_steps),
+                           eval_batch=int(eval_batch), data_batch=int(data_batch),
+                           distribution=distribution).items()))
+  program = _grid_program
+  if compiler_options and hasattr(program, "__wrapped__"):  # (not when replaced, e.g. sharded)
+    program = _program_with_options(tuple(sorted(compiler_options.items())))
+  raw = program(kernels, key, jnp.float32(epsilon), data, specs=specs,
+                num_seeds=int(num_seeds), opts=opts)
+  raw = jax.device_get(raw)
+  results = [dict() for _ in kernels]
+  for (t, method, ws, _, _), r in zip(specs, raw):
+    target_params = sum(a * b for a, b in zip(sizes[t][:-1], sizes[t][1:]))
+    p_random = np.asarray([random_params(sizes[t], w, method) for w in ws], np.int64)
+    results[t][method] = SweepResult(
+        method=method, layer_sizes=tuple(sizes[t]), widths=np.asarray(ws), num_seeds=num_seeds,
+        epsilon=float(epsilon), max_weight_error=np.asarray(r["max_weight_error"]),
+        mean_weight_error=np.asarray(r["mean_weight_error"]),
+        fraction_within_epsilon=np.asarray(r["fraction_within_epsilon"]),
+        sup_error=np.asarray(r["sup_error"]),
+        bound=host_analytic_bound(
+            kernels[t], [np.swapaxes(np.asarray(e), -1, -2) for e in r["weight_errors"]]),
+        accuracy=None if r["accuracy"] is None else np.asarray(r["accuracy"]),
+        target_accuracy=None if r["target_accuracy"] is None else float(r["target_accuracy"]),
+        params_random=p_random, params_kept=np.asarray(r["params_kept"]),
+        target_params=target_params,
+        width_factor=np.asarray([width_factor(sizes[t], w, method) for w in ws]),
+        param_factor=p_random / target_params)
+  return results
+
+
+def sweep(
+    target: Sequence[jax.Array],
+    widths: Sequence[int],
+    num_seeds: int,
+    method: str = "network",
+    *,
+    key: chex.PRNGKey,
+    epsilon: float = 0.01,
+    dataset: tuple[np.ndarray, np.ndarray] | None = None,
+    num_points: int = 2048,
+    ascent_steps: int = 30,
+    max_half: int | None = None,
+    distribution: str = "uniform",
+    compiler_options: Mapping[str, int | str | bool] | None = None,
+) -> SweepResult:
+  """One target, one method, every (width, seed): one jitted program (see module doc).
+
+  Args and measurements as ``sweep_targets``; equal to ``sweep_targets([target], ...)[0]``.
+  """
+  return sweep_targets([target], widths, num_seeds, (method,), key=key, epsilon=epsilon,
+                       dataset=dataset, num_points=num_points, ascent_steps=ascent_steps,
+                       max_half=max_half, distribution=distribution,
+                       compiler_options=compiler_options)[0][method]
+
+
+def copies_needed(result: SweepResult, epsilon: float, metric: str = "sup_error") -> np.ndarray:
+  """Per seed, the smallest width of the grid from which ``metric <= epsilon`` holds at
+  every larger width of the grid (``inf`` if never). ``(S,)`` float."""
+  values = np.asarray(getattr(result, metric))
+  order = np.argsort(result.widths)
+  widths = np.asarray(result.widths)[order]
+  ok = values[order] <= epsilon  # (W, S)
+  # suffix-all: reached and stays reached
+  stays = np.flip(np.logical_and.accumulate(np.flip(ok, 0), 0), 0)
+  out = np.full(result.num_seeds, np.inf)
+  for s in range(result.num_seeds):
+    idx = np.nonzero(stays[:, s])[0]
+    if idx.size:
+      out[s] = widths[idx[0]]
+  return out
+
+
+def random_target(key: chex.PRNGKey, layer_sizes: Sequence[int],
+                  spectral_norm: float = 1.0) -> list[jax.Array]:
+  """Gaussian kernels ``(d_in, d_out)`` rescaled to the given spectral norm per layer."""
+  sizes = tuple(int(d) for d in layer_sizes)
+  if len(sizes) < 2 or any(d < 1 for d in sizes):
+    raise ValueError(f"layer_sizes must list >= 2 positive sizes, got {layer_sizes}")
+  if not spectral_norm > 0:
+    raise ValueError(f"spectral_norm must be positive, got {spectral_norm}")
+  out = []
+  for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    k = jax.random.normal(jax.random.fold_in(key, i), (a, b), jnp.float32)
+    out.append(k * (spectral_norm / jnp.linalg.norm(k, ord=2)))
+  return out
+
+
+def summarize(result: SweepResult) -> dict[str, np.ndarray]:
+  """Per width, the mean over seeds of every ``(W, S)`` measurement (NaN-free inputs)."""
+  keys = ("max_weight_error", "mean_weight_error", "fraction_within_epsilon", "sup_error",
+          "bound", "params_kept")
+  out = {k: np.mean(getattr(result, k), axis=1) for k in keys}
+  if result.accuracy is not None:
+    out["accuracy"] = np.mean(result.accuracy, axis=1)
+  return out
+
+
+# --------------------------------------------------------------------------------------
+# The experiment behind `python -m experiments.sweep` (importable from a notebook).
+# --------------------------------------------------------------------------------------
+
+DATASETS = ("fashion_mnist", "mnist", "kmnist", "synthetic")
+
+
+def validate_config(config) -> None:
+  """Raises ValueError whose message starts with the offending ``config.<field>``."""
+  def bad(field, msg):
+    raise ValueError(f"config.{field}: {msg}")
+
+  sw = config.sweep
+  for m in sw.methods:
+    if m not in METHODS:
+      bad("sweep.methods", f"unknown method {m!r}; choose from {METHODS}")
+  if len(set(sw.methods)) != len(tuple(sw.methods)):
+    bad("sweep.methods", f"methods must be distinct, got {tuple(sw.methods)}")
+  for field in ("widths", "direct_widths"):
+    ws = tuple(sw[field])
+    if not ws and sw.methods:
+      bad(f"sweep.{field}", "empty")
+    if any((not isinstance(w, int)) or isinstance(w, bool) or w < 1 for w in ws):
+      bad(f"sweep.{field}", f"widths must be positive integers, got {ws}")
+    if len(set(ws)) != len(ws):
+      bad(f"sweep.{field}", f"widths must be distinct, got {ws}")
+  if "direct" in sw.methods and max(sw.direct_widths) > subset_sum.MAX_N:
+    bad("sweep.direct_widths", f"at most {subset_sum.MAX_N} coefficients per weight (the "
+        f"solver's MAX_N), got {max(sw.direct_widths)}")
+  if not 0.0 < sw.epsilon < 1.0:
+    bad("sweep.epsilon", f"must be in (0, 1), got {sw.epsilon}")
+  if sw.num_seeds < 1:
+    bad("sweep.num_seeds", f"must be positive, got {sw.num_seeds}")
+  if sw.num_points < 1 or sw.ascent_steps < 0 or sw.eval_batch < 1:
+    bad("sweep.num_points", "num_points and eval_batch must be positive, ascent_steps >= 0")
+  if not 0 <= sw.max_half <= subset_sum.MAX_N:
+    bad("sweep.max_half", f"must be in [0, {subset_sum.MAX_N}] (0: default), got {sw.max_half}")
+  if sw.distribution not in rn.DISTRIBUTIONS:
+    bad("sweep.distribution", f"must be one of {rn.DISTRIBUTIONS}, got {sw.distribution!r}")
+  if not -1 <= sw.xla_opt_level <= 3:
+    bad("sweep.xla_opt_level", f"must be in [-1, 3] (-1: XLA default), got {sw.xla_opt_level}")
+  for sizes in config.targets.sizes:
+    if len(sizes) < 2 or any((not isinstance(d, int)) or d < 1 for d in sizes):
+      bad("targets.sizes", f"each target needs >= 2 positive layer sizes, got {sizes}")
+  if not config.targets.spectral_norm > 0:
+    bad("targets.spectral_norm", f"must be positive, got {config.targets.spectral_norm}")
+  if config.targets.npz_layout not in ("torch", "jax"):
+    bad("targets.npz_layout", f"must be 'torch' or 'jax', got {config.targets.npz_layout!r}")
+  if config.targets.npz and not os.path.isfile(os.path.expanduser(config.targets.npz)):
+    bad("targets.npz", f"no such file: {config.targets.npz}")
+  if config.data.name and config.data.name not in DATASETS:
+    bad("data.name", f"unknown dataset {config.data.name!r}; choose from {DATASETS} or ''")
+  if config.data.name and config.data.limit < 1:
+    bad("data.limit", f"must be positive, got {config.data.limit}")
+  if config.targets.npz and not config.data.name and sw.methods:
+    pass  # an npz target without data: swept like the random targets, without accuracy
+  lu = config.lueker
+  if lu.trials < 0:
+    bad("lueker.trials", f"must be >= 0 (0: skip), got {lu.trials}")
+  if lu.trials:
+    if not 0.0 < lu.epsilon < 1.0:
+      bad("lueker.epsilon", f"must be in (0, 1), got {lu.epsilon}")
+    if not 0.0 < lu.spacing < lu.epsilon:
+      bad("lueker.spacing", f"must be in (0, lueker.epsilon), got {lu.spacing}")
+    for field in ("uniform_sizes", "product_sizes"):
+      if any((not isinstance(n, int)) or n < 1 for n in lu[field]):
+        bad(f"lueker.{field}", f"sizes must be positive integers, got {tuple(lu[field])}")
+  if not sw.methods and not lu.trials:
+    bad("sweep.methods", "nothing to do: no methods and lueker.trials = 0")
+  if sw.methods and not config.targets.sizes and not config.targets.npz and not config.data.name:
+    bad("targets.sizes", "no targets: give sizes, an npz file or a dataset")
+
+
+def _target_name(sizes):
+  return "x".join(str(d) for d in sizes)
+
+
+def build_targets(config) -> list[tuple[str, list[jax.Array]]]:
+  """The random targets of ``config.targets.sizes`` (and the npz one), named by sizes."""
+  key = jax.random.fold_in(jax.random.key(config.seed), 1_000_003)
+  out = []
+  for i, sizes in enumerate(config.targets.sizes):
+    out.append((f"random_{_target_name(sizes)}",
+                random_target(jax.random.fold_in(key, i), sizes, config.targets.spectral_norm)))
+  if config.targets.npz and not config.data.name:
+    from lth_jax import targets as targets_lib
+    kernels = targets_lib.load_npz_target(os.path.expanduser(config.targets.npz),
+                                          config.targets.npz_layout)
+    out.append((f"npz_{_target_name(construction.target_layer_sizes(kernels))}", kernels))
+  return out
+
+
+def _data_target(config):
+  """(name, kernels, (images, labels)) for the dataset experiment."""
+  from lth_jax import data as data_lib
+  data_dir = os.path.expanduser(config.data.data_dir) if config.data.data_dir else None
+  test = data_lib.load_dataset(config.data.name, "test", data_dir, limit=config.data.limit,
+                               seed=config.seed)
+  if config.targets.npz:
+    from lth_jax import targets as targets_lib
+    kernels = targets_lib.load_npz_target(os.path.expanduser(config.targets.npz),
+                                          config.targets.npz_layout)
+    name = "npz"
+  else:
+    from lth_jax import models, training
+    train = data_lib.load_dataset(config.data.name, "train", data_dir,
+                                  limit=config.data.train_limit, seed=config.seed)
+    model = models.MLP(tuple(config.data.train_hidden) + (10,))
+    logging.info("training a bias-free %s target on %s (%d examples, %d epochs)",
+                 "-".join(map(str, (784,) + tuple(model.widths))), config.data.name,
+                 len(train.labels), config.data.train_epochs)
+    params, _ = training.train_classifier(
+        model, train, None, epochs=config.data.train_epochs,
+        learning_rate=config.data.learning_rate, key=jax.random.key(config.seed), log_every=0)
+    kernels = models.kernels_from_params(params)
+    name = "trained"
+  kernels = [jnp.asarray(k, jnp.float32) for k in kernels]
+  sizes = construction.target_layer_sizes(kernels)
+  return (f"{name}_{config.data.name}_{_target_name(sizes)}", kernels,
+          (test.images.reshape(len(test.labels), -1), test.labels))
+
+
+def estimated_keys(sizes_list, widths, num_seeds, method, max_half=None) -> float:
+  """Sort keys the solver processes for a grid (the dominant cost; 0 for ``"single"``)."""
+  if method == "single":
+    return 0.0
+  m = instance_size(method, widths, max_half)
+  per_instance = 2.0 ** ((m + 1) // 2 + 1)
+  weights = sum(sum(a * b for a, b in zip(s[:-1], s[1:])) for s in sizes_list)
+  halves = 2 if method == "network" else 1
+  return per_instance * weights * halves * len(widths) * num_seeds
+
+
+def _median_row(result, field):
+  arr = getattr(result, field)
+  return None if arr is None else np.median(arr, axis=1)
+
+
+def summary_rows(named_results, epsilon) -> list[dict]:
+  """Per (target, method): copies needed (median over seeds) beside the theory numbers."""
+  from lth_jax import theory
+  out = []
+  for name, per_method in named_results:
+    for method, r in per_method.items():
+      sizes = r.layer_sizes
+      needed = copies_needed(r, epsilon)
+      med = float(np.median(needed))
+      const = theory.C_DIRECT if method == "direct" else theory.C_NETWORK
+      cs = theory.construction_size(sizes, epsilon, const)
+      lower = [theory.counting_lower_bound(a, b, epsilon) for a, b in zip(sizes[:-1], sizes[1:])]
+      out.append(dict(
+          target=name, method=method, layer_sizes=list(sizes), epsilon=epsilon,
+          copies_needed_median=med if math.isfinite(med) else None,
+          copies_needed_per_seed=[float(x) if math.isfinite(x) else None for x in needed],
+          max_width=int(max(r.widths)),
+          theory_copies=list(cs.copies), theory_constant=const,
+          fitted_constant=(med / max(theory.log_term(sizes, epsilon))
+                           if math.isfinite(med) else None),
+          lower_bound_per_input=max(lb.per_input for lb in lower),
+          lower_bound_width=max(lb.width for lb in lower),
+          lower_bound_params=sum(lb.params for lb in lower),
+          malach_width_factor=theory.malach_width_factor(sizes),
+          measured_width_factor=(width_factor(sizes, int(med), method)
+                                 if math.isfinite(med) else None)))
+  return out
+
+
+def format_grid_table(named_results, epsilon) -> str:
+  """One block per target: per width, each method's median (over seeds) sup error, max
+  per-weight error and fraction of weights within epsilon."""
+  lines = []
+  for name, per_method in named_results:
+    methods = list(per_method)
+    widths = sorted({int(w) for r in per_method.values() for w in r.widths})
+    any_r = next(iter(per_method.values()))
+    head = f"{'width':>5}"
+    for m in methods:
+      head += f" | {m + ' sup':>12} {'max|w|':>9} {'<=eps':>5}"
+    acc = any(r.accuracy is not None for r in per_method.values())
+    lines.append(f"target {name} (sizes {list(any_r.layer_sizes)}, {any_r.num_seeds} seeds, "
+                 f"medians over seeds; <=eps: fraction of weights within {epsilon:g})"
+                 + (f", target accuracy {any_r.target_accuracy:.4f}" if acc else ""))
+    lines.append(head)
+    for w in widths:
+      line = f"{w:>5}"
+      for m in methods:
+        r = per_method[m]
+        idx = np.nonzero(r.widths == w)[0]
+        if not idx.size:
+          line += f" | {'':>12} {'':>9} {'':>5}"
+          continue
+        i = idx[0]
+        line += (f" | {np.median(r.sup_error[i]):>12.3e} {np.median(r.max_weight_error[i]):>9.2e}"
+                 f" {np.median(r.fraction_within_epsilon[i]):>5.2f}")
+        if r.accuracy is not None:
+          line += f" acc {np.median(r.accuracy[i]):.4f}"
+      lines.append(line)
+    lines.append("")
+  return "\n".join(lines)
+
+
+def format_summary_table(summary) -> str:
+  """Copies needed to reach ``sup error <= epsilon`` beside the theory's numbers."""
+  def fmt(x, spec=".1f"):
+    return "-" if x is None else format(x, spec)
+  head = (f"{'target':<18} {'method':<8} {'needed':>7} {'theory n':>8} {'C':>4} "
+          f"{'C fit':>6} {'LB n/input':>10} {'LB width':>8} {'Malach factor':>13}")
+  lines = [f"copies per input needed for sup_(|x|<=1) |f(x) - g(x)| <= eps "
+           f"(median over seeds; '>W': not reached within the grid's max width W)", head]
+  for row in summary:
+    needed = (fmt(row["copies_needed_median"], ".0f") if row["copies_needed_median"] is not None
+              else f">{row['max_width']}")
+    lines.append(
+        f"{row['target']:<18} {row['method']:<8} {needed:>7} "
+        f"{max(row['theory_copies']):>8d} {row['theory_constant']:>4g} "
+        f"{fmt(row['fitted_constant'], '.2f'):>6} {row['lower_bound_per_input']:>10.2f} "
+        f"{row['lower_bound_width']:>8.1f} {row['malach_width_factor']:>13.3g}")
+  lines.append("theory n = ceil(C log2(d_in d_out l / eps)) (lth_jax.theory; C fit = needed / "
+               "log2(...)); LB = counting lower bound (d_in d_out log2(1/(2 eps)) params, width "
+               "/(d_in + d_out)); Malach factor = d^4 l^2 (constant 1, no eps term)")
+  return "\n".join(lines)
+
+
+def plot_error_vs_copies(named_results, path=None, epsilon=None):
+  """Sup error (median over seeds, band: min-max) vs copies per input, log y, one panel per
+  target; dashed: the max per-weight error. Returns the figure (saved if ``path``)."""
+  import matplotlib
+  if path is not None:
+    matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from lth_jax import results as results_lib
+  num = len(named_results)
+  cols = min(num, 4)
+  rows = -(-num // cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False,
+                           sharey=True)
+  colors = {"network": "tab:blue", "direct": "tab:green", "single": "tab:red"}
+  for ax, (name, per_method) in zip(axes.flat, named_results):
+    for m, r in per_method.items():
+      order = np.argsort(r.widths)
+      w = r.widths[order]
+      sup = np.maximum(r.sup_error[order], 1e-9)
+      ax.plot(w, np.median(sup, 1), "o-", ms=3, color=colors.get(m), label=f"{m}: sup error")
+      ax.fill_between(w, sup.min(1), sup.max(1), color=colors.get(m), alpha=0.15, lw=0)
+      ax.plot(w, np.maximum(np.median(r.max_weight_error[order], 1), 1e-9), "--", lw=1,
+              color=colors.get(m), alpha=0.8, label=f"{m}: max per-weight error")
+      if m == "single":  # ~1/n reference through the median at the middle width
+        mid = len(w) // 2
+        ref = np.median(sup, 1)[mid] * w[mid] / w
+        ax.plot(w, ref, ":", color="gray", lw=1, label="~1/n")
+    if epsilon is not None:
+      ax.axhline(epsilon, color="k", lw=0.8, alpha=0.5)
+    ax.set_yscale("log")
+    ax.set_title(f"target {name}", fontsize=10)
+    ax.set_xlabel("copies per input n (direct: coefficients per weight)")
+    ax.grid(alpha=0.3, which="both")
+  for ax in axes[:, 0]:
+    ax.set_ylabel("error (median over seeds)")
+  for ax in list(axes.flat)[num:]:
+    ax.axis("off")
+  axes.flat[0].legend(fontsize=7, loc="lower left")
+  fig.suptitle("SubsetSum tickets: error falls exponentially in n (network, direct); "
+               "best single unit: ~1/n", fontsize=11)
+  fig.tight_layout()
+  if path is not None:
+    results_lib.save_figure(fig, path)
+  return fig
+
+
+def plot_overparam_vs_d(named_results, summary, epsilon, path=None):
+  """Copies per input needed for sup error <= epsilon vs target width d (log2 x-axis):
+  measured (median over seeds, dots per seed), the construction's ``C log2(d^2 l / eps)``,
+  and the counting lower bound per input. Returns the figure (saved if ``path``)."""
+  import matplotlib
+  if path is not None:
+    matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from lth_jax import results as results_lib
+  from lth_jax import theory
+  fig, ax = plt.subplots(figsize=(6.4, 4.4))
+  colors = {"network": "tab:blue", "direct": "tab:green", "single": "tab:red"}
+  by_method = collections.defaultdict(list)
+  for row in summary:
+    sizes = row["layer_sizes"]
+    by_method[row["method"]].append((max(sizes), len(sizes) - 1, row))
+  all_d = sorted({d for v in by_method.values() for d, _, _ in v})
+  if not all_d:
+    return fig
+  top = 0
+  for m, items in by_method.items():
+    items.sort(key=lambda x: x[0])
+    ds, meds, censored = [], [], []
+    for d, _, row in items:
+      seeds = [s for s in row["copies_needed_per_seed"] if s is not None]
+      ax.scatter([d] * len(seeds), seeds, s=8, color=colors.get(m), alpha=0.35)
+      if row["copies_needed_median"] is None:
+        censored.append((d, row["max_width"]))
+      else:
+        ds.append(d)
+        meds.append(row["copies_needed_median"])
+      top = max(top, row["max_width"])
+    if ds:
+      ax.plot(ds, meds, "o-", color=colors.get(m), label=f"{m}: measured (median)")
+    if censored:
+      ax.plot([c[0] for c in censored], [c[1] + 1 for c in censored], "^", ms=9,
+              color=colors.get(m), mfc="none", label=f"{m}: not reached within the grid")
+  dd = np.geomspace(min(all_d), max(all_d), 50)
+  for const, label, style in ((theory.C_NETWORK, "network", "-"),
+                              (theory.C_DIRECT, "direct", "--")):
+    ax.plot(dd, const * np.log2(dd * dd / epsilon), style, color="gray", lw=1,
+            label=f"C log2(d^2/eps), C={const:g} ({label})")
+  lb = theory.counting_lower_bound(2, 2, epsilon).per_input
+  ax.axhline(lb, color="k", ls=":", lw=1, label=f"counting lower bound: {lb:.2f} per input")
+  mal = theory.malach_width_factor((min(all_d), min(all_d)))
+  ax.text(min(all_d), top * 1.02, f"Malach et al. d^4 l^2: {mal:.0f} .. "
+          f"{theory.malach_width_factor((max(all_d), max(all_d))):.2g} (off scale)", fontsize=8)
+  ax.set_xscale("log", base=2)
+  ax.set_xticks(all_d, [str(d) for d in all_d])
+  ax.set_xlabel("target width d (d x d layer)")
+  ax.set_ylabel(f"copies per input for sup error <= {epsilon:g}")
+  ax.set_ylim(0, top * 1.12)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+  ax.set_title("over-parameterisation needed vs d: logarithmic growth", fontsize=10)
+  fig.tight_layout()
+  if path is not None:
+    results_lib.save_figure(fig, path)
+  return fig
+
+
+def run_lueker(config, progress=True):
+  """The Lueker coverage check of ``config.lueker``; list of ``lueker.Coverage``."""
+  from lth_jax import lueker
+  from lth_jax import results as results_lib
+  lu = config.lueker
+  key = jax.random.fold_in(jax.random.key(config.seed), 2_000_003)
+  grid_points = len(lueker.grid(lu.epsilon, lu.spacing))
+  jobs = [("uniform", n) for n in lu.uniform_sizes] + [("products", n) for n in lu.product_sizes]
+
+  def cost(kind, n):
+    m = n if kind == "uniform" else int(n / 2 + 1.3 * math.sqrt(n)) + 1
+    return lueker.solver_keys(m, lu.trials, grid_points)
+
+  total = sum(cost(k, n) for k, n in jobs)
+  meter = results_lib.Progress(total, "lueker check", min_interval=0.0 if progress else 1e9)
+  done, out = 0.0, []
+  for kind, n in jobs:
+    out.append(lueker.coverage(jax.random.fold_in(jax.random.fold_in(key, n), len(kind)), n,
+                               kind, trials=lu.trials, epsilon=lu.epsilon, spacing=lu.spacing))
+    done += cost(kind, n)
+    meter.update(done, note=f"{kind} n={n}: covered {out[-1].covered:.2f}")
+  return out
+
+
+def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
+  """Runs the sweep (and Lueker check) of ``config`` and writes into ``out_dir``:
+  ``results.jsonl`` (one row per target x method x width x seed, each with the config),
+  ``summary.json`` (copies needed vs theory), ``lueker.jsonl``, and the PNG figures
+  ``error_vs_copies.png``, ``overparam_vs_d.png``, ``lueker.png``. Returns a dict with
+  ``results`` ([(name, {method: SweepResult})]), ``summary``, ``lueker``, ``tables`` (text),
+  ``files`` and ``seconds``."""
+  from lth_jax import lueker
+  from lth_jax import results as results_lib
+  from lth_jax import theory
+  validate_config(config)
+  out = results_lib.prepare_out_dir(out_dir, overwrite)
+  t0 = time.perf_counter()
+  sw = config.sweep
+  widths = {"network": tuple(sw.widths), "single": tuple(sw.widths),
+            "direct": tuple(sw.direct_widths)}
+  widths = {m: widths[m] for m in sw.methods}
+  kwargs = dict(key=jax.random.key(config.seed), epsilon=sw.epsilon, num_points=sw.num_points,
+                ascent_steps=sw.ascent_steps, max_half=sw.max_half or None,
+                distribution=sw.distribution, eval_batch=sw.eval_batch,
+                compiler_options=(None if sw.xla_opt_level < 0 else
+                                  {"xla_backend_optimization_level": sw.xla_opt_level}))
+  experiments = []  # (targets [(name, kernels)], dataset)
+  if sw.methods:
+    named = build_targets(config)
+    if named:
+      experiments.append((named, None))
+    if config.data.name:
+      name, kernels, data = _data_target(config)
+      experiments.append(([(name, kernels)], data))
+  named_results, rows = [], []
+  cfg = results_lib.to_jsonable(config)
+  for named, data in experiments:
+    sizes = [construction.target_layer_sizes(k) for _, k in named]
+    keys = sum(estimated_keys(sizes, widths[m], sw.num_seeds, m, sw.max_half or None)
+               for m in sw.methods)
+    points = sum(len(widths[m]) for m in sw.methods) * sw.num_seeds * len(named)
+    logging.info("sweep: %d targets (%s) x methods %s x %d seeds = %d grid points, ~%.2g "
+                 "solver keys, as one XLA program (compiled once)", len(named),
+                 ", ".join(n for n, _ in named), "/".join(sw.methods), sw.num_seeds, points, keys)
+    # ~15 Mkeys/s solving on 2 busy cores, plus compilation (~10 s per target, ~15 s solver).
+    with results_lib.Heartbeat("sweep program", estimate=keys / 15e6 + 10 * len(named) + 15):
+      res = sweep_targets([k for _, k in named], widths, sw.num_seeds, tuple(sw.methods),
+                          dataset=data, **kwargs)
+    for (name, _), per_method in zip(named, res):
+      named_results.append((name, per_method))
+      for m, r in per_method.items():
+        rows += r.rows(experiment=name, config=cfg)
+  fields = ("max_weight_error", "mean_weight_error", "fraction_within_epsilon", "sup_error",
+            "bound", "accuracy")
+  results_lib.check_finite_rows(rows, fields)
+  files = []
+  tables = {}
+  summary = summary_rows(named_results, sw.epsilon) if named_results else []
+  if named_results:
+    files.append(results_lib.write_jsonl(out / "results.jsonl", rows))
+    files.append(results_lib.atomic_write_text(
+        out / "summary.json", json.dumps(results_lib.to_jsonable(
+            dict(config=cfg, summary=summary)), indent=1, sort_keys=True)))
+    tables["grid"] = format_grid_table(named_results, sw.epsilon)
+    tables["summary"] = format_summary_table(summary)
+    import matplotlib.pyplot as plt
+    fig = plot_error_vs_copies(named_results, out / "error_vs_copies.png", sw.epsilon)
+    plt.close(fig)
+    files.append(out / "error_vs_copies.png")
+    single_layer = [(n, r) for n, r in named_results
+                    if len(next(iter(r.values())).layer_sizes) == 2]
+    fig = plot_overparam_vs_d(single_layer, [s for s in summary if len(s["layer_sizes"]) == 2],
+                              sw.epsilon, out / "overparam_vs_d.png")
+    plt.close(fig)
+    files.append(out / "overparam_vs_d.png")
+  coverage = []
+  if config.lueker.trials:
+    coverage = run_lueker(config)
+    lrows = [dict(kind=c.kind, n=c.n, epsilon=c.epsilon, trials=c.trials, spacing=c.spacing,
+                  covered=c.covered, covered_upper=c.covered_upper,
+                  reference=lueker.REFERENCE.get(c.kind, {}).get(c.n), config=cfg)
+             for c in coverage]
+    files.append(results_lib.write_jsonl(out / "lueker.jsonl", lrows))
+    tables["lueker"] = format_lueker_table(coverage)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    curves = {k: [c for c in coverage if c.kind == k] for k in lueker.KINDS}
+    ax = lueker.plot_coverage(curves, {"uniform": theory.C_LUEKER_UNIFORM,
+                                       "products": theory.C_LUEKER_HALF})
+    ax.set_title(f"Lueker check: every z in [-1,1] within {config.lueker.epsilon:g}", fontsize=10)
+    files.append(results_lib.save_figure(ax.figure, out / "lueker.png"))
+    plt.close(ax.figure)
+  return dict(results=named_results, summary=summary, lueker=coverage, tables=tables,
+              files=[str(f) for f in files], seconds=time.perf_counter() - t0, out_dir=str(out))
+
+
+def format_lueker_table(coverage) -> str:
+  """Coverage per (kind, n) beside the SPEC's reference values."""
+  from lth_jax import lueker
+  lines = [f"{'kind':<9} {'n':>3} {'covered':>8} {'(upper)':>8} {'reference':>9} {'trials':>6}"]
+  for c in coverage:
+    ref = lueker.REFERENCE.get(c.kind, {}).get(c.n)
+    lines.append(f"{c.kind:<9} {c.n:>3} {c.covered:>8.2f} {c.covered_upper:>8.2f} "
+                 f"{'-' if ref is None else format(ref, '.2f'):>9} {c.trials:>6}")
+  return "\n".join(lines)
