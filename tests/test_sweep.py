@@ -1,0 +1,279 @@
+"""Sweeps as one XLA program: one trace, equality with find_ticket, sane measurements,
+parameter counts, the entry point (quick preset, bad flags, out-dir guard)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lth_jax
+from lth_jax import construction
+from lth_jax import evaluation
+from lth_jax import random_net as rn
+from lth_jax import results
+from lth_jax import subset_sum
+from lth_jax import sweep as sweep_lib
+from lth_jax.configs import sweep as sweep_configs
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+STATIC = ("specs", "num_seeds", "opts")
+# Tiny grids: compile time is everything, so XLA's backend optimisation is switched off.
+FAST = dict(num_points=64, ascent_steps=5,
+            compiler_options={"xla_backend_optimization_level": 0})
+WIDTHS = {"network": (3, 6, 12, 20), "single": (3, 6, 12, 20), "direct": (3, 6, 12)}
+SEEDS = 3
+
+
+@pytest.fixture(scope="module")
+def grid():
+  """ONE program: a 6x6 and a 5-4-3 target, every method, shared by the tests below."""
+  key = jax.random.key(1)
+  targets = [sweep_lib.random_target(jax.random.key(7), (6, 6)),
+             sweep_lib.random_target(jax.random.key(3), (5, 4, 3))]
+  res = sweep_lib.sweep_targets(targets, WIDTHS, SEEDS, ("network", "single", "direct"),
+                                key=key, epsilon=0.05, **FAST)
+  return key, targets, res
+
+
+def test_whole_grid_is_one_trace_and_one_solver_call(monkeypatch):
+  calls = []
+  real_solve = subset_sum.solve_subset_sum
+
+  def counting_solve(*args, **kwargs):
+    calls.append(args[1].shape)
+    return real_solve(*args, **kwargs)
+
+  monkeypatch.setattr(subset_sum, "solve_subset_sum", counting_solve)
+  program = jax.jit(chex.assert_max_traces(sweep_lib._grid_program.__wrapped__, n=1),
+                    static_argnames=STATIC, compiler_options=FAST["compiler_options"])
+  monkeypatch.setattr(sweep_lib, "_grid_program", program)
+  target = sweep_lib.random_target(jax.random.key(0), (3, 4, 2))
+  before = sweep_lib.TRACE_COUNTS["grid_program"]
+  kw = dict(num_points=16, ascent_steps=2)  # no compiler_options: use the patched program
+  first = sweep_lib.sweep(target, (2, 3, 5), 2, "network", key=jax.random.key(0), **kw)
+  # Same shapes, another key: the compiled program is reused (assert_max_traces would raise).
+  second = sweep_lib.sweep(target, (2, 3, 5), 2, "network", key=jax.random.key(1), **kw)
+  assert sweep_lib.TRACE_COUNTS["grid_program"] - before == 1
+  assert program._cache_size() == 1
+  # Both layers' instances of all 3 widths x 2 seeds went to ONE solver call.
+  m = construction.default_max_half(5)
+  assert calls == [(3 * 2 * 2 * (3 * 4 + 4 * 2), m + m % 2)]
+  assert first.max_weight_error.shape == (3, 2)
+  assert not np.array_equal(first.max_weight_error, second.max_weight_error)
+
+
+@pytest.mark.parametrize("method", ["network", "single", "direct"])
+def test_truncated_width_equals_find_ticket(grid, method):
+  """Width 3 of the grid (nested in the width-20 draw) is find_ticket on the width-3 draw."""
+  key, targets, res = grid
+  target, r, i, w = targets[1], res[1][method], 0, 3
+  for s in range(SEEDS):
+    seed_key = jax.random.fold_in(jax.random.fold_in(key, 1), s)  # target 1, seed s
+    if method == "direct":
+      widest = max(WIDTHS["direct"])
+      full = sweep_lib.nested_direct_coefficients(jax.random.fold_in(seed_key, 1), target,
+                                                  widest)
+      coefs = sweep_lib.nested_direct_coefficients(jax.random.fold_in(seed_key, 1), target, w)
+      for a, b in zip(full.coefficients, coefs.coefficients):  # nested: a prefix
+        np.testing.assert_array_equal(a[:, :w], b)
+      ticket = construction.find_ticket(coefs, target, "direct")
+    else:
+      widest = rn.sample_random_network(jax.random.fold_in(seed_key, 0), (5, 4, 3),
+                                        max(WIDTHS[method]))
+      net = rn.truncate_copies(widest, w)
+      ticket = construction.find_ticket(net, target, method)
+      if method == "network" and s == 0:
+        # the sweep evaluates tickets through their (P, N) kernels: same outputs
+        x = jax.random.normal(jax.random.key(0), (32, 5))
+        layers = [(e[0], e[1]) for e in ticket.effective_kernels]
+        np.testing.assert_allclose(sweep_lib.two_kernel_forward(layers, x),
+                                   evaluation.structured_forward(net, ticket.masks, x),
+                                   rtol=1e-5, atol=1e-5)
+    errs = np.concatenate([np.ravel(e) for e in ticket.weight_errors])
+    np.testing.assert_allclose(r.max_weight_error[i, s], errs.max(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(r.mean_weight_error[i, s], errs.mean(), rtol=1e-4, atol=1e-7)
+    assert r.params_kept[i, s] == int(ticket.num_params_kept)
+    assert r.params_random[i] == ticket.num_params_random
+
+
+def test_errors_fall_with_width_and_single_is_worse(grid):
+  _, _, res = grid
+  for per_method in res:
+    for method in ("network", "direct"):
+      r = per_method[method]
+      mean = np.median(r.mean_weight_error, axis=1)
+      sup = np.median(r.sup_error, axis=1)
+      # (the max over weights falls slowly for "network": rare halves with unlucky signs)
+      assert mean[-1] < 0.5 * mean[0], (method, mean)
+      assert sup[-1] < (0.8 if method == "network" else 0.1) * sup[0], (method, sup)
+      # nested draws, growing caps, exact solver: a wider instance holds every coefficient
+      # of a narrower one, so no weight's error can grow with the width
+      assert np.all(np.diff(r.max_weight_error, axis=0) <= 1e-6), r.max_weight_error
+    net, single = per_method["network"], per_method["single"]
+    # equal widths, same networks: SubsetSum beats the best single unit per sign half
+    assert np.median(net.sup_error[-1]) < np.median(single.sup_error[-1])
+    wide = net.widths >= 12
+    assert np.all(np.mean(net.mean_weight_error[wide], 1) < np.mean(single.mean_weight_error[wide], 1))
+    for r in per_method.values():
+      assert np.all((r.fraction_within_epsilon >= 0) & (r.fraction_within_epsilon <= 1))
+      assert np.all(np.isfinite(r.sup_error)) and np.all(r.sup_error >= 0)
+      # the sup estimate (from below) never exceeds the analytic upper bound
+      assert np.all(r.sup_error <= r.bound * (1 + 1e-4) + 1e-6)
+      assert r.accuracy is None and r.target_accuracy is None
+
+
+def test_parameter_counts_match_formulas(grid):
+  _, _, res = grid
+  d = 6
+  for method, r in res[0].items():
+    assert r.target_params == d * d
+    w = np.asarray(WIDTHS[method])
+    if method == "direct":
+      np.testing.assert_array_equal(r.params_random, d * d * w)
+      np.testing.assert_array_equal(r.width_factor, w)
+      np.testing.assert_array_equal(r.param_factor, w)
+    else:
+      # dense random network: M1 (d, n d) + M2 (n d, d)
+      np.testing.assert_array_equal(r.params_random, 2 * d * d * w)
+      for i, wi in enumerate(w):  # shapes only: no compilation
+        net = jax.eval_shape(lambda: rn.sample_random_network(jax.random.key(0), (d, d), int(wi)))
+        assert r.params_random[i] == rn.num_params(net)
+      np.testing.assert_array_equal(r.width_factor, w)
+      np.testing.assert_array_equal(r.param_factor, 2 * w)
+    assert np.all(r.params_kept <= r.params_random[:, None])
+    assert np.all(r.params_kept >= 0)
+  # a single unit per sign half: at most 2 products (plus their 2 M1 entries) per weight
+  assert np.all(res[0]["single"].params_kept <= 4 * d * d)
+  # the 5-4-3 target: n d_{i-1} (d_{i-1} + d_i) summed over layers; width factor n 5 / 5
+  r = res[1]["network"]
+  np.testing.assert_array_equal(r.params_random,
+                                [n * (5 * 9 + 4 * 7) for n in WIDTHS["network"]])
+  np.testing.assert_array_equal(r.width_factor, WIDTHS["network"])
+  assert r.target_params == 5 * 4 + 4 * 3
+
+
+def test_rows_and_copies_needed(grid):
+  _, _, res = grid
+  rows = res[0]["network"].rows(experiment="x")
+  assert len(rows) == len(WIDTHS["network"]) * SEEDS
+  assert {r["experiment"] for r in rows} == {"x"}
+  json.dumps(rows)  # plain types only
+  fake = res[0]["network"]
+  sup = np.array([[0.5, 0.5], [0.1, 0.5], [0.2, 0.05], [0.01, 0.04]])
+  fake = type(fake)(**{**fake.__dict__, "sup_error": sup, "num_seeds": 2})
+  np.testing.assert_array_equal(sweep_lib.copies_needed(fake, 0.15), [20, 12])
+  np.testing.assert_array_equal(sweep_lib.copies_needed(fake, 0.01), [20, np.inf])
+  np.testing.assert_array_equal(fake.widths, [3, 6, 12, 20])
+
+
+def test_host_bound_matches_evaluation_bound():
+  target = sweep_lib.random_target(jax.random.key(1), (5, 4, 3))
+  errs = [jnp.abs(jax.random.normal(jax.random.key(i), k.shape)) * 1e-2
+          for i, k in enumerate(target)]
+  np.testing.assert_allclose(sweep_lib.host_analytic_bound(target, errs),
+                             evaluation.analytic_bound(target, errs), rtol=1e-5)
+
+
+def test_accuracy_on_a_dataset():
+  rng = np.random.default_rng(0)
+  images = rng.uniform(size=(40, 12)).astype(np.float32)
+  target = sweep_lib.random_target(jax.random.key(3), (12, 3))
+  labels = np.array(jnp.argmax(evaluation.forward(target, images), -1))
+  labels[:4] = (labels[:4] + 1) % 3  # target accuracy 0.9 exactly
+  res = sweep_lib.sweep(target, (2, 16), 2, "direct", key=jax.random.key(0),
+                        dataset=(images, labels), **FAST)
+  assert res.target_accuracy == pytest.approx(0.9)
+  assert res.accuracy.shape == (2, 2)
+  assert np.all((res.accuracy >= 0) & (res.accuracy <= 1))
+  np.testing.assert_allclose(res.accuracy[1], 0.9, atol=0.051)  # 16 coefficients: ~exact
+  with pytest.raises(ValueError, match="input size"):
+    sweep_lib.sweep(target, (2,), 1, "direct", key=jax.random.key(0),
+                    dataset=(images[:, :5], labels))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(widths=(0, 2)), "positive"),
+    (dict(widths=(2, 2)), "distinct"),
+    (dict(method="best"), "method"),
+    (dict(epsilon=1.0), "epsilon"),
+    (dict(num_seeds=0), "num_seeds"),
+    (dict(widths=(40,), method="direct"), "MAX_N"),
+])
+def test_bad_arguments(kwargs, match):
+  args = dict(target=sweep_lib.random_target(jax.random.key(0), (2, 2)), widths=(2,),
+              num_seeds=1, method="network", key=jax.random.key(0))
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    sweep_lib.sweep(**args)
+
+
+def test_out_dir_guard_and_atomic_writes(tmp_path):
+  out = tmp_path / "run"
+  results.prepare_out_dir(out)
+  results.write_jsonl(out / "a.jsonl", [{"x": np.float32(1.5), "y": np.arange(2)}])
+  assert results.read_jsonl(out / "a.jsonl") == [{"x": 1.5, "y": [0, 1]}]
+  assert sorted(os.listdir(out)) == ["a.jsonl"]  # no temporary files left behind
+  with pytest.raises(FileExistsError, match="--overwrite"):
+    results.prepare_out_dir(out)
+  assert (out / "a.jsonl").exists()
+  results.prepare_out_dir(out, overwrite=True)
+  assert not any(out.iterdir())
+  with pytest.raises(FloatingPointError, match="sup_error"):
+    results.check_finite_rows([{"sup_error": float("nan")}], ["sup_error"])
+
+
+def _run(args, cwd=REPO):
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  return subprocess.Popen([sys.executable, "-m", "experiments.sweep", *args], cwd=cwd,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_entry_point_quick_preset_writes_jsonl_and_png(tmp_path):
+  out = tmp_path / "quick"
+  proc = _run(["--config=lth_jax/configs/sweep.py:quick", f"--out_dir={out}"])
+  stdout, stderr = proc.communicate(timeout=600)
+  assert proc.returncode == 0, stderr[-3000:]
+  rows = results.read_jsonl(out / "results.jsonl")
+  config = sweep_configs.get_config("quick")
+  per_target = sum(len(config.sweep.direct_widths if m == "direct" else config.sweep.widths)
+                   for m in config.sweep.methods) * config.sweep.num_seeds
+  assert len(rows) == per_target * len(config.targets.sizes)
+  assert rows[0]["config"]["preset"] == "quick"
+  assert {"sup_error", "max_weight_error", "fraction_within_epsilon", "params_random",
+          "params_kept", "width_factor", "experiment", "width", "seed"} <= set(rows[0])
+  for name in ("error_vs_copies.png", "overparam_vs_d.png", "lueker.png"):
+    assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert "copies per input needed" in stdout
+  last = [line for line in stderr.splitlines() if line.strip()][-1]
+  assert last.endswith(str(out)), last
+
+
+def test_entry_point_bad_flags_and_guard_are_one_line_errors(tmp_path):
+  full = tmp_path / "full"
+  full.mkdir()
+  (full / "keep.txt").write_text("precious")
+  cases = {
+      "--config.sweep.widths": ["--config.sweep.widths=(2,-4)"],
+      "--config.sweep.epsilon": ["--config.sweep.epsilon=1.5"],
+      "--config.sweep.methods": ["--config.sweep.methods=('network','greedy')"],
+      "--config.data.name": ["--config.data.name=cifar"],
+      "--overwrite": [],
+  }
+  procs = {}
+  for flag, extra in cases.items():
+    out = full if flag == "--overwrite" else tmp_path / flag.strip("-")
+    procs[flag] = _run(["--config=lth_jax/configs/sweep.py:quick", f"--out_dir={out}", *extra])
+  for flag, proc in procs.items():
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode != 0, flag
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error:") and flag in lines[-1], (flag, lines[-1])
+  assert (full / "keep.txt").read_text() == "precious"
