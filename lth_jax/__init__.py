@@ -1,9 +1,22 @@
 """lth_jax: strong lottery tickets by exact SubsetSum (Pensia et al., NeurIPS 2020), in JAX.
 
-Public API (pure functions over pytrees of arrays; PRNG keys passed explicitly).
+Core API (pure functions over pytrees of arrays; PRNG keys passed explicitly):
+
+* ``solve_subset_sum`` / ``solve_fewest_terms``: exact vmapped SubsetSum objectives.
+* ``sample_random_network``, ``dense_params``: the depth-2l random network of Theorem 1.
+* ``find_ticket``: masks that prune it to a target ("network", "single", "direct").
+* ``forward``, ``structured_forward``, ``apply_masks``, ``approximation_error``.
+* ``sweep``: a width x seed grid as one XLA program.
+
+Experiment modules load on first use: ``lth_jax.data``, ``models``, ``training``,
+``targets``, ``theory``, ``lueker``, ``results``, ``experiment1``, ``edge_popup``,
+``supermask``, ``distributed``, ``streaming``.
 """
 
+import importlib
+
 from lth_jax.subset_sum import MAX_N, SubsetSumResult, default_key_format, solve_subset_sum
+from lth_jax.fewest_terms import FewestTermsResult, solve_fewest_terms
 from lth_jax.random_net import (RandomNetwork, dense_params, num_params, sample_random_network,
                                 truncate_copies)
 from lth_jax.construction import (METHODS, DirectCoefficients, Ticket, default_max_half,
@@ -13,5 +26,18 @@ from lth_jax.masks import (apply_masks, count_kept, dense_masks, from_jaxpruner,
 from lth_jax.evaluation import (ErrorReport, analytic_bound, approximation_error,
                                 dense_pruned_params, forward, pruned_forward_fn,
                                 structured_forward, sup_output_error)
+from lth_jax.sweep import SweepResult, copies_needed, random_target, sweep, sweep_targets
+from lth_jax.theory import construction_size, counting_lower_bound, malach_width_factor
 
 __version__ = "0.1.0"
+
+_LAZY = ("data", "models", "training", "targets", "theory", "lueker", "results",
+         "experiment1", "edge_popup", "supermask", "distributed", "streaming",
+         "configs")
+
+
+def __getattr__(name):
+  # Experiment modules pull in flax/optax/orbax: import them only when asked for.
+  if name in _LAZY:
+    return importlib.import_module(f"lth_jax.{name}")
+  raise AttributeError(f"module 'lth_jax' has no attribute {name!r}")
