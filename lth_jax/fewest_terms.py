@@ -65,7 +65,6 @@ from lth_jax import subset_sum as _ss
 from lth_jax.subset_sum import (
     _KEYS,
     _Int64Keys,
-    _bitonic_merge,
     _chunk_size,
     _grid_exponent,
     _is_concrete,
@@ -149,35 +148,69 @@ def _update(state, found, gap, code, count):
           jnp.where(take, code, old_code))
 
 
-def _merge_many(ops, pairs):
-  """Merges sorted lists: ``pairs`` of (ascending or None, descending or None) pytrees.
+def _merge(ops, x, size):
+  """Sorts the bitonic leading axis (length ``size``, a power of two) ascending.
+
+  Stone's shuffle-exchange form of the bitonic merge: every stage compare-exchanges the
+  two halves and interleaves them (a perfect shuffle), so all ``log2(size)`` stages are
+  the same operation: a ``fori_loop`` body compiled once, whatever the size.
+  """
+  levels = size.bit_length() - 1
+  rest = jax.tree.leaves(x)[0].shape[1:]
+
+  def stage(x):
+    y = _tmap(lambda v: v.reshape((2, size // 2) + rest), x)
+    lo, hi = ops.minmax(_tmap(lambda v: v[0], y), _tmap(lambda v: v[1], y))
+    return _tmap(lambda l, h: jnp.stack([l, h], 1).reshape((size,) + rest), lo, hi)
+
+  if levels >= 4:
+    x = jax.lax.fori_loop(0, levels // 2, lambda _, x: stage(stage(x)), x)
+    levels %= 2
+  for _ in range(levels):
+    x = stage(x)
+  return x
+
+
+def _merge_groups(ops, pairs):
+  """Merges sorted lists ``pairs`` of (ascending or None, descending or None) pytrees.
 
   Lists have any static lengths; each merge runs a bitonic network on
-  ``ascending ++ sentinels ++ descending`` padded to a power of two, merges of equal
-  padded length share one network. Returns the merged ascending lists, sentinels cut.
+  ``ascending ++ sentinels ++ descending`` padded to a power of two, and merges of equal
+  padded length share one network (stacked on a new axis 1).
+
+  Returns:
+    (groups, singles): ``groups`` is a list of (merged, members): ``merged`` has leaves
+    ``(size, len(members)) + rest`` (ascending along axis 0, sentinels last); ``singles``
+    maps the index of a pair with one list to that list, ascending.
   """
-  out = [None] * len(pairs)
-  by_size = {}
+  singles, by_size = {}, {}
   for i, (x, y) in enumerate(pairs):
     if x is None or y is None:
-      out[i] = x if y is None else _tmap(lambda v: v[::-1], y)
+      singles[i] = x if y is None else _tmap(lambda v: v[::-1], y)
       continue
     length = jax.tree.leaves(x)[0].shape[0] + jax.tree.leaves(y)[0].shape[0]
     by_size.setdefault(1 << (length - 1).bit_length(), []).append(i)
-  for size, members in by_size.items():
+  groups = []
+  for size, members in sorted(by_size.items()):
     seqs = []
     for i in members:
       x, y = pairs[i]
       pad = size - jax.tree.leaves(x)[0].shape[0] - jax.tree.leaves(y)[0].shape[0]
-      rest = jax.tree.leaves(x)[0].shape[1:]
-      fill = ops.full((pad,) + rest, _KEY_MAX)
+      fill = ops.full((pad,) + jax.tree.leaves(x)[0].shape[1:], _KEY_MAX)
       seqs.append(_tmap(lambda a, s, b: jnp.concatenate([a, s, b], 0), x, fill, y))
-    stacked = _tmap(lambda *v: jnp.stack(v, 1), *seqs)  # (size, members) + rest
-    merged = _bitonic_merge(ops, stacked, size)
+    stacked = _tmap(lambda *v: jnp.stack(v, 1), *seqs)
+    groups.append((_merge(ops, stacked, size), members))
+  return groups, singles
+
+
+def _merge_many(ops, pairs):
+  """Like ``_merge_groups`` but returns one merged list per pair, sentinels cut."""
+  groups, out = _merge_groups(ops, pairs)
+  for merged, members in groups:
     for j, i in enumerate(members):
       length = sum(jax.tree.leaves(p)[0].shape[0] for p in pairs[i])
       out[i] = _tmap(lambda v: v[:length, j], merged)
-  return out
+  return [out[i] for i in range(len(pairs))]
 
 
 def _layered_sums(ops, steps):
@@ -239,39 +272,71 @@ def _enumerate(ops, q_keys, qt_key, eps_key, n_real, half, depth, state):
 def _layered(ops, steps, t_key, eps_key, half, shift, first_level, feasible, state):
   """Tier 3: popcount-layered meet in the middle for levels ``first_level..2 half``."""
   layers = _layered_sums(ops, steps)  # leaves (C(half, p), 2, C)
-  a_layers = [_tmap(lambda v: v[:, 0], x) for x in layers]
-  b_layers = []  # t - B, descending, with origin bit and B's index in the low bits
-  for x in layers:
-    x = _tmap(lambda v: v[:, 1], x)
-    idx = ops.low(x, half)
-    cleared = ops.sub(x, ops.from_float(idx.astype(jnp.float32)))
-    tk = _tmap(lambda v: jnp.broadcast_to(v[None], jax.tree.leaves(cleared)[0].shape), t_key)
-    b_layers.append(ops.or_low(ops.sub(tk, cleared), idx | (1 << half)))
+  sizes = [math.comb(half, p) for p in range(half + 1)]
+  offsets = np.cumsum([0] + sizes)
+  sums_a = _tmap(lambda *v: jnp.concatenate([x[:, 0] for x in v], 0), *layers)
+  sums_b = _tmap(lambda *v: jnp.concatenate([x[:, 1] for x in v], 0), *layers)
+  # t - B, each layer descending, with origin bit and B's index in the low bits.
+  idx = ops.low(sums_b, half)
+  cleared = ops.sub(sums_b, ops.from_float(idx.astype(jnp.float32)))
+  t_b = _tmap(lambda v: jnp.broadcast_to(v[None], idx.shape), t_key)
+  others = ops.or_low(ops.sub(t_b, cleared), idx | (1 << half))
+  sentinel = ops.full((1,) + idx.shape[1:], _KEY_MAX)
+  # Rows: A layers (2^half), t - B layers (2^half), one sentinel row.
+  table = _tmap(lambda a, b, z: jnp.concatenate([a, b, z], 0), sums_a, others, sentinel)
+  blank = 2 * offsets[-1]
+  eps = _tmap(lambda v: v[None, None], eps_key)
 
-  def level(k, state):
-    pas = [p for p in range(half + 1) if 0 <= k - p <= half]
-    merged = _merge_many(ops, [(a_layers[p], b_layers[k - p]) for p in pas])
-    gaps, codes, valids = [], [], []
-    for m in merged:
-      lower = _tmap(lambda v: v[:-1], m)
-      upper = _tmap(lambda v: v[1:], m)
+  def stage(levels, state):
+    pairs = [(p, k - p) for k in levels for p in range(half + 1) if 0 <= k - p <= half]
+    by_size = {}
+    for pa, pb in pairs:
+      by_size.setdefault(1 << (sizes[pa] + sizes[pb] - 1).bit_length(), []).append((pa, pb))
+    founds, gaps, codes, counts = [], [], [], []
+    for size, members in sorted(by_size.items()):
+      rows = np.full((size, len(members)), blank, np.int32)
+      for j, (pa, pb) in enumerate(members):  # A ascending ++ sentinels ++ (t - B) descending
+        rows[:sizes[pa], j] = np.arange(offsets[pa], offsets[pa + 1])
+        rows[size - sizes[pb]:, j] = offsets[-1] + np.arange(offsets[pb], offsets[pb + 1])
+      merged = _merge(ops, _take(table, rows), size)  # leaves (size, members, C)
+      lower = _tmap(lambda v: v[:-1], merged)
+      upper = _tmap(lambda v: v[1:], merged)
       lo_origin = ops.low(lower, shift) >> half
       cross = lo_origin != (ops.low(upper, shift) >> half)
-      gap = ops.sub(ops.shr(upper, shift), ops.shr(lower, shift))
+      gap = ops.sub(ops.shr(upper, shift), ops.shr(lower, shift))  # sentinels: > eps
       idx_lo, idx_hi = ops.low(lower, half), ops.low(upper, half)
       code = jnp.where(lo_origin == 0, (idx_lo << half) | idx_hi, (idx_hi << half) | idx_lo)
-      eps = _tmap(lambda v: v[None], eps_key)
+      found, gap, code = _best(ops, gap, code, cross & ~ops.less(eps, gap))
+      founds.append(found)
       gaps.append(gap)
       codes.append(code)
-      valids.append(cross & ~ops.less(eps, gap))
-    cat = lambda *xs: jnp.concatenate(xs, 0)
-    found, gap, code = _best(ops, _tmap(cat, *gaps), cat(*codes), cat(*valids))
-    return _update(state, found, gap, code, k)
+      counts += [pa + pb for pa, pb in members]
+    cat = lambda *xs: jnp.concatenate(xs, 0)  # (pairs, C)
+    found, gap, code = cat(*founds), _tmap(cat, *gaps), cat(*codes)
+    count = jnp.where(found, jnp.asarray(counts, jnp.int32)[:, None], _NONE)
+    best_count = jnp.min(count, axis=0)
+    found, gap, code = _best(ops, gap, code, count == best_count[None])
+    return _update(state, best_count < _NONE, gap, code, best_count)
 
-  for k in range(first_level, 2 * half + 1):
+  start = first_level
+  for end in _stage_ends(first_level, 2 * half):
+    if start > end:
+      break
     todo = jnp.any(feasible & (state[0] == _NONE))
-    state = jax.lax.cond(todo, functools.partial(level, k), lambda s: s, state)
+    state = jax.lax.cond(todo, functools.partial(stage, range(start, end + 1)),
+                         lambda s: s, state)
+    start = end + 1
   return state
+
+
+def _stage_ends(first, top):
+  """Tier-3 stages (inclusive level ranges): one level at a time, then doubling."""
+  ends, width, end = [], 1, first
+  while end < top:
+    ends.append(end)
+    end += width
+    width *= 2
+  return ends + [top]
 
 
 def _solve_chunk(targets, coefficients, epsilon, key_format, n_real, depth):
