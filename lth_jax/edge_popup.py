@@ -455,12 +455,16 @@ class _SweepCheckpoints:
     def latest(self) -> int | None:
         return self.manager.latest_step()
 
-    def restore(self, step: int, state_template: Any) -> tuple[Any, dict]:
+    def restore_meta(self, step: int) -> dict:
+        ocp = self._ocp
+        return self.manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore_state(self, step: int, state_template: Any) -> Any:
         ocp = self._ocp
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state_template)
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        return out["state"], out["meta"]
+        return self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract)))["state"]
 
     def save(self, step: int, state: Any, meta: dict) -> None:
         ocp = self._ocp
@@ -532,9 +536,19 @@ def train_sweep(net: EdgePopupNet, train_images: np.ndarray, train_labels: np.nd
 
     rows: list[dict] = []
     start_epoch = 0
+    settings = {"net": dataclasses.asdict(net), "keep_fractions": list(keep_fractions),
+                "seeds": list(seeds), "epochs": int(epochs), "learning_rate": learning_rate,
+                "batch_size": batch_size, "momentum": momentum, "weight_decay": weight_decay,
+                "data_seed": data_seed, "method": method, "n_train": n_train,
+                "n_test": len(test_labels)}
+    settings = json.loads(json.dumps(settings))  # as it reads back from the checkpoint
     ckpt = _SweepCheckpoints(pathlib.Path(checkpoint_dir)) if checkpoint_dir else None
     if ckpt is not None and (last := ckpt.latest()) is not None:
-        state, meta = ckpt.restore(last, {"trainable": trainable, "opt_state": opt_state})
+        meta = ckpt.restore_meta(last)
+        if meta.get("settings") != settings:
+            raise ValueError(f"checkpoint in {checkpoint_dir} was written with other settings: "
+                             f"{meta.get('settings')} != {settings}")
+        state = ckpt.restore_state(last, {"trainable": trainable, "opt_state": opt_state})
         trainable, opt_state = state["trainable"], state["opt_state"]
         rows, start_epoch = list(meta["rows"]), int(meta["epoch"])
         logging.info("%s/%s: resumed after epoch %d from %s", net.arch, net.variant,
@@ -585,7 +599,7 @@ def train_sweep(net: EdgePopupNet, train_images: np.ndarray, train_labels: np.nd
                      _format_seconds(time.perf_counter() - t_start))
         if ckpt is not None:
             ckpt.save(epoch + 1, {"trainable": trainable, "opt_state": opt_state},
-                      {"epoch": epoch + 1, "rows": rows})
+                      {"epoch": epoch + 1, "rows": rows, "settings": settings})
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, rows)
     if ckpt is not None:

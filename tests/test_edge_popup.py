@@ -244,6 +244,10 @@ def test_resume_is_bit_identical(synthetic, tmp_path):
     resumed = _sweep(synthetic, tmp_path / "ckpt")
     assert resumed.rows == full.rows and len(full.rows) == 2 * 2 * 3
     jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.trainable, full.trainable)
+    x, y, tx, ty = synthetic
+    with pytest.raises(ValueError, match="other settings"):  # never resume a different sweep
+        ep.train_sweep(_tiny("relu"), x, y, tx, ty, keep_fractions=(1.0, 0.4), seeds=(0, 1),
+                       epochs=2, learning_rate=0.1, checkpoint_dir=tmp_path / "ckpt")
 
 
 def test_entry_point_writes_jsonl_and_png(tmp_path):
@@ -271,8 +275,11 @@ def test_entry_point_writes_jsonl_and_png(tmp_path):
     # A different configuration is refused without --overwrite; bad flags name the flag.
     for bad_args, flag in ((["--config.epochs=2"], "--overwrite"),
                            (["--config.removed_fractions=(1.5,)"], "removed_fractions"),
+                           (["--preset=paper", "--config.batch_size=0"], "batch_size"),
                            (["--dataset=cifar"], "dataset")):
         bad = subprocess.run(cmd + bad_args, cwd=tmp_path, env=env, capture_output=True,
                              text=True, timeout=300)
         assert bad.returncode != 0
-        assert flag in bad.stderr and "Traceback" not in bad.stderr, bad.stderr[-2000:]
+        errors = [line for line in bad.stderr.splitlines() if line.startswith("FATAL")]
+        assert len(errors) == 1 and flag in errors[0], bad.stderr[-2000:]
+        assert "Traceback" not in bad.stderr
