@@ -14,8 +14,9 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lth_jax import sweep
+# (`from lth_jax import sweep` would give the re-exported function, not this module)
 from lth_jax.configs import sweep as sweep_configs
+from lth_jax.sweep import run_experiment, validate_config
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(sweep_configs.__file__), "sweep.py") + ":default"
 _CONFIG = config_flags.DEFINE_config_file(
@@ -33,8 +34,8 @@ def main(argv):
     raise SystemExit("error: --out_dir is required")
   config = _CONFIG.value
   try:
-    sweep.validate_config(config)
-    result = sweep.run_experiment(config, _OUT_DIR.value, overwrite=_OVERWRITE.value)
+    validate_config(config)
+    result = run_experiment(config, _OUT_DIR.value, overwrite=_OVERWRITE.value)
   except (ValueError, FileExistsError, FileNotFoundError) as e:
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     if msg.startswith("config."):

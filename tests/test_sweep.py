@@ -1,6 +1,7 @@
 """Sweeps as one XLA program: one trace, equality with find_ticket, sane measurements,
 parameter counts, the entry point (quick preset, bad flags, out-dir guard)."""
 
+import importlib
 import json
 import os
 import pathlib
@@ -13,14 +14,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import lth_jax
 from lth_jax import construction
 from lth_jax import evaluation
 from lth_jax import random_net as rn
 from lth_jax import results
 from lth_jax import subset_sum
-from lth_jax import sweep as sweep_lib
 from lth_jax.configs import sweep as sweep_configs
+
+# The module (lth_jax.sweep is also the name of the re-exported sweep() function).
+sweep_lib = importlib.import_module("lth_jax.sweep")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STATIC = ("specs", "num_seeds", "opts")
