@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import threading
 from typing import Sequence
 
@@ -347,6 +348,12 @@ def sharded_find_ticket(
 # Sweeps.
 # --------------------------------------------------------------------------------------
 
+def _sweep_module():
+  # By path: ``lth_jax.sweep`` is also the name of the re-exported function. Late, so
+  # importing this module does not import the sweep's evaluation code.
+  return importlib.import_module("lth_jax.sweep")
+
+
 _SWEEP_LOCK = threading.RLock()
 # Output shardings of the last sharded grid program (diagnostics; tests read it).
 last_grid_shardings: list = []
@@ -361,7 +368,7 @@ def _sharded_grid(mesh: Mesh, program, specs, num_seeds: int, opts):
   while this traces, ``sweep._seed_keys`` returns the device's block instead of deriving
   keys from ``range(num_seeds)``. Nothing else of the sweep changes.
   """
-  from lth_jax import sweep  # late: sweep imports construction/evaluation, not us
+  sweep = _sweep_module()
 
   axis = _mesh_axis(mesh)
   per_device = num_seeds // num_devices(mesh)
@@ -400,7 +407,7 @@ def _sharded_grid(mesh: Mesh, program, specs, num_seeds: int, opts):
 @contextlib.contextmanager
 def _sharded_sweep_program(mesh: Mesh):
   """While open, ``sweep.sweep_targets`` runs its grid program through ``_sharded_grid``."""
-  from lth_jax import sweep
+  sweep = _sweep_module()
 
   original = sweep._grid_program
 
@@ -434,7 +441,7 @@ def sharded_sweep_targets(*args, mesh: Mesh | None = None, **kwargs):
   While it runs, ``sweep._grid_program`` and (during tracing) ``sweep._seed_keys`` are
   replaced under a lock: do not run plain sweeps in other threads at the same time.
   """
-  from lth_jax import sweep
+  sweep = _sweep_module()
 
   mesh = make_instance_mesh() if mesh is None else mesh
   with _sharded_sweep_program(mesh):

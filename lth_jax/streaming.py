@@ -461,6 +461,9 @@ def solve_stream(
     chunk_size = distributed.padded_size(chunk_size, mesh)
   total = source.num_instances
   num_chunks = -(-total // chunk_size)
+  if num_chunks * chunk_size >= 2**31:
+    raise ValueError(f"{total} instances: instance indices are int32, at most 2^31 - 1 "
+                     "including the last chunk's padding")
   config = {"format": FORMAT, "source": source.fingerprint(), "n": source.n,
             "num_instances": total, "chunk_size": int(chunk_size), "num_chunks": num_chunks,
             "pack_masks": bool(pack_masks)}
@@ -509,9 +512,14 @@ def solve_stream(
   else:
     args = jax.tree.map(jnp.asarray, args)
 
+  def first_index(start):
+    if mesh is None:
+      return jnp.int32(start)
+    return distributed.put_sharded(np.int32(start), distributed.replicated(mesh))
+
   def dispatch(i):
     start, count, host = inputs(i)
-    return i, start, count, program(args, host, jnp.int32(start))
+    return i, start, count, program(args, host, first_index(start))
 
   def save(i, start, count, out):
     mask, value, error = (distributed.to_host(x)[:count] for x in out)
@@ -533,7 +541,7 @@ def solve_stream(
     # Compile before timing, so the ETA and the throughput are those of the steady state.
     _, _, example = inputs(todo[0])
     program = _chunk_program(source, chunk_size, mesh, key_format, chunk_keys).lower(
-        args, example, jnp.int32(0)).compile()
+        args, example, first_index(0)).compile()
     del example
     pending = dispatch(todo[0])
     progress = results.Progress(instances_todo, what=f"solve_stream {out_dir.name}",
