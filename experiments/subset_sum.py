@@ -107,7 +107,7 @@ def main(argv):
   out_dir = os.path.expanduser(_OUT_DIR.value)
   try:
     experiment1.run_experiment1(_CONFIG.value, out_dir, overwrite=_OVERWRITE.value)
-  except (FileExistsError, FileNotFoundError) as e:
+  except (FileExistsError, FileNotFoundError, experiment1.ConfigError) as e:
     raise app.UsageError(str(e)) from None
   logging.info("results in %s", os.path.abspath(out_dir))
 

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import resource
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -159,17 +158,26 @@ def solve_instances(targets: np.ndarray, coefficients: np.ndarray, *, objective:
   mask = np.zeros((total, n), bool)
   error = np.zeros((total,), np.float32)
   eps = jnp.float32(epsilon)
+
+  def collect(start, stop, result):
+    mask[start:stop] = np.asarray(result[0])[:stop - start]
+    error[start:stop] = np.asarray(result[1])[:stop - start]
+    if progress is not None:
+      progress.add(stop - start)
+
+  pending = None
   for start in range(0, total, block):
     stop = min(start + block, total)
     t = np.zeros((block,), np.float32)
     c = np.zeros((block, n), np.float32)
     t[:stop - start] = targets[start:stop]
     c[:stop - start] = coefficients[start:stop]
-    m, e = _solve_block(t, c, eps, objective)
-    mask[start:stop] = np.asarray(m)[:stop - start]
-    error[start:stop] = np.asarray(e)[:stop - start]
-    if progress is not None:
-      progress.add(stop - start)
+    result = _solve_block(t, c, eps, objective)  # dispatched asynchronously
+    if pending is not None:
+      collect(*pending)  # the previous block, while this one runs
+    pending = (start, stop, result)
+  if pending is not None:
+    collect(*pending)
   return mask, error
 
 
@@ -236,12 +244,25 @@ _layer_instances = jax.jit(construction._layer_instances, static_argnums=3)  # p
 _layer_masks = jax.jit(construction._layer_masks)  # pylint: disable=protected-access
 
 
-def _max_half(copies: int, max_half: int) -> int:
-  """The per-sign-half instance size for ``copies``: ``max_half`` (capped at copies), or
-  ``default_max_half`` when ``max_half`` is 0/None."""
-  if not max_half:
-    return construction.default_max_half(copies)
-  return max(1, min(int(max_half), int(copies)))
+def _max_half(copies: int, max_half: int | None, limit: int = subset_sum.MAX_N) -> int:
+  """The per-sign-half instance size for ``copies``: ``max_half``, or
+  ``default_max_half(copies)`` when ``max_half`` is 0/None; never above ``copies`` or
+  ``limit`` (the solver's maximum instance size)."""
+  m = construction.default_max_half(copies) if not max_half else int(max_half)
+  return max(1, min(m, int(copies), int(limit)))
+
+
+def _layer_caps(max_half, num_layers: int) -> list:
+  """``max_half`` per layer: None/int (every layer) or a sequence of one or ``num_layers``."""
+  if max_half is None or isinstance(max_half, (int, np.integer)):
+    return [max_half] * num_layers
+  caps = list(max_half)
+  if len(caps) == 1:
+    return caps * num_layers
+  if len(caps) != num_layers:
+    raise ValueError(f"max_half has {len(caps)} entries for {num_layers} target layers "
+                     "(give one for all layers or one per layer)")
+  return caps
 
 
 def _network_layer(u, v, kernel, m, *, objective, epsilon, block_keys, progress):
@@ -270,7 +291,7 @@ def network_ticket(net: rn.RandomNetwork, target: Sequence[jax.Array], *,
     objective: ``"min_error"`` or ``"fewest_terms"`` (per sign half).
     epsilon: per-weight tolerance (``"fewest_terms"``).
     max_half: per-sign-half instance size: one int, one per layer, or None/0 for
-      ``default_max_half(copies)``.
+      ``default_max_half(copies)`` (capped at the objective's maximum instance size).
 
   Returns:
     ``Ticket`` with method ``"network"``.
@@ -280,11 +301,11 @@ def network_ticket(net: rn.RandomNetwork, target: Sequence[jax.Array], *,
   if sizes != tuple(net.layer_sizes):
     raise ValueError(f"target layer sizes {sizes} do not match the random network's "
                      f"{tuple(net.layer_sizes)}")
-  caps = list(max_half) if isinstance(max_half, (list, tuple)) else [max_half] * len(kernels)
-  caps = [_max_half(c, h) for c, h in zip(net.copies, caps)]
   limit = _objective_max_n(objective)
-  if any(m > limit for m in caps):
+  caps = _layer_caps(max_half, len(kernels))
+  if any(h and h > limit for h in caps):
     raise ValueError(f"max_half {caps} exceeds {objective}'s maximum instance size {limit}")
+  caps = [_max_half(c, h, limit) for c, h in zip(net.copies, caps)]
   total = sum(2 * int(k.size) for k in kernels)
   progress = _Progress(progress_name or f"network/{objective}", total)
   masks_u, masks_v, errors, effective = [], [], [], []
@@ -343,7 +364,8 @@ def _pair_errors(u, v, w, o_idx, j_idx, m, epsilon, block_keys):
 
 
 def search_copies(key: jax.Array, target: Sequence[jax.Array], candidates: Sequence[int], *,
-                  epsilon: float = 0.01, max_half: int = 0, distribution: str = "uniform",
+                  epsilon: float = 0.01, max_half: int | Sequence[int] | None = None,
+                  max_instance: int = subset_sum.MAX_N, distribution: str = "uniform",
                   block_keys: int = 1 << 24) -> CopiesSearch:
   """Per layer, the fewest copies (from ``candidates``) whose ticket meets ``epsilon`` on
   every weight, measured on the actual target.
@@ -353,18 +375,25 @@ def search_copies(key: jax.Array, target: Sequence[jax.Array], candidates: Seque
   per-half size) only adds products to every SubsetSum instance, so a weight within epsilon
   stays within it: after a full solve at the first candidate only the missing weights are
   re-solved at the next.
+
+  ``max_half`` (one int, or one per layer; None/0 = ``default_max_half(copies)``) and
+  ``max_instance`` (the objectives' largest instance size) set the per-sign-half instance
+  size ``m`` at each candidate; the final ticket's solver cost grows like ``2^(m/2)`` per
+  instance, so layers with many weights may want a lower cap than small layers.
   """
   t0 = time.perf_counter()
   candidates = sorted({int(c) for c in candidates})
   kernels = [jnp.asarray(k, jnp.float32) for k in target]
   sizes = construction.target_layer_sizes(kernels)
+  caps = _layer_caps(max_half, len(kernels))
   full = rn.sample_random_network(key, sizes, candidates[-1], distribution)
   chosen, halves, log = [], [], []
-  for layer, (u_all, v_all, k) in enumerate(zip(full.params["u"], full.params["v"], kernels)):
+  for layer, (u_all, v_all, k, cap) in enumerate(
+      zip(full.params["u"], full.params["v"], kernels, caps)):
     w = np.asarray(k).T  # (d_out, d_in)
     layer_log, miss_o, miss_j = [], None, None
     for c in candidates:
-      m = _max_half(c, max_half)
+      m = _max_half(c, cap, max_instance)
       u, v = u_all[:, :c], v_all[:, :, :c]
       if miss_o is None:  # first candidate: every weight
         progress = _Progress(f"copies search, layer {layer + 1}, copies {c}", 2 * w.size)
@@ -531,17 +560,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     nc = config.network
     if not _is_int_seq(nc.copies) or not nc.copies or min(nc.copies) < 1:
       raise ConfigError("network.copies", f"must be positive ints, got {nc.copies!r}")
-    if not isinstance(nc.max_half, int) or nc.max_half < 0:
-      raise ConfigError("network.max_half", f"must be an int >= 0 (0 = default), got "
-                        f"{nc.max_half!r}")
-    if nc.max_half > min(max_n.values()):
+    caps = (nc.max_half,) if isinstance(nc.max_half, int) else nc.max_half
+    if not _is_int_seq(caps) or not caps or min(caps) < 0:
+      raise ConfigError("network.max_half", "must be ints >= 0 (0 = default_max_half), one "
+                        f"for every layer or one per layer, got {nc.max_half!r}")
+    if max(caps) > min(max_n.values()):
       raise ConfigError("network.max_half", f"must be <= {min(max_n.values())} (the "
-                        f"objectives' maximum instance size), got {nc.max_half}")
-    worst = max(_max_half(c, nc.max_half) for c in nc.copies)
-    if worst > min(max_n.values()):
-      raise ConfigError("network.max_half" if nc.max_half else "network.copies",
-                        f"a per-half instance size of {worst} exceeds the objectives' maximum "
-                        f"{min(max_n.values())}: lower network.copies or set network.max_half")
+                        f"objectives' maximum instance size), got {nc.max_half!r}")
     if nc.distribution not in rn.DISTRIBUTIONS:
       raise ConfigError("network.distribution", f"must be one of {rn.DISTRIBUTIONS}, got "
                         f"{nc.distribution!r}")
@@ -625,10 +650,12 @@ def write_jsonl(path: str, rows: Sequence[dict]) -> None:
 
 
 def _write_atomic(path: str, text: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  """Writes ``text`` to a temporary file beside ``path`` (mode from the umask), then renames
+  it over ``path``: readers see the old file or the new one, never a partial one."""
+  directory, name = os.path.split(os.path.abspath(path))
+  tmp = os.path.join(directory, f".{name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
   try:
-    with os.fdopen(fd, "w") as f:
+    with open(tmp, "x") as f:
       f.write(text)
     os.replace(tmp, path)
   finally:
@@ -711,6 +738,7 @@ def run_experiment1(config: ml_collections.ConfigDict, out_dir: str, *,
   validate_config(config)
   _prepare_out_dir(out_dir, overwrite)
   eps = float(config.epsilon)
+  objectives = _names(config.objectives)
   cfg = config.to_dict()
   results_path = os.path.join(out_dir, RESULTS_FILE)
 
@@ -720,6 +748,10 @@ def run_experiment1(config: ml_collections.ConfigDict, out_dir: str, *,
   if sizes[0] != int(np.prod(test_ds.images.shape[1:])):
     raise ValueError(f"target input size {sizes[0]} does not match {config.dataset}'s "
                      f"{int(np.prod(test_ds.images.shape[1:]))} pixels")
+  try:
+    caps = _layer_caps(config.network.max_half, len(kernels))
+  except ValueError as e:
+    raise ConfigError("network.max_half", str(e)) from None
   target_params = sum(int(k.size) for k in kernels)
   all_w = np.concatenate([np.asarray(k).reshape(-1) for k in kernels])
   t0 = time.perf_counter()
@@ -759,7 +791,7 @@ def run_experiment1(config: ml_collections.ConfigDict, out_dir: str, *,
   if "direct" in _names(config.variants):
     n = int(config.direct.copies)
     coefs = construction.sample_direct_coefficients(jax.random.fold_in(key, 1), kernels, n)
-    for objective in _names(config.objectives):
+    for objective in objectives:
       t0 = time.perf_counter()
       ticket = direct_ticket(kernels, coefs, objective=objective, epsilon=eps,
                              block_keys=config.solver.block_keys)
@@ -775,14 +807,15 @@ def run_experiment1(config: ml_collections.ConfigDict, out_dir: str, *,
   if "network" in _names(config.variants):
     nc = config.network
     search = search_copies(jax.random.fold_in(key, 2), kernels, nc.copies, epsilon=eps,
-                           max_half=nc.max_half, distribution=nc.distribution,
+                           max_half=caps, distribution=nc.distribution,
+                           max_instance=min(_objective_max_n(o) for o in objectives),
                            block_keys=config.solver.block_keys)
     net = search.net
     logging.info("network: copies per layer %s (max_half %s), random network %d params, "
                  "search %.1f s", search.copies, search.max_half, rn.num_params(net),
                  search.seconds)
     check_x = test_ds.images[:nc.dense_check_batch]
-    for objective in _names(config.objectives):
+    for objective in objectives:
       t0 = time.perf_counter()
       ticket = network_ticket(net, kernels, objective=objective, epsilon=eps,
                               max_half=list(search.max_half),

@@ -205,13 +205,30 @@ def test_run_experiment1_rows_and_files(tmp_path):
   assert len(open(os.path.join(out, experiment1.RESULTS_FILE)).read().splitlines()) == 1
 
 
+def test_mnist_test_split_alone_with_an_npz_target(tmp_path):
+  mnist = tmp_path / "mnist"
+  mnist.mkdir()
+  rng = np.random.default_rng(0)
+  data_lib.write_idx(mnist / "t10k-images-idx3-ubyte.gz",
+                     rng.integers(0, 256, (32, 28, 28), dtype=np.uint8))
+  data_lib.write_idx(mnist / "t10k-labels-idx1-ubyte.gz",
+                     rng.integers(0, 10, 32, dtype=np.uint8))
+  config = _npz_config(tmp_path)
+  config.dataset, config.data_dir = "mnist", str(mnist)  # no training files: none needed
+  config.variants, config.objectives = ("direct",), ("min_error",)
+  (row,) = experiment1.run_experiment1(config, str(tmp_path / "out"))
+  assert row["dataset"] == "mnist" and row["test_examples"] == 32
+  assert oct(os.stat(tmp_path / "out" / experiment1.RESULTS_FILE).st_mode & 0o777) != "0o600"
+
+
 @pytest.mark.parametrize("field,value,match", [
     ("epsilon", 0.0, "epsilon"),
     ("variants", ("direct", "bogus"), "variants"),
     ("objectives", ("fastest",), "objectives"),
     ("direct.copies", 40, "direct.copies"),
     ("network.copies", (0, 8), "network.copies"),
-    ("network.max_half", 31, "network.max_half"),  # beyond solve_fewest_terms' MAX_N
+    ("network.max_half", (31,), "network.max_half"),  # beyond solve_fewest_terms' MAX_N
+    ("network.max_half", (-1, 4), "network.max_half"),
 ])
 def test_validate_config_names_the_field(field, value, match):
   config = configs.get_config("smoke")
@@ -223,6 +240,17 @@ def test_validate_config_names_the_field(field, value, match):
   with pytest.raises(experiment1.ConfigError, match=match) as info:
     experiment1.validate_config(config)
   assert info.value.field == field
+
+
+def test_max_half_per_layer_and_caps():
+  assert experiment1._layer_caps((24, 30), 2) == [24, 30]
+  assert experiment1._layer_caps((0,), 3) == [0, 0, 0]
+  assert experiment1._layer_caps(None, 2) == [None, None]
+  with pytest.raises(ValueError, match="3 target layers"):
+    experiment1._layer_caps((24, 30), 3)
+  assert experiment1._max_half(64, 0, limit=30) == 30  # default 36, capped at the solver's
+  assert experiment1._max_half(16, 0) == construction.default_max_half(16)
+  assert experiment1._max_half(12, 21) == 12  # never more than the copies
 
 
 def test_names_accepts_command_line_forms():

@@ -50,7 +50,9 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   # Copies per input tried in increasing order; per layer the smallest whose every weight
   # is within epsilon is used (nested widths: copy k is the same draw at every size).
   c.network.copies = (16, 20, 24, 28, 32, 40, 48)
-  c.network.max_half = 0        # SubsetSum size per sign half (0 = default_max_half(copies))
+  # SubsetSum size per sign half, one for all layers or one per layer; 0 = default_max_half
+  # (copies) capped at the objectives' maximum. Cost per instance grows like 2^(m/2).
+  c.network.max_half = (0,)
   c.network.distribution = "uniform"
   c.network.dense_check_batch = 8  # structured vs dense forward on this many test images
 
@@ -66,10 +68,19 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
     c.network.copies = (24, 32)
     # Every instance padded to 21 coefficients: the network shares direct's (n = 21)
     # compiled solvers, and compiling, not solving, is what a tiny run spends its time on.
-    c.network.max_half = 21
+    c.network.max_half = (21,)
     c.network.dense_check_batch = 4
     c.test_limit = 256
+  elif preset == "fc2":
+    # Measured on the trained FC2 (10 epochs, Fashion-MNIST): 56 copies per input meet
+    # eps on every weight of both layers. Layer 1 (392,000 weights) is capped at m = 24
+    # (enough at 56 copies, and 2^(m/2) is the cost); layer 2 (5,000 weights) at 30
+    # (with m <= 28 one outlier weight misses at any number of copies).
+    c.network.copies = (16, 24, 32, 40, 48, 56, 64)
+    c.network.max_half = (24, 30)
   elif preset == "fc4":
     c.target.model = "fc4"
     c.target.widths = (500, 500, 500, 10)
+    c.network.copies = (16, 24, 32, 40, 48, 56, 64, 80)
+    c.network.max_half = (24, 24, 24, 30)
   return c
