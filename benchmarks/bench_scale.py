@@ -18,7 +18,8 @@ compilation. Rows:
 * n: 16, 18, 21, 24 at a fixed count: per-instance time should grow about like 2^(n/2).
 
 The load average (``os.getloadavg``) is recorded with every row: the machine is shared,
-so compare rows measured at similar load. Results are merged into ``--out`` (rows are
+so compare wall times measured at similar load. The process's CPU time per weight is
+recorded too: it is nearly independent of the load (but cannot show a parallel speedup). Results are merged into ``--out`` (rows are
 keyed by kind, devices, count and n; a new measurement replaces the old one).
 """
 
@@ -78,6 +79,7 @@ def _worker(devices: int, count: int, n: int, chunk_size: int) -> dict:
       "seconds": report.seconds, "seconds_with_compile": total,
       "weights_per_second": report.instances_per_second,
       "us_per_weight": 1e6 * report.seconds / count,
+      "cpu_us_per_weight": 1e6 * report.cpu_seconds / count,
       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
       "disk_mb": disk / 2**20, "fraction_within_0.01": report.summary.get(
           "fraction_within_epsilon"),
@@ -97,21 +99,26 @@ def _run_row(kind: str, devices: int, count: int, n: int) -> dict:
   row = json.loads(proc.stdout.strip().splitlines()[-1])
   row["kind"] = kind
   print(f"  {kind:7s} devices={devices} count={count:>9,d} n={n}: "
-        f"{row['weights_per_second']:>9,.0f} weights/s, {row['us_per_weight']:7.2f} us/weight, "
+        f"{row['weights_per_second']:>9,.0f} weights/s, {row['us_per_weight']:7.2f} us/weight "
+        f"({row['cpu_us_per_weight']:7.2f} CPU us), "
         f"peak RSS {row['peak_rss_mb']:6.0f} MB, load {row['load_before']:.1f}", flush=True)
   return row
 
 
 def _table(rows: list[dict]) -> str:
   head = (f"{'kind':8s}{'dev':>4s}{'count':>11s}{'n':>4s}{'weights/s':>11s}{'us/w':>8s}"
-          f"{'x 2^(n/2)':>11s}{'RSS MB':>8s}{'disk MB':>9s}{'load':>6s}")
+          f"{'CPU us/w':>9s}{'CPU/2^(n/2)':>12s}{'RSS MB':>8s}{'disk MB':>9s}{'load':>6s}")
   lines = [head, "-" * len(head)]
   for r in rows:
-    norm = r["us_per_weight"] / 2 ** (r["n"] / 2) * 1e3
+    cpu = r.get("cpu_us_per_weight", float("nan"))
+    norm = cpu / 2 ** (r["n"] / 2) * 1e3
     lines.append(f"{r['kind']:8s}{r['devices']:>4d}{r['count']:>11,d}{r['n']:>4d}"
-                 f"{r['weights_per_second']:>11,.0f}{r['us_per_weight']:>8.2f}{norm:>11.3f}"
+                 f"{r['weights_per_second']:>11,.0f}{r['us_per_weight']:>8.2f}{cpu:>9.2f}"
+                 f"{norm:>12.3f}"
                  f"{r['peak_rss_mb']:>8.0f}{r['disk_mb']:>9.1f}{r['load_before']:>6.1f}")
-  lines.append("x 2^(n/2): ns per weight / 2^(n/2); flat when cost grows like 2^(n/2).")
+  lines.append("us/w: wall time per weight (depends on the load); CPU us/w: process CPU time "
+               "per weight (all threads);\nCPU/2^(n/2): CPU ns per weight / 2^(n/2), flat when "
+               "the cost grows like 2^(n/2).")
   return "\n".join(lines)
 
 

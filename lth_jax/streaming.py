@@ -360,6 +360,8 @@ class StreamReport:
     chunks_skipped: finished chunks found on disk and not recomputed.
     instances_solved: instances solved by this call.
     seconds: wall time of this call's solving (after setup and compilation).
+    cpu_seconds: CPU time of this process (all threads) over the same span: unlike
+      ``seconds``, it hardly depends on what else runs on the machine.
     summary: ``summarize_stream`` of the complete run.
   """
 
@@ -369,6 +371,7 @@ class StreamReport:
   chunks_skipped: int
   instances_solved: int
   seconds: float
+  cpu_seconds: float
   summary: dict
 
   @property
@@ -536,13 +539,14 @@ def solve_stream(
   instances_todo = sum(min(chunk_size, total - i * chunk_size) for i in todo)
   progress = None
   solved_instances = 0
-  seconds = 0.0
+  seconds = cpu_seconds = 0.0
   if todo:
     # Compile before timing, so the ETA and the throughput are those of the steady state.
     _, _, example = inputs(todo[0])
     program = _chunk_program(source, chunk_size, mesh, key_format, chunk_keys).lower(
         args, example, first_index(0)).compile()
     del example
+    cpu_start = time.process_time()
     pending = dispatch(todo[0])
     progress = results.Progress(instances_todo, what=f"solve_stream {out_dir.name}",
                                 min_interval=log_every_s)
@@ -559,10 +563,11 @@ def solve_stream(
         time.sleep(pause_s)
       pending = nxt
     seconds = progress.elapsed()
+    cpu_seconds = time.process_time() - cpu_start
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("lth_jax.streaming: chunks saved")
   summary = summarize_stream(out_dir, epsilon) if primary else {}
   if primary:
     _write_manifest(out_dir, dict(config, complete=True, summary=summary))
   return StreamReport(str(out_dir), num_chunks, len(todo), skipped, solved_instances, seconds,
-                      summary)
+                      cpu_seconds, summary)
