@@ -250,22 +250,39 @@ def _subset_code(subset, half):
 
 
 def _enumerate(ops, q_keys, qt_key, eps_key, n_real, half, depth, state):
-  """Tier 1: every subset of at most ``depth`` of the first ``n_real`` coefficients."""
+  """Tier 1: every subset of at most ``depth`` of the first ``n_real`` coefficients.
+
+  Level ``k`` lists the ``k``-subsets in colexicographic order: for each largest element
+  ``j``, the ``(k-1)``-subsets of ``{0..j-1}`` (a prefix of level ``k-1``) plus ``j``, so a
+  level is built with static slices and adds. The best feasible subset of a level is one
+  min-reduction of ``error << b | position`` (the first in colex order on ties).
+  """
   c = jax.tree.leaves(qt_key)[0].shape[0]
-  zero = ops.full((1, c), 0)
-  sums, prev_index = zero, {(): 0}
+  sums, subsets = ops.full((1, c), 0), [()]
   for k in range(depth + 1):
-    subsets = list(itertools.combinations(range(n_real), k))
     if k > 0:
-      parent = np.asarray([prev_index[s[:-1]] for s in subsets], np.int32)
-      last = np.asarray([s[-1] for s in subsets], np.int32)
-      sums = ops.add(_take(sums, parent), _take(q_keys, last))
-    prev_index = {s: i for i, s in enumerate(subsets)}
-    err = _abs(ops, ops.sub(_tmap(lambda v: v[None], qt_key), sums))
+      parts, new = [], []
+      for j in range(k - 1, n_real):
+        m = math.comb(j, k - 1)
+        parts.append(ops.add(_tmap(lambda v: v[:m], sums), _tmap(lambda v: v[j:j + 1], q_keys)))
+        new += [x + (j,) for x in subsets[:m]]
+      # Materialised once (the barrier stops XLA re-deriving each prefix slice of it).
+      sums = jax.lax.optimization_barrier(_tmap(lambda *v: jnp.concatenate(v, 0), *parts))
+      subsets = new
+    err = _abs(ops, ops.sub(_tmap(lambda v: v[None], qt_key), sums))  # < 2^(61 - half)
     feasible = ~ops.less(_tmap(lambda v: v[None], eps_key), err)
-    code = jnp.asarray([_subset_code(s, half) for s in subsets], jnp.int32)[:, None]
-    found, gap, best_code = _best(ops, err, jnp.broadcast_to(code, feasible.shape), feasible)
-    state = _update(state, found, gap, best_code, k)
+    codes = np.asarray([_subset_code(x, half) for x in subsets], np.int32)
+    bits = max(1, (len(subsets) - 1).bit_length())
+    if bits <= half + 2:  # (error, position) fits in one key below 2^63 - 1
+      pos = jnp.broadcast_to(jnp.arange(len(subsets), dtype=jnp.int32)[:, None], feasible.shape)
+      packed = ops.or_low(ops.shl_low(err, bits), pos)
+      best = _reduce_min(ops, _select(feasible, packed, ops.full(feasible.shape, _KEY_MAX)))
+      found = ops.less(best, ops.full((c,), _KEY_MAX))
+      gap, code = ops.shr(best, bits), jnp.asarray(codes)[ops.low(best, bits)]
+    else:
+      code = jnp.broadcast_to(jnp.asarray(codes)[:, None], feasible.shape)
+      found, gap, code = _best(ops, err, code, feasible)
+    state = _update(state, found, gap, code, k)
   return state
 
 
@@ -353,6 +370,8 @@ def _solve_chunk(targets, coefficients, epsilon, key_format, n_real, depth):
   # Every |value| on the grid is <= 2^(60 - half) (grid choice), so gaps < 2^(61 - half).
   eps_q = jnp.minimum(jnp.floor(jnp.ldexp(epsilon, s)), float(2 ** (61 - half)))
   eps_key = ops.from_float(eps_q)
+  # Materialise the grid values once; otherwise XLA re-derives them inside every fusion.
+  q_keys, qt_key, eps_key = jax.lax.optimization_barrier((q_keys, qt_key, eps_key))
 
   none = (jnp.full((c,), _NONE, jnp.int32), ops.full((c,), _KEY_MAX),
           jnp.full((c,), _NONE, jnp.int32))
