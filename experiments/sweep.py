@@ -14,7 +14,6 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-# (`from lth_jax import sweep` would give the re-exported function, not this module)
 from lth_jax.configs import sweep as sweep_configs
 from lth_jax.sweep import run_experiment, validate_config
 

@@ -6,7 +6,8 @@ Core API (pure functions over pytrees of arrays; PRNG keys passed explicitly):
 * ``sample_random_network``, ``dense_params``: the depth-2l random network of Theorem 1.
 * ``find_ticket``: masks that prune it to a target ("network", "single", "direct").
 * ``forward``, ``structured_forward``, ``apply_masks``, ``approximation_error``.
-* ``sweep``: a width x seed grid as one XLA program.
+* ``run_sweep`` / ``sweep_targets``: width x seed grids as one XLA program
+  (module ``lth_jax.sweep``).
 
 Experiment modules load on first use: ``lth_jax.data``, ``models``, ``training``,
 ``targets``, ``theory``, ``lueker``, ``results``, ``experiment1``, ``edge_popup``,
@@ -26,7 +27,8 @@ from lth_jax.masks import (apply_masks, count_kept, dense_masks, from_jaxpruner,
 from lth_jax.evaluation import (ErrorReport, analytic_bound, approximation_error,
                                 dense_pruned_params, forward, pruned_forward_fn,
                                 structured_forward, sup_output_error)
-from lth_jax.sweep import SweepResult, copies_needed, random_target, sweep, sweep_targets
+from lth_jax.sweep import SweepResult, copies_needed, random_target, sweep_targets
+from lth_jax.sweep import sweep as run_sweep  # `lth_jax.sweep` stays the module
 from lth_jax.theory import construction_size, counting_lower_bound, malach_width_factor
 
 __version__ = "0.1.0"
