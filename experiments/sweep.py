@@ -1,6 +1,6 @@
 """Width sweeps of the ticket constructions, theory side by side, and the Lueker check.
 
-  python -m experiments.sweep --out_dir=/tmp/sweep                     # "default" preset
+  python -m experiments.sweep                      # "default" preset into runs/sweep-<time>
   python -m experiments.sweep --config=lth_jax/configs/sweep.py:quick --out_dir=/tmp/q
   python -m experiments.sweep --out_dir=/tmp/s --config.sweep.widths="(4,8,16)" --overwrite
 
@@ -10,6 +10,7 @@ All logic is lth_jax.sweep.run_experiment; presets in lth_jax/configs/sweep.py.
 """
 
 import os
+import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -22,19 +23,19 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", _DEFAULT_CONFIG,
     "Config file and preset, e.g. lth_jax/configs/sweep.py:quick (presets: "
     f"{', '.join(sweep_configs.PRESETS)}); override fields with --config.<field>=...")
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory (must be empty or new).")
+_OUT_DIR = flags.DEFINE_string(
+    "out_dir", None, "Output directory (must be empty or new); default runs/sweep-<timestamp>.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the contents of a non-empty --out_dir.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise SystemExit(f"error: unexpected arguments: {' '.join(argv[1:])}")
-  if not _OUT_DIR.value:
-    raise SystemExit("error: --out_dir is required")
+  out_dir = _OUT_DIR.value or os.path.join("runs", time.strftime("sweep-%Y%m%d-%H%M%S"))
   config = _CONFIG.value
   try:
     validate_config(config)
-    result = run_experiment(config, _OUT_DIR.value, overwrite=_OVERWRITE.value)
+    result = run_experiment(config, out_dir, overwrite=_OVERWRITE.value)
   except (ValueError, FileExistsError, FileNotFoundError) as e:
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     if msg.startswith("config."):
