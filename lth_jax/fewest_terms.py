@@ -171,75 +171,51 @@ def _merge(ops, x, size):
   return x
 
 
-def _merge_groups(ops, pairs):
-  """Merges sorted lists ``pairs`` of (ascending or None, descending or None) pytrees.
+class _PopcountMajor:
+  """Key arithmetic on (popcount int32, key) pairs ordered lexicographically.
 
-  Lists have any static lengths; each merge runs a bitonic network on
-  ``ascending ++ sentinels ++ descending`` padded to a power of two, and merges of equal
-  padded length share one network (stacked on a new axis 1).
-
-  Returns:
-    (groups, singles): ``groups`` is a list of (merged, members): ``merged`` has leaves
-    ``(size, len(members)) + rest`` (ascending along axis 0, sentinels last); ``singles``
-    maps the index of a pair with one list to that list, ascending.
+  Subset sums generated with these keys (each element adds ``(1, step)``) sort by number
+  of terms first, then by value: every popcount layer is a static slice of one list.
   """
-  singles, by_size = {}, {}
-  for i, (x, y) in enumerate(pairs):
-    if x is None or y is None:
-      singles[i] = x if y is None else _tmap(lambda v: v[::-1], y)
-      continue
-    length = jax.tree.leaves(x)[0].shape[0] + jax.tree.leaves(y)[0].shape[0]
-    by_size.setdefault(1 << (length - 1).bit_length(), []).append(i)
-  groups = []
-  for size, members in sorted(by_size.items()):
-    seqs = []
-    for i in members:
-      x, y = pairs[i]
-      pad = size - jax.tree.leaves(x)[0].shape[0] - jax.tree.leaves(y)[0].shape[0]
-      fill = ops.full((pad,) + jax.tree.leaves(x)[0].shape[1:], _KEY_MAX)
-      seqs.append(_tmap(lambda a, s, b: jnp.concatenate([a, s, b], 0), x, fill, y))
-    stacked = _tmap(lambda *v: jnp.stack(v, 1), *seqs)
-    groups.append((_merge(ops, stacked, size), members))
-  return groups, singles
 
+  def __init__(self, base):
+    self.base = base
 
-def _merge_many(ops, pairs):
-  """Like ``_merge_groups`` but returns one merged list per pair, sentinels cut."""
-  groups, out = _merge_groups(ops, pairs)
-  for merged, members in groups:
-    for j, i in enumerate(members):
-      length = sum(jax.tree.leaves(p)[0].shape[0] for p in pairs[i])
-      out[i] = _tmap(lambda v: v[:length, j], merged)
-  return [out[i] for i in range(len(pairs))]
+  def full(self, shape, value):
+    pop = 0 if value == 0 else np.iinfo(np.int32).max
+    return jnp.full(shape, pop, jnp.int32), self.base.full(shape, value)
+
+  def add(self, x, y):
+    return x[0] + y[0], self.base.add(x[1], y[1])
+
+  def less(self, x, y):
+    return (x[0] < y[0]) | ((x[0] == y[0]) & self.base.less(x[1], y[1]))
+
+  def minmax(self, x, y):
+    swap = self.less(y, x)
+    return _select(swap, y, x), _select(swap, x, y)
 
 
 def _layered_sums(ops, steps):
-  """Subset sums of each half split by popcount, each layer sorted ascending.
+  """All ``2^m`` subset sums sorted by (number of terms, value).
 
   Args:
     ops: key arithmetic.
     steps: key pytree, leaves ``(m,) + batch``: constant added when element ``i`` joins.
 
   Returns:
-    list over ``p = 0..m`` of key pytrees with leaves ``(C(m, p),) + batch``.
+    key pytree, leaves ``(2^m,) + batch``: layer ``p`` (subsets of ``p`` elements, sorted)
+    is rows ``sum_{q<p} C(m, q)`` onwards, ``C(m, p)`` rows.
   """
+  pops = _PopcountMajor(ops)
   m = jax.tree.leaves(steps)[0].shape[0]
   batch = jax.tree.leaves(steps)[0].shape[1:]
-  layers = [ops.full((1,) + batch, 0)]
+  lst = pops.full((1,) + batch, 0)
   for i in range(m):
-    step = _tmap(lambda v: v[i], steps)
-    pairs = []
-    for p in range(i + 2):
-      keep = layers[p] if p <= i else None
-      join = (_tmap(lambda v: v[::-1], ops.add(layers[p - 1], step)) if p >= 1 else None)
-      pairs.append((keep, join))
-    layers = _merge_many(ops, pairs)
-  return layers
-
-
-# --------------------------------------------------------------------------------------
-# One chunk: targets (C,), coefficients (n, C) with n even, epsilon (C,), batch minor.
-# --------------------------------------------------------------------------------------
+    step = (jnp.ones(batch, jnp.int32), _tmap(lambda v: v[i], steps))
+    joined = _tmap(lambda v: v[::-1], pops.add(lst, step))  # descending
+    lst = _merge(pops, _tmap(lambda x, y: jnp.concatenate([x, y], 0), lst, joined), 2 << i)
+  return lst[1]
 
 
 def _subset_code(subset, half):
@@ -288,11 +264,11 @@ def _enumerate(ops, q_keys, qt_key, eps_key, n_real, half, depth, state):
 
 def _layered(ops, steps, t_key, eps_key, half, shift, first_level, feasible, state):
   """Tier 3: popcount-layered meet in the middle for levels ``first_level..2 half``."""
-  layers = _layered_sums(ops, steps)  # leaves (C(half, p), 2, C)
+  layered = _layered_sums(ops, steps)  # leaves (2^half, 2, C)
   sizes = [math.comb(half, p) for p in range(half + 1)]
   offsets = np.cumsum([0] + sizes)
-  sums_a = _tmap(lambda *v: jnp.concatenate([x[:, 0] for x in v], 0), *layers)
-  sums_b = _tmap(lambda *v: jnp.concatenate([x[:, 1] for x in v], 0), *layers)
+  sums_a = _tmap(lambda v: v[:, 0], layered)
+  sums_b = _tmap(lambda v: v[:, 1], layered)
   # t - B, each layer descending, with origin bit and B's index in the low bits.
   idx = ops.low(sums_b, half)
   cleared = ops.sub(sums_b, ops.from_float(idx.astype(jnp.float32)))
@@ -347,12 +323,14 @@ def _layered(ops, steps, t_key, eps_key, half, shift, first_level, feasible, sta
 
 
 def _stage_ends(first, top):
-  """Tier-3 stages (inclusive level ranges): one level at a time, then doubling."""
+  """Last level of each tier-3 stage: one level, one level, then doubling widths."""
   ends, width, end = [], 1, first
   while end < top:
     ends.append(end)
     end += width
-    width *= 2
+    width *= 2 if len(ends) > 1 else 1
+  if len(ends) > 1 and top - ends[-1] < ends[-1] - ends[-2]:
+    ends.pop()  # a short tail joins the last stage
   return ends + [top]
 
 
