@@ -99,8 +99,13 @@ class FewestTermsResult(NamedTuple):
 
 
 def default_enumerated_terms(n: int) -> int:
-  """Tier-1 depth: 4 while at most 4,096 subsets have <= 4 terms (n <= 17), else 3."""
-  return 4 if sum(math.comb(n, k) for k in range(5)) <= 4096 else 3
+  """Tier-1 depth: 3 (``sum_{k<=3} C(n, k)`` subsets: 1,562 at n = 21, 4,526 at n = 30).
+
+  Measured on random instances (eps = 0.01): at n = 21 almost every optimum has <= 3
+  terms, so tier 1 alone settles the batch; at n = 16, depth 4 costs more than the tier-3
+  chunks it avoids.
+  """
+  return min(3, n)
 
 
 # --------------------------------------------------------------------------------------
@@ -126,6 +131,28 @@ def _abs(ops, x):
     return jnp.abs(x)
   negative = jax.tree.leaves(x)[0] < 0
   return _select(negative, ops.sub(ops.full(negative.shape, 0), x), x)
+
+
+def _to_float(ops, x):
+  """Key -> float32, correctly rounded (round half to even) in both formats.
+
+  ``int64`` converts directly. For ``int32x2``, ``hi * 2^32 + lo`` in float32 would round
+  twice; instead the magnitude's top 32 bits are normalised into one uint32, with a
+  sticky bit for anything below, converted once and scaled by a power of two.
+  """
+  if ops is _Int64Keys:
+    return x.astype(jnp.float32)
+  negative = x[0] < 0
+  hi, lo = _select(negative, ops.sub(ops.full(negative.shape, 0), x), x)
+  hi = hi.astype(jnp.uint32)
+  nlz = jax.lax.clz(hi).astype(jnp.uint32)  # 32 when hi == 0
+  safe = jnp.minimum(nlz, 31)
+  top = jnp.where(nlz == 0, hi, (hi << safe) | (lo >> (32 - safe)))
+  sticky = jnp.where(nlz == 0, lo, lo << safe) != 0
+  big = jnp.ldexp((top | sticky.astype(jnp.uint32)).astype(jnp.float32),
+                  (32 - nlz).astype(jnp.int32))
+  mag = jnp.where(hi == 0, lo.astype(jnp.float32), big)
+  return jnp.where(negative, -mag, mag)
 
 
 def _best(ops, gap, code, valid):
@@ -384,8 +411,8 @@ def _solve_chunk(targets, coefficients, epsilon, key_format, n_real, depth):
   mask = mask == 1
   chosen = _select(mask, q_keys, ops.full((n, c), 0))
   value_q = functools.reduce(ops.add, [_tmap(lambda v: v[i], chosen) for i in range(n)])
-  value = jnp.ldexp(ops.to_float(value_q), -s)
-  error = jnp.ldexp(ops.to_float(gap), -s)
+  value = jnp.ldexp(_to_float(ops, value_q), -s)
+  error = jnp.ldexp(_to_float(ops, gap), -s)
   return (jnp.where(feasible[None], mask, mask2), jnp.where(feasible, value, value2),
           jnp.where(feasible, error, error2), feasible)
 
