@@ -519,10 +519,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       _objective_max_n("fewest_terms")
     except ImportError as e:
       raise ConfigError("objectives", f"'fewest_terms' needs lth_jax.fewest_terms ({e})") from None
-  try:
-    data_lib._canonical_name(config.dataset)  # pylint: disable=protected-access
-  except ValueError as e:
-    raise ConfigError("dataset", str(e)) from None
+  if str(config.dataset).lower().replace("-", "_") not in data_lib.DATASET_NAMES:
+    raise ConfigError("dataset", f"must be one of {data_lib.DATASET_NAMES}, got "
+                      f"{config.dataset!r}")
   if config.data_dir and not os.path.isdir(os.path.expanduser(config.data_dir)):
     raise ConfigError("data_dir", f"{config.data_dir} is not a directory")
   if config.dataset in ("mnist", "kmnist") and not config.data_dir:
@@ -678,14 +677,14 @@ def _fmt_int(x) -> str:
 
 def format_table(rows: Sequence[dict]) -> str:
   """The paper's table (one line per row) plus, for FC2 direct, the paper's own numbers."""
-  head = (f"{'variant':<8} {'objective':<12} {'copies':>8} {'initial':>13} {'remaining':>12} "
+  head = (f"{'variant':<8} {'objective':<12} {'copies':>11} {'initial':>13} {'remaining':>12} "
           f"{'ratio':>7} {'within eps':>10} {'misses':>7} {'max err':>9} {'target acc':>10} "
           f"{'ticket acc':>10} {'solve s':>8} {'eval s':>7} {'peak MB':>8}")
   lines = [head, "-" * len(head)]
   for r in rows:
     copies = r["copies"] if isinstance(r["copies"], int) else "/".join(map(str, r["copies"]))
     lines.append(
-        f"{r['variant']:<8} {r['objective']:<12} {copies:>8} {_fmt_int(r['initial_params']):>13} "
+        f"{r['variant']:<8} {r['objective']:<12} {copies:>11} {_fmt_int(r['initial_params']):>13} "
         f"{_fmt_int(r['remaining_params']):>12} {r['remaining_ratio']:>6.2f}x "
         f"{r['fraction_within_eps']:>10.6f} {r['weights_missing_eps']:>7d} "
         f"{r['max_weight_error']:>9.2e} {100 * r['target_accuracy']:>9.2f}% "
@@ -694,7 +693,7 @@ def format_table(rows: Sequence[dict]) -> str:
   if any(r["variant"] == "direct" and r.get("paper") for r in rows):
     p = PAPER_FC2_DIRECT
     lines.append(
-        f"{'paper':<8} {'MIP (MNIST)':<12} {21:>8} {_fmt_int(p['initial_params']):>13} "
+        f"{'paper':<8} {'MIP (MNIST)':<12} {21:>11} {_fmt_int(p['initial_params']):>13} "
         f"{_fmt_int(p['remaining_params']):>12} {p['remaining_ratio']:>6.2f}x "
         f"{p['fraction_within_eps']:>10.6f} {0:>7d} {'<=1e-2':>9} "
         f"{100 * p['target_accuracy']:>9.2f}% {'(unverif.)':>10} {p['solve_seconds']:>8.0f} "

@@ -1,6 +1,6 @@
 """Experiment 1 (every weight of a trained target by exact SubsetSum): configuration presets.
 
-get_config("smoke"): a 784-8-10 target trained for one epoch on the synthetic dataset, both
+get_config("smoke"): a 784-32-10 target trained for one epoch on the synthetic dataset, both
   variants and both objectives; seconds on 2 CPU cores (the tests run it).
 get_config("fc2"): the paper's setting: FC2 (784-500-10, 397,000 weights), eps = 0.01,
   n = 21 coefficients per weight for "direct", on Fashion-MNIST (MNIST with
@@ -62,13 +62,15 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   if preset == "smoke":
     c.dataset = "synthetic"
     c.target.model = "mlp"
-    c.target.widths = (8, 10)
+    c.target.widths = (32, 10)
     c.target.epochs = 1
     c.target.checkpoint_dir = ""
-    c.network.copies = (24, 32)
-    # Every instance padded to 21 coefficients: the network shares direct's (n = 21)
-    # compiled solvers, and compiling, not solving, is what a tiny run spends its time on.
-    c.network.max_half = (21,)
+    # Compiling, not solving, is what a tiny run spends its time on: every instance has 12
+    # coefficients (direct's n; network halves padded to max_half = 12), one compiled
+    # solver per objective.
+    c.direct.copies = 12
+    c.network.copies = (16, 24)
+    c.network.max_half = (12,)
     c.network.dense_check_batch = 4
     c.test_limit = 256
   elif preset == "fc2":
