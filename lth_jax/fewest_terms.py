@@ -8,45 +8,60 @@ subset is within ``eps`` the instance is *infeasible* and the answer is exactly 
 ``feasible = False``. Sparser tickets: at ``n = 21`` and ``eps = 0.01`` the minimum-error
 subset uses about ``n / 2`` terms, the sparsest about 2.
 
-Algorithm (three tiers per chunk of instances; all sorting networks and elementwise
-selects, batch minor; a tier runs only if some instance of the chunk still needs it):
+Algorithm (three tiers per chunk of instances; sorting networks, slices and elementwise
+selects only, batch minor; a tier runs only if some instance of the chunk still needs it,
+decided by ``lax.cond``):
 
-1. *Enumeration of small subsets.* All subsets of at most ``K0`` terms (``K0`` = 3 or 4,
-   see ``default_enumerated_terms``) are summed directly, level by level (a ``k``-subset is
-   a ``(k-1)``-subset plus one coefficient, static index tables). If an instance has a
-   subset within ``eps`` of at most ``K0`` terms, the first such level holds its optimum
-   (every smaller subset was checked). Random instances almost always end here.
-2. *Minimum error.* ``solve_subset_sum``'s own chunk solver (meet in the middle, bitonic
-   merges) gives the minimum error, hence feasibility, and the infeasible answer.
-3. *Popcount-layered meet in the middle* (only if some feasible instance has more than
-   ``K0`` terms in its optimum). Each half's subset sums are generated already split by
-   popcount ``p`` and sorted (``L_p`` from ``L_p`` and ``L_{p-1} + c_k``, bitonic merges of
-   arbitrary static sizes padded with sentinels). For a pair ``(p_a, p_b)`` the closest sum
-   to the target is the closest adjacent cross pair in the merge of ``A_{p_a}`` with
-   ``t - B_{p_b}``. Levels ``k = p_a + p_b = K0 + 1, K0 + 2, ...`` are processed in order,
-   each only while some feasible instance is still unresolved, so the first level with a
-   pair within ``eps`` is the minimum count, and its closest pair the minimum error.
+1. *Enumeration of small subsets.* Every subset of at most ``K0`` terms (default 3, see
+   ``default_enumerated_terms``) is summed exactly, level by level in colexicographic
+   order (a level is static slices of the previous one plus one coefficient). If an
+   instance has a subset within ``eps`` of at most ``K0`` terms, the first such level holds
+   its optimum, since every smaller subset was checked. At ``n = 21``, ``eps = 0.01`` this
+   settles essentially every random instance, and the whole solve costs less than
+   ``solve_subset_sum``.
+2. *Minimum error.* ``solve_subset_sum``'s own chunk solver gives the minimum error, hence
+   feasibility, and the answer for infeasible instances (bit for bit its answer).
+3. *Popcount-layered meet in the middle* (only if some feasible instance needs more than
+   ``K0`` terms). Each half's ``2^a`` subset sums (``a = ceil(n / 2)``) are generated
+   sorted by (number of terms, value): the usual merge-based generation, with keys that
+   carry the popcount as a more significant word, so layer ``p`` is a static slice. For a
+   pair of layers ``(p_a, p_b)`` the closest sum to the target is the closest adjacent pair
+   of different origin in the bitonic merge of ``A_{p_a}`` with ``t - B_{p_b}`` (padded
+   with sentinels to a power of two; pairs of equal padded size share one network). Levels
+   ``k = p_a + p_b > K0`` are processed in increasing order, in stages of 1, 1, 2, 4, ...
+   levels, each only while some feasible instance is unresolved: the first level with a
+   pair within ``eps`` is the minimum count, its closest pair the minimum error.
+
+Merges here use Stone's shuffle-exchange form of the bitonic merge (all stages identical,
+one ``fori_loop`` body), which keeps the compiled program small.
 
 Cost per instance: tier 1 is ``sum_{k <= K0} C(n, k)`` key additions and compares (1,562
-subsets at ``n = 21``); tier 2 is ``solve_subset_sum`` (``O(a^2 2^a)`` compare-exchanges,
-``a = ceil(n / 2)``); tier 3 costs about as much as tier 2 for the layered generation, plus
-``sum_{p_a + p_b = k} (C(a, p_a) + C(a, p_b)) log`` per level (small for small ``k``, about
-``3 a 2^a`` compare-exchanges for all levels together). Memory is bounded by chunking.
+subsets at ``n = 21``); tier 2 is ``solve_subset_sum`` (``O(a^2 2^a)`` compare-exchanges);
+tier 3 is one more generation (with a two-word compare) plus, per level ``k``,
+``sum_{p} (C(a, p) + C(a, k - p))`` keys merged in ``O(a)`` stages (at most about two
+full meet-in-the-middle merges per level; all levels together about ``(a + 1) 2^(a+1)``
+keys). Memory is bounded by chunking (``chunk_keys``).
 
-Exactness and the epsilon rule: values live on the instance's grid ``2^-s`` (see
-``lth_jax.subset_sum``); errors are exact integers ``e`` on that grid and ``eps`` becomes
+Exactness and the epsilon rule: values live on the instance's grid ``2^-s`` (the same grid
+as ``solve_subset_sum``); errors are exact integers ``e`` on that grid and ``eps`` becomes
 ``floor(eps * 2^s)`` (an exact power-of-two scaling, then rounding *down*). An instance is
 feasible iff some grid error ``e <= floor(eps * 2^s)``, which is exactly ``e * 2^-s <= eps``
 because ``e`` is an integer. When every input lies on the grid (every float32 input of
 magnitude ``>= 2^(24-s)``, e.g. all ``>= 2^-21`` at ``n = 21`` with ``|c| <= 1``), grid
-errors are the true errors, so feasibility, counts and errors are exact.
+errors are the true errors, so feasibility, counts and errors are exact; otherwise they
+are exact for the inputs rounded to the grid.
 
-Tie rule (only relevant when several subsets share the minimum count *and* the same grid
-error, e.g. with repeated or zero coefficients): the smallest subset code
-``index_A * 2^a + index_B`` (``index`` = bit pattern of the chosen coefficients of each
-half) among the candidates examined: all subsets in tier 1, the adjacent pairs of each
-merge in tier 3. It is deterministic (independent of batch, chunking and key format) but
-may change with ``max_enumerated_terms``.
+Ties (several subsets with the minimum count *and* the same grid error, e.g. with repeated
+or zero coefficients) are broken deterministically: in tier 1 the first subset in colex
+order, in tier 3 the smallest code ``index_A * 2^a + index_B`` among the adjacent pairs
+examined. The choice is independent of the batch, the chunking and the key format, but
+may change with ``max_enumerated_terms``. (Different tied subsets may have ``value`` on
+either side of the target; ``count`` and ``error`` never depend on the tie rule.)
+
+Key formats: results are bit-identical, including ``value`` and ``error`` of feasible
+instances (keys are converted to float32 with a single correct rounding in both formats).
+Infeasible instances return ``solve_subset_sum``'s values, whose ``int32x2`` conversion
+may differ from ``int64`` in the last bit.
 """
 
 from __future__ import annotations
@@ -74,7 +89,7 @@ from lth_jax.subset_sum import (
     default_key_format,
 )
 
-MAX_N = 30  # the subset code (index_A, index_B) is one int32 of 2 * ceil(n / 2) bits
+MAX_N = 30  # the subset code (index_A, index_B) is one int32 below 2^30
 _KEY_MAX = (1 << 63) - 1
 _NONE = 1 << 30  # "no candidate" count / code
 
