@@ -320,37 +320,36 @@ def _layered(ops, steps, t_key, eps_key, half, shift, first_level, feasible, sta
   # Rows: A layers (2^half), t - B layers (2^half), one sentinel row.
   table = _tmap(lambda a, b, z: jnp.concatenate([a, b, z], 0), sums_a, others, sentinel)
   blank = 2 * offsets[-1]
-  eps = _tmap(lambda v: v[None, None], eps_key)
+  eps = _tmap(lambda v: v[None], eps_key)
 
   def stage(levels, state):
     pairs = [(p, k - p) for k in levels for p in range(half + 1) if 0 <= k - p <= half]
     by_size = {}
     for pa, pb in pairs:
       by_size.setdefault(1 << (sizes[pa] + sizes[pb] - 1).bit_length(), []).append((pa, pb))
-    founds, gaps, codes, counts = [], [], [], []
+    blocks, counts, inner = [], [], []
     for size, members in sorted(by_size.items()):
       rows = np.full((size, len(members)), blank, np.int32)
       for j, (pa, pb) in enumerate(members):  # A ascending ++ sentinels ++ (t - B) descending
         rows[:sizes[pa], j] = np.arange(offsets[pa], offsets[pa + 1])
         rows[size - sizes[pb]:, j] = offsets[-1] + np.arange(offsets[pb], offsets[pb + 1])
+        counts.append(np.full(size, pa + pb, np.int32))
+        inner.append(np.arange(size) < size - 1)  # (row, row + 1) inside this merge
       merged = _merge(ops, _take(table, rows), size)  # leaves (size, members, C)
-      lower = _tmap(lambda v: v[:-1], merged)
-      upper = _tmap(lambda v: v[1:], merged)
-      lo_origin = ops.low(lower, shift) >> half
-      cross = lo_origin != (ops.low(upper, shift) >> half)
-      gap = ops.sub(ops.shr(upper, shift), ops.shr(lower, shift))  # sentinels: > eps
-      idx_lo, idx_hi = ops.low(lower, half), ops.low(upper, half)
-      code = jnp.where(lo_origin == 0, (idx_lo << half) | idx_hi, (idx_hi << half) | idx_lo)
-      found, gap, code = _best(ops, gap, code, cross & ~ops.less(eps, gap))
-      founds.append(found)
-      gaps.append(gap)
-      codes.append(code)
-      counts += [pa + pb for pa, pb in members]
-    cat = lambda *xs: jnp.concatenate(xs, 0)  # (pairs, C)
-    found, gap, code = cat(*founds), _tmap(cat, *gaps), cat(*codes)
-    count = jnp.where(found, jnp.asarray(counts, jnp.int32)[:, None], _NONE)
+      blocks.append(_tmap(lambda v: jnp.swapaxes(v, 0, 1).reshape((-1, v.shape[-1])), merged))
+    # All merges of the stage one after another: one pass finds the closest pairs.
+    merged = _tmap(lambda *v: jnp.concatenate(v, 0), *blocks)
+    lower = _tmap(lambda v: v[:-1], merged)
+    upper = _tmap(lambda v: v[1:], merged)
+    lo_origin = ops.low(lower, shift) >> half
+    cross = (lo_origin != (ops.low(upper, shift) >> half)) & np.concatenate(inner)[:-1, None]
+    gap = ops.sub(ops.shr(upper, shift), ops.shr(lower, shift))  # sentinels: > eps
+    idx_lo, idx_hi = ops.low(lower, half), ops.low(upper, half)
+    code = jnp.where(lo_origin == 0, (idx_lo << half) | idx_hi, (idx_hi << half) | idx_lo)
+    valid = cross & ~ops.less(eps, gap)
+    count = jnp.where(valid, np.concatenate(counts)[:-1, None], _NONE)
     best_count = jnp.min(count, axis=0)
-    found, gap, code = _best(ops, gap, code, count == best_count[None])
+    _, gap, code = _best(ops, gap, code, valid & (count == best_count[None]))
     return _update(state, best_count < _NONE, gap, code, best_count)
 
   start = first_level
