@@ -3,7 +3,7 @@
   python -m experiments.subset_sum --out_dir=/tmp/e1                 # "smoke" preset
   python -m experiments.subset_sum --config=fc2 --out_dir=runs/e1_fc2
   python -m experiments.subset_sum --config=lth_jax/configs/experiment1.py:fc4 \
-      --config.variants=direct, --out_dir=runs/e1_fc4
+      --config.variants=direct --out_dir=runs/e1_fc4
   python -m experiments.subset_sum --config=fc2 --dataset=mnist --data_dir=~/mnist \
       --config.target.npz=fc2.npz --out_dir=runs/e1_mnist
 
