@@ -634,7 +634,7 @@ def _atomic_write_text(path: pathlib.Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, path)
+        supermask._replace_atomically(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -770,7 +770,8 @@ def run_experiment(config, out_dir: str | os.PathLike, *, dataset: str = "fashio
             weight_decay=float(config.optim.weight_decay), data_seed=int(config.data_seed),
             method=config.topk_method, eval_batch_size=int(config.eval_batch_size),
             checkpoint_dir=out_dir / "checkpoints" / name, on_epoch_end=epoch_done,
-            row_extra={"dataset": dataset})
+            row_extra={"dataset": dataset, "train_examples": len(train_y),
+                       "test_examples": len(test_y)})
         if config.export_masks and net.is_supermask:
             export_sweep_masks(result, out_dir / "masks" / name, method=config.topk_method)
         _atomic_write_text(done_file, json.dumps(result.rows))
@@ -822,10 +823,11 @@ def final_accuracy_table(rows: Sequence[dict]) -> list[dict]:
 
 
 def plot_accuracy_vs_params(rows: Sequence[dict], path: str | os.PathLike, *,
-                            dataset: str = "") -> pathlib.Path:
+                            dataset: str = "", subtitle: str | None = None) -> pathlib.Path:
     """One figure per architecture, like the paper's: final test accuracy (%) vs remaining FC
     parameters (log x) for the linear, ReLU and wide supermask networks, with the trained
-    dense baseline as a point and a dashed line. Written atomically (matplotlib Agg)."""
+    dense baseline as a point and a dashed line; error bars span the seeds. Written atomically
+    (matplotlib Agg). `subtitle` replaces the default second title line (dataset, epochs)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -852,9 +854,13 @@ def plot_accuracy_vs_params(rows: Sequence[dict], path: str | os.PathLike, *,
     ax.set_ylabel("test accuracy (%)")
     epochs = max((t["epochs"] for t in table), default=0)
     name = ", ".join(_TITLES.get(a, a) for a in archs)
-    ax.set_title(f"Edge-popup: {name}\n{dataset or 'data'}, {epochs} epoch(s)", fontsize=10)
+    if subtitle is None:
+        n_train = max((r.get("train_examples", 0) for r in rows), default=0)
+        subtitle = f"{dataset or 'data'}, {epochs} epoch(s)" + (
+            f" on {n_train:,} training examples" if n_train else "")
+    ax.set_title(f"Edge-popup: {name}\n{subtitle}", fontsize=10)
     ax.grid(True, which="both", ls=":", alpha=0.6)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -862,7 +868,7 @@ def plot_accuracy_vs_params(rows: Sequence[dict], path: str | os.PathLike, *,
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        supermask._replace_atomically(tmp, path)
     finally:
         plt.close(fig)
         if os.path.exists(tmp):

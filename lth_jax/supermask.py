@@ -279,6 +279,14 @@ def _unflatten_dict(flat: Mapping[str, Any]) -> dict:
     return tree
 
 
+def _replace_atomically(tmp: str, path: pathlib.Path) -> None:
+    """Gives the temporary file the usual permissions (mkstemp makes it 0600), then renames it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def save_masks_npz(path: str | os.PathLike, masks: Mapping, *,
                    packbits: bool = False) -> pathlib.Path:
     """Writes a nested-dict mask tree (None = unpruned) to `path` (.npz), atomically.
@@ -306,7 +314,7 @@ def save_masks_npz(path: str | os.PathLike, masks: Mapping, *,
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(buffer.getvalue())
-        os.replace(tmp, path)
+        _replace_atomically(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
