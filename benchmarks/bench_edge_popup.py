@@ -8,7 +8,7 @@ autograd Function, SGD momentum 0.9 + weight decay 5e-4 on the scores), the 14 m
 one after another, as the official scripts run them. Same batch size (64), same number of
 steps per model, random inputs (the cost does not depend on the data), this machine's CPU.
 
-  python -m benchmarks.bench_edge_popup --steps=50 --out=bench_edge_popup.json
+  python -m benchmarks.bench_edge_popup --steps=30 --out=bench_edge_popup.json
 
 Prints a table and writes JSON (seconds per sweep step, i.e. all 14 models advanced by one
 batch, total, and the torch / JAX ratio). torch is imported here only, never by lth_jax.
@@ -26,7 +26,7 @@ from absl import app, flags
 
 from lth_jax import edge_popup as ep
 
-_STEPS = flags.DEFINE_integer("steps", 50, "Timed steps per model (after warm-up).")
+_STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per model (after warm-up).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed warm-up steps (JAX: includes compile).")
 _VARIANT = flags.DEFINE_enum("variant", "relu", ["relu", "linear"], "Redundant variant.")
 _OUT = flags.DEFINE_string("out", "bench_edge_popup.json", "JSON output path.")

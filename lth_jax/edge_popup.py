@@ -749,6 +749,8 @@ def run_experiment(config, out_dir: str | os.PathLike, *, dataset: str = "fashio
         done_file = out_dir / "done" / f"{name}.json"
         if done_file.is_file():
             done_rows += json.loads(done_file.read_text())
+            if not config.keep_checkpoints:  # killed between finishing and cleaning up
+                shutil.rmtree(out_dir / "checkpoints" / name, ignore_errors=True)
             logging.info("[%d/%d] %s already finished", ti + 1, len(tasks), name)
             continue
         net = EdgePopupNet(arch, variant, hidden=int(config.hidden),
