@@ -477,7 +477,7 @@ class _SweepCheckpoints:
 
 
 @dataclasses.dataclass
-class SweepResult:
+class EdgePopupResult:
     """Rows (one per seed x level x epoch) and the final state of one (arch, variant) sweep."""
 
     net: EdgePopupNet
@@ -506,15 +506,15 @@ def train_sweep(net: EdgePopupNet, train_images: np.ndarray, train_labels: np.nd
                 eval_batch_size: int = 1000, checkpoint_dir: str | os.PathLike | None = None,
                 on_epoch_end: Callable[[int, list[dict]], None] | None = None,
                 log_every_seconds: float = 30.0, row_extra: dict | None = None
-                ) -> SweepResult:
+                ) -> EdgePopupResult:
     """Trains all (seed, keep_fraction) models of `net` together and evaluates after each epoch.
 
     Images must already be normalised (N, 28, 28, 1) float32. Each epoch visits the training
     set in an order drawn from (data_seed, epoch) and drops the last partial batch. With
     `checkpoint_dir`, the state is saved after every epoch and an existing checkpoint is
     resumed from (bit-identical to an uninterrupted run). `on_epoch_end(epoch, rows)` is called
-    after each finished (and saved) epoch. Returns a `SweepResult`; rows hold arch, variant,
-    seed, epoch, keep_fraction, removed_fraction, remaining_params, total_params,
+    after each finished (and saved) epoch. Returns an `EdgePopupResult`; rows hold arch,
+    variant, seed, epoch, keep_fraction, removed_fraction, remaining_params, total_params,
     test_accuracy and train_loss (mean over the epoch's steps).
     """
     if not net.is_supermask:
@@ -604,10 +604,10 @@ def train_sweep(net: EdgePopupNet, train_images: np.ndarray, train_labels: np.nd
             on_epoch_end(epoch + 1, rows)
     if ckpt is not None:
         ckpt.close()
-    return SweepResult(net, seeds, keep_fractions, rows, frozen, trainable)
+    return EdgePopupResult(net, seeds, keep_fractions, rows, frozen, trainable)
 
 
-def export_sweep_masks(result: SweepResult, directory: str | os.PathLike, *,
+def export_sweep_masks(result: EdgePopupResult, directory: str | os.PathLike, *,
                        method: str = "bisect", packbits: bool = True) -> list[pathlib.Path]:
     """Writes one `.npz` mask file per (seed, keep_fraction) of a supermask sweep:
     `{directory}/seed{seed}_keep{keep:.4f}.npz` (see `supermask.save_masks_npz`)."""
