@@ -92,6 +92,7 @@ from lth_jax.subset_sum import (
 MAX_N = 30  # the subset code (index_A, index_B) is one int32 below 2^30
 _KEY_MAX = (1 << 63) - 1
 _NONE = 1 << 30  # "no candidate" count / code
+_TIER1_CHUNK = 8  # instances per tier-1 pass (measured: 2x faster than 64 at n = 21)
 
 
 class FewestTermsResult(NamedTuple):
@@ -375,58 +376,69 @@ def _stage_ends(first, top):
   return ends + [top]
 
 
-def _solve_chunk(targets, coefficients, epsilon, key_format, n_real, depth):
-  """Returns (mask bool (n, C), value (C,), error (C,), feasible (C,))."""
-  ops = _KEYS[key_format]
-  n, c = coefficients.shape
-  half = n // 2
-  shift = half + 1
+def _grid_keys(ops, targets, coefficients, epsilon):
+  """Per-instance grid exponent, grid values (float and keys) and epsilon on the grid."""
+  half = coefficients.shape[0] // 2
   s = _grid_exponent(targets, coefficients, half)  # the same grid as solve_subset_sum
   q = _quantise(coefficients, s[None, :])
   qt = _quantise(targets, s)
-  q_keys = ops.from_float(q)  # (n, C) grid values
-  qt_key = ops.from_float(qt)
   # Every |value| on the grid is <= 2^(60 - half) (grid choice), so gaps < 2^(61 - half).
   eps_q = jnp.minimum(jnp.floor(jnp.ldexp(epsilon, s)), float(2 ** (61 - half)))
-  eps_key = ops.from_float(eps_q)
+  keys = (ops.from_float(q), ops.from_float(qt), ops.from_float(eps_q))
   # Materialise the grid values once; otherwise XLA re-derives them inside every fusion.
-  q_keys, qt_key, eps_key = jax.lax.optimization_barrier((q_keys, qt_key, eps_key))
+  return (s, q, qt) + jax.lax.optimization_barrier(keys)
 
-  none = (jnp.full((c,), _NONE, jnp.int32), ops.full((c,), _KEY_MAX),
-          jnp.full((c,), _NONE, jnp.int32))
-  state = _enumerate(ops, q_keys, qt_key, eps_key, n_real, half, depth, none)
-  unresolved = state[0] == _NONE
 
-  def general(state):
-    mask2, value2, error2 = _ss._solve_chunk(targets, coefficients, key_format)
-    chosen = _select(mask2, q_keys, ops.full((n, c), 0))
-    sum2 = functools.reduce(ops.add, [_tmap(lambda v: v[i], chosen) for i in range(n)])
-    feasible = ~ops.less(eps_key, _abs(ops, ops.sub(qt_key, sum2)))
-    steps = ops.from_float(q * float(2**shift))
-    bit = jnp.asarray([1 << (i % half) for i in range(n)], jnp.int32)[:, None]
-    steps = ops.or_low(steps, jnp.broadcast_to(bit, (n, c)))
-    steps = _tmap(lambda v: jnp.stack([v[:half], v[half:]], 1), steps)  # (half, 2, C)
-    t_key = ops.from_float(qt * float(2**shift))
-    state = jax.lax.cond(
-        jnp.any(feasible & (state[0] == _NONE)),
-        lambda st: _layered(ops, steps, t_key, eps_key, half, shift, depth + 1, feasible, st),
-        lambda st: st, state)
-    return state, feasible, mask2, value2, error2
-
-  def easy(state):
-    zero = jnp.zeros((c,), jnp.float32)
-    return state, jnp.ones((c,), bool), jnp.zeros((n, c), bool), zero, zero
-
-  state, feasible, mask2, value2, error2 = jax.lax.cond(jnp.any(unresolved), general, easy,
-                                                        state)
-  _, gap, code = state
+def _assemble(ops, s, q_keys, gap, code):
+  """Mask, value and error (float32, rounded once) of the subsets with these codes."""
+  n, c = jax.tree.leaves(q_keys)[0].shape
+  half = n // 2
   bits = jnp.arange(half, dtype=jnp.int32)[:, None]
   mask = jnp.concatenate([(code[None] >> (bits + half)) & 1, (code[None] >> bits) & 1], 0)
   mask = mask == 1
   chosen = _select(mask, q_keys, ops.full((n, c), 0))
   value_q = functools.reduce(ops.add, [_tmap(lambda v: v[i], chosen) for i in range(n)])
-  value = jnp.ldexp(_to_float(ops, value_q), -s)
-  error = jnp.ldexp(_to_float(ops, gap), -s)
+  return mask, jnp.ldexp(_to_float(ops, value_q), -s), jnp.ldexp(_to_float(ops, gap), -s)
+
+
+def _none(ops, c):
+  return (jnp.full((c,), _NONE, jnp.int32), ops.full((c,), _KEY_MAX),
+          jnp.full((c,), _NONE, jnp.int32))
+
+
+def _tier1_chunk(targets, coefficients, epsilon, key_format, n_real, depth):
+  """Tier 1 on one chunk: (mask (n, C), value, error, resolved) for resolved instances."""
+  ops = _KEYS[key_format]
+  c = targets.shape[0]
+  s, _, _, q_keys, qt_key, eps_key = _grid_keys(ops, targets, coefficients, epsilon)
+  half = coefficients.shape[0] // 2
+  count, gap, code = _enumerate(ops, q_keys, qt_key, eps_key, n_real, half, depth,
+                                _none(ops, c))
+  return _assemble(ops, s, q_keys, gap, code) + (count != _NONE,)
+
+
+def _general_chunk(targets, coefficients, epsilon, pending, key_format, depth):
+  """Tiers 2 and 3 on one chunk; tier 3 only serves the ``pending`` instances."""
+  ops = _KEYS[key_format]
+  n, c = coefficients.shape
+  half = n // 2
+  shift = half + 1
+  s, q, qt, q_keys, qt_key, eps_key = _grid_keys(ops, targets, coefficients, epsilon)
+  mask2, value2, error2 = _ss._solve_chunk(targets, coefficients, key_format)
+  chosen = _select(mask2, q_keys, ops.full((n, c), 0))
+  sum2 = functools.reduce(ops.add, [_tmap(lambda v: v[i], chosen) for i in range(n)])
+  feasible = ~ops.less(eps_key, _abs(ops, ops.sub(qt_key, sum2)))
+  steps = ops.from_float(q * float(2**shift))
+  bit = jnp.asarray([1 << (i % half) for i in range(n)], jnp.int32)[:, None]
+  steps = ops.or_low(steps, jnp.broadcast_to(bit, (n, c)))
+  steps = _tmap(lambda v: jnp.stack([v[:half], v[half:]], 1), steps)  # (half, 2, C)
+  t_key = ops.from_float(qt * float(2**shift))
+  wanted = feasible & pending  # no subset of <= depth terms is within eps (tier 1)
+  _, gap, code = jax.lax.cond(
+      jnp.any(wanted),
+      lambda st: _layered(ops, steps, t_key, eps_key, half, shift, depth + 1, wanted, st),
+      lambda st: st, _none(ops, c))
+  mask, value, error = _assemble(ops, s, q_keys, gap, code)
   return (jnp.where(feasible[None], mask, mask2), jnp.where(feasible, value, value2),
           jnp.where(feasible, error, error2), feasible)
 
@@ -438,24 +450,48 @@ def _solve_chunk(targets, coefficients, epsilon, key_format, n_real, depth):
 
 @functools.partial(jax.jit, static_argnames=("key_format", "chunk", "depth"))
 def _solve_flat(targets, coefficients, epsilon, key_format, chunk, depth):
+  """Tier 1 on the whole batch; tiers 2 and 3 only on chunks of unresolved instances."""
   b, n = coefficients.shape
   n_even = n + (n % 2)
-  num_chunks = -(-b // chunk)
-  pad_b = num_chunks * chunk - b
-  coef = jnp.pad(coefficients, ((0, pad_b), (0, n_even - n)))
-  tgt = jnp.pad(targets, (0, pad_b))
-  eps = jnp.pad(epsilon, (0, pad_b), constant_values=1.0)
-  coef = coef.reshape(num_chunks, chunk, n_even).transpose(0, 2, 1)  # batch minor
-  tgt = tgt.reshape(num_chunks, chunk)
-  eps = eps.reshape(num_chunks, chunk)
+  small = min(chunk, _TIER1_CHUNK)
+  total = -(-b // chunk) * chunk
+  coef = jnp.pad(coefficients, ((0, total - b), (0, n_even - n))).T  # batch minor
+  tgt = jnp.pad(targets, (0, total - b))
+  eps = jnp.pad(epsilon, (0, total - b), constant_values=1.0)
 
-  def one(args):
-    with jax.enable_x64(key_format == "int64"):
-      return _solve_chunk(*args, key_format, n, depth)
+  def chunked(size, fn, *args):
+    """lax.map of ``fn`` over chunks of ``size`` instances (last axis), results joined."""
+    split = lambda v: jnp.moveaxis(v.reshape(v.shape[:-1] + (total // size, size)), -2, 0)
+    join = lambda v: jnp.moveaxis(v, 0, -2).reshape(v.shape[1:-1] + (total,))
 
-  mask, value, error, feasible = jax.lax.map(one, (tgt, coef, eps))
-  mask = mask.transpose(0, 2, 1).reshape(num_chunks * chunk, n_even)[:b, :n]
-  return mask, value.reshape(-1)[:b], error.reshape(-1)[:b], feasible.reshape(-1)[:b]
+    def body(a):
+      with jax.enable_x64(key_format == "int64"):
+        return fn(*a)
+
+    return [join(v) for v in jax.lax.map(body, [split(a) for a in args])]
+
+  # Tier 1 in chunks of a few instances: its subset lists then stay in cache.
+  mask, value, error, resolved = chunked(
+      small, functools.partial(_tier1_chunk, key_format=key_format, n_real=n, depth=depth),
+      tgt, coef, eps)
+  # Unresolved instances first (stable), so only the leading chunks run tiers 2 and 3.
+  order = jnp.argsort(resolved.astype(jnp.int32), stable=True)
+  inverse = jnp.argsort(order)
+  todo = ~resolved[order]
+
+  def general(t, c, e, pending):
+    skip = lambda *_: (jnp.zeros(c.shape, bool), jnp.zeros(t.shape, jnp.float32),
+                       jnp.zeros(t.shape, jnp.float32), jnp.zeros(t.shape, bool))
+    run = functools.partial(_general_chunk, key_format=key_format, depth=depth)
+    return jax.lax.cond(jnp.any(pending), run, skip, t, c, e, pending)
+
+  mask2, value2, error2, feasible2 = (
+      v[..., inverse] for v in chunked(chunk, general, tgt[order], coef[:, order], eps[order],
+                                       todo))
+  mask = jnp.where(resolved, mask, mask2).T[:b, :n]
+  value, error = jnp.where(resolved, value, value2), jnp.where(resolved, error, error2)
+  feasible = resolved | feasible2
+  return mask, value[:b], error[:b], feasible[:b]
 
 
 def solve_fewest_terms(
