@@ -8,36 +8,38 @@ subset is within ``eps`` the instance is *infeasible* and the answer is exactly 
 ``feasible = False``. Sparser tickets: at ``n = 21`` and ``eps = 0.01`` the minimum-error
 subset uses about ``n / 2`` terms, the sparsest about 2.
 
-Algorithm (three tiers per chunk of instances; sorting networks, slices and elementwise
-selects only, batch minor; a tier runs only if some instance of the chunk still needs it,
-decided by ``lax.cond``):
+Algorithm (three tiers; sorting networks, slices and elementwise selects, batch minor):
 
-1. *Enumeration of small subsets.* Every subset of at most ``K0`` terms (default 3, see
+1. *Enumeration of small subsets*, for every instance (in chunks of 8 instances, which
+   keeps the lists in cache). Every subset of at most ``K0`` terms (default 3, see
    ``default_enumerated_terms``) is summed exactly, level by level in colexicographic
    order (a level is static slices of the previous one plus one coefficient). If an
    instance has a subset within ``eps`` of at most ``K0`` terms, the first such level holds
    its optimum, since every smaller subset was checked. At ``n = 21``, ``eps = 0.01`` this
-   settles essentially every random instance, and the whole solve costs less than
-   ``solve_subset_sum``.
+   settles essentially every random instance.
+   The unresolved instances are then moved to the front (a stable argsort of one flag per
+   instance), and tiers 2-3 run chunk by chunk under ``lax.cond``: chunks without an
+   unresolved instance cost nothing.
 2. *Minimum error.* ``solve_subset_sum``'s own chunk solver gives the minimum error, hence
    feasibility, and the answer for infeasible instances (bit for bit its answer).
-3. *Popcount-layered meet in the middle* (only if some feasible instance needs more than
-   ``K0`` terms). Each half's ``2^a`` subset sums (``a = ceil(n / 2)``) are generated
-   sorted by (number of terms, value): the usual merge-based generation, with keys that
-   carry the popcount as a more significant word, so layer ``p`` is a static slice. For a
-   pair of layers ``(p_a, p_b)`` the closest sum to the target is the closest adjacent pair
-   of different origin in the bitonic merge of ``A_{p_a}`` with ``t - B_{p_b}`` (padded
-   with sentinels to a power of two; pairs of equal padded size share one network). Levels
-   ``k = p_a + p_b > K0`` are processed in increasing order, in stages of 1, 1, 2, 4, ...
-   levels, each only while some feasible instance is unresolved: the first level with a
-   pair within ``eps`` is the minimum count, its closest pair the minimum error.
+3. *Popcount-layered meet in the middle* (only if some feasible instance of the chunk needs
+   more than ``K0`` terms). Each half's ``2^a`` subset sums (``a = ceil(n / 2)``) are
+   generated sorted by (number of terms, value): the usual merge-based generation with a
+   comparator that first compares the popcounts of the keys' index bits, so layer ``p`` is
+   a static slice. For a pair of layers ``(p_a, p_b)`` the closest sum to the target is
+   the closest adjacent pair of different origin in the bitonic merge of ``A_{p_a}`` with
+   ``t - B_{p_b}`` (padded with sentinels to a power of two; pairs of equal padded size
+   share one network). Levels ``k = p_a + p_b > K0`` are processed in increasing order, in
+   stages of 1, 1, 1, 2, 4, ... levels, each only while some instance is unresolved: the
+   first level with a pair within ``eps`` is the minimum count, its closest pair the
+   minimum error.
 
 Merges here use Stone's shuffle-exchange form of the bitonic merge (all stages identical,
 one ``fori_loop`` body), which keeps the compiled program small.
 
 Cost per instance: tier 1 is ``sum_{k <= K0} C(n, k)`` key additions and compares (1,562
 subsets at ``n = 21``); tier 2 is ``solve_subset_sum`` (``O(a^2 2^a)`` compare-exchanges);
-tier 3 is one more generation (with a two-word compare) plus, per level ``k``,
+tier 3 is one more generation (with the popcount compare) plus, per level ``k``,
 ``sum_{p} (C(a, p) + C(a, k - p))`` keys merged in ``O(a)`` stages (at most about two
 full meet-in-the-middle merges per level; all levels together about ``(a + 1) 2^(a+1)``
 keys). Memory is bounded by chunking (``chunk_keys``).
@@ -92,7 +94,7 @@ from lth_jax.subset_sum import (
 MAX_N = 30  # the subset code (index_A, index_B) is one int32 below 2^30
 _KEY_MAX = (1 << 63) - 1
 _NONE = 1 << 30  # "no candidate" count / code
-_TIER1_CHUNK = 8  # instances per tier-1 pass (measured: 2x faster than 64 at n = 21)
+_TIER1_CHUNK = 8  # instances per tier-1 chunk (measured: 2x faster than 64 at n = 21)
 
 
 class FewestTermsResult(NamedTuple):
@@ -510,9 +512,11 @@ def solve_fewest_terms(
       never chosen by a feasible answer.
     epsilon: float ``> 0``, scalar or broadcastable to ``batch``: the tolerance on
       ``|target - sum|`` (decided exactly on the instance's grid, see the module doc).
-    key_format: ``"int64"`` or ``"int32x2"``; default per backend. Identical results.
-    chunk_keys: memory bound, as in ``solve_subset_sum`` (instances per chunk =
-      ``chunk_keys / 2^(ceil(n/2) + 1)``); tier 3 needs a few times more memory per key.
+    key_format: ``"int64"`` or ``"int32x2"``; default per backend. Identical results
+      (see the module doc for infeasible instances' last bit).
+    chunk_keys: memory bound of tiers 2-3, as in ``solve_subset_sum`` (instances per
+      chunk about ``chunk_keys / 2^(ceil(n/2) + 1)``); tier 3's last stage holds up to
+      about ``(ceil(n/2) + 1) / 2`` times more keys. Tier 1 works on 8 instances at a time.
     max_enumerated_terms: tier-1 depth ``K0`` (subsets of at most this many terms are
       enumerated directly); default ``default_enumerated_terms(n)``. Only speed and
       exact-tie choices depend on it.
