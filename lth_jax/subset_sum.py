@@ -29,7 +29,10 @@ Exactness: with ``S = |t| + sum|c|`` the grid is ``2^-s`` with ``2^(s + a + 3) *
 2^63``; every float32 input whose magnitude is at least ``2^(24 - s)`` lies exactly on the
 grid, so the optimum over all ``2^n`` subsets is found in exact integer arithmetic. (For
 ``n = 21`` and ``|c| <= 1`` the grid step is about ``3e-14``, so every float32 input
-``>= 2^-21`` is exact; smaller inputs are rounded to the grid.)
+``>= 2^-21`` is exact; smaller inputs are rounded to the grid.) Subnormal float32 inputs
+(``|x| < 1.18e-38``) count as zero, as in all XLA arithmetic (flush-to-zero on CPU, GPU
+and TPU), so ``value`` and ``error`` may differ from a float64 re-evaluation by at most
+that much per term.
 """
 
 from __future__ import annotations
