@@ -50,7 +50,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from lth_jax import supermask
+from lth_jax import results, supermask
 
 ARCHS = ("fc2", "fc4", "lenet5")
 VARIANTS = ("linear", "relu", "wide", "dense")
@@ -628,30 +628,6 @@ def export_sweep_masks(result: EdgePopupResult, directory: str | os.PathLike, *,
 # ----------------------------------------------------------------------------- experiment
 
 
-def _atomic_write_text(path: pathlib.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        supermask._replace_atomically(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_jsonl(path: str | os.PathLike, rows: Sequence[dict]) -> pathlib.Path:
-    """Atomically (temp file + rename) writes one JSON object per line."""
-    path = pathlib.Path(path)
-    _atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    return path
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def validate_config(config) -> None:
     """Raises ValueError naming the offending `config.<field>`."""
     def bad(field, msg):
@@ -714,7 +690,8 @@ def _prepare_out_dir(out_dir: pathlib.Path, fingerprint: dict, overwrite: bool) 
                                       "pass --overwrite to replace it")
             logging.info("resuming the run in %s", out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out_dir / _RUN_FILE, json.dumps(fingerprint, indent=1, sort_keys=True))
+    results.atomic_write_text(out_dir / _RUN_FILE,
+                              json.dumps(fingerprint, indent=1, sort_keys=True))
 
 
 def run_experiment(config, out_dir: str | os.PathLike, *, dataset: str = "fashion_mnist",
@@ -761,7 +738,7 @@ def run_experiment(config, out_dir: str | os.PathLike, *, dataset: str = "fashio
         lr = config.optim.lr_lenet5 if arch == "lenet5" else config.optim.lr_fc
 
         def epoch_done(epoch, rows, _name=name):
-            write_jsonl(out_dir / "results.jsonl", done_rows + rows)
+            results.write_jsonl(out_dir / "results.jsonl", done_rows + rows)
             if on_epoch_end is not None:
                 on_epoch_end(_name, epoch)
 
@@ -776,14 +753,14 @@ def run_experiment(config, out_dir: str | os.PathLike, *, dataset: str = "fashio
                        "test_examples": len(test_y)})
         if config.export_masks and net.is_supermask:
             export_sweep_masks(result, out_dir / "masks" / name, method=config.topk_method)
-        _atomic_write_text(done_file, json.dumps(result.rows))
+        results.atomic_write_text(done_file, json.dumps(result.rows))
         done_rows += result.rows
-        write_jsonl(out_dir / "results.jsonl", done_rows)
+        results.write_jsonl(out_dir / "results.jsonl", done_rows)
         if not config.keep_checkpoints:
             shutil.rmtree(out_dir / "checkpoints" / name, ignore_errors=True)
         plot_accuracy_vs_params([r for r in done_rows if r["arch"] == arch],
                                 out_dir / f"edge_popup_{arch}.png", dataset=dataset)
-    write_jsonl(out_dir / "results.jsonl", done_rows)
+    results.write_jsonl(out_dir / "results.jsonl", done_rows)
     for arch in config.archs:  # also (re)draws figures of sweeps finished by an earlier run
         plot_accuracy_vs_params([r for r in done_rows if r["arch"] == arch],
                                 out_dir / f"edge_popup_{arch}.png", dataset=dataset)

@@ -78,7 +78,14 @@ def to_jsonable(value: Any) -> Any:
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping]) -> pathlib.Path:
-  """One JSON object per line (keys sorted), written atomically."""
+  """Writes one JSON object per line (keys sorted, values through ``to_jsonable``) and
+  returns the path. The library's only JSON-lines writer.
+
+  Atomic: all rows are serialised first, then written to a temporary file in the
+  destination directory and renamed over ``path``, so readers (and a resumed run) see
+  the previous complete file or the new one, never a partial one. A run that grows its
+  results rewrites the whole file each time (``write_jsonl(path, old_rows + new_rows)``).
+  """
   lines = [json.dumps(to_jsonable(r), sort_keys=True) + "\n" for r in rows]
   return atomic_write_text(path, "".join(lines))
 
