@@ -39,7 +39,6 @@ import math
 import os
 import pathlib
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -50,6 +49,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from lth_jax import masks as masks_lib
 from lth_jax import results, supermask
 
 ARCHS = ("fc2", "fc4", "lenet5")
@@ -312,7 +312,7 @@ def apply_edge_popup(net: EdgePopupNet, frozen: Params, trainable: Params, image
 def ticket_masks(net: EdgePopupNet, frozen: Params, trainable: Params, keep_fraction,
                  *, method: str = "bisect") -> Params:
     """Boolean masks shaped like the network's weights (`frozen`), None for the convolutions
-    (never pruned): the layout `supermask.to_jaxpruner_masks` and `save_masks_npz` take."""
+    (never pruned): the layout `masks.to_jaxpruner` and `masks.save_masks_npz` take."""
     if not net.is_supermask:
         raise ValueError("the dense baseline has no mask")
     masks = supermask.topk_masks(trainable, keep_fraction, method=method)
@@ -610,7 +610,7 @@ def train_sweep(net: EdgePopupNet, train_images: np.ndarray, train_labels: np.nd
 def export_sweep_masks(result: EdgePopupResult, directory: str | os.PathLike, *,
                        method: str = "bisect", packbits: bool = True) -> list[pathlib.Path]:
     """Writes one `.npz` mask file per (seed, keep_fraction) of a supermask sweep:
-    `{directory}/seed{seed}_keep{keep:.4f}.npz` (see `supermask.save_masks_npz`)."""
+    `{directory}/seed{seed}_keep{keep:.4f}.npz` (see `lth_jax.masks.save_masks_npz`)."""
     net = result.net
     if not net.is_supermask:
         return []
@@ -621,7 +621,7 @@ def export_sweep_masks(result: EdgePopupResult, directory: str | os.PathLike, *,
             trainable_m = jax.tree_util.tree_map(lambda a: a[si, li], result.trainable)
             masks = ticket_masks(net, frozen_s, trainable_m, keep, method=method)
             path = pathlib.Path(directory) / f"seed{seed}_keep{keep:.4f}.npz"
-            paths.append(supermask.save_masks_npz(path, masks, packbits=packbits))
+            paths.append(masks_lib.save_masks_npz(path, masks, pack=packbits))
     return paths
 
 
@@ -841,15 +841,7 @@ def plot_accuracy_vs_params(rows: Sequence[dict], path: str | os.PathLike, *,
     ax.grid(True, which="both", ls=":", alpha=0.6)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        supermask._replace_atomically(tmp, path)
+        return results.save_figure(fig, path, dpi=120, bbox_inches=None)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path

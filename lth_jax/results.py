@@ -1,8 +1,8 @@
 """Small helpers for experiment outputs: atomic files, an output-directory guard, ETA logs.
 
-* ``atomic_write_text`` / ``write_jsonl`` / ``save_figure``: write to a temporary file in the
-  destination directory, then ``os.replace`` it into place, so a killed run never leaves a
-  half-written file under the final name.
+* ``atomic_write_bytes`` / ``atomic_write_text`` / ``write_jsonl`` / ``save_figure``: write to
+  a temporary file in the destination directory, then ``os.replace`` it into place, so a
+  killed run never leaves a half-written file under the final name.
 * ``prepare_out_dir``: refuses to write into an existing non-empty directory unless
   ``overwrite`` is set (then the directory's contents are removed first).
 * ``check_finite_rows``: the NaN/Inf check applied to every logged measurement.
@@ -34,14 +34,16 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give (mkstemp makes 0600 files)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
-  """Writes ``text`` to ``path`` via a temporary file and a rename (atomic on POSIX)."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> pathlib.Path:
+  """Writes ``data`` to ``path`` via a temporary file in the same directory and a rename
+  (atomic on POSIX); creates the parent directories. The file gets the mode ``open()``
+  would give it."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
     os.chmod(tmp, _FILE_MODE)
     os.replace(tmp, path)
   except BaseException:
@@ -49,6 +51,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
       os.remove(tmp)
     raise
   return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
+  """Writes ``text`` (UTF-8) to ``path`` atomically, like ``atomic_write_bytes``."""
+  return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def to_jsonable(value: Any) -> Any:
@@ -96,14 +103,16 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> pathlib.Path:
-  """Saves a matplotlib figure as PNG atomically (temporary file, then rename)."""
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120,
+                bbox_inches: str | None = "tight") -> pathlib.Path:
+  """Saves a matplotlib figure as PNG atomically (temporary file, then rename);
+  ``bbox_inches=None`` keeps the figure's own size instead of cropping it."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
   os.close(fd)
   try:
-    fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+    fig.savefig(tmp, dpi=dpi, format="png", bbox_inches=bbox_inches)
     os.chmod(tmp, _FILE_MODE)
     os.replace(tmp, path)
   except BaseException:

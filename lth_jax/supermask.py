@@ -19,28 +19,27 @@ straight-through function to `scores.abs()`), so
 
     d loss / d score = d loss / d(weight * mask) * weight * sign(score).
 
-Export. Masks are written in google-research/jaxpruner's layout: a pytree shaped like the
-model's params whose leaves are uint8 0/1 arrays, with `None` for leaves that are never
-pruned (for example frozen convolutions), optionally bit-packed along the last axis with
-`jnp.packbits`; and as `.npz` files keyed by the flattened path ("fc1/weight2").
+Export. `lth_jax.masks` writes masks in google-research/jaxpruner's layout (a pytree shaped
+like the model's params whose leaves are uint8 0/1 arrays, with `None` for leaves that are
+never pruned, for example frozen convolutions; optionally bit-packed with `jnp.packbits`) and
+as `.npz` files keyed by the flattened path ("fc1/weight2"). The export functions here are
+thin wrappers over it.
 """
 
 from __future__ import annotations
 
 import functools
-import io
-import json
 import os
 import pathlib
-import tempfile
 from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lth_jax import masks as masks_lib
+
 TOPK_METHODS = ("bisect", "sort")
-_NPZ_META_KEY = "__lth_jax_masks__"
 
 
 # ----------------------------------------------------------------------------- counts
@@ -231,110 +230,28 @@ def masked_weight(weight: jax.Array, score: jax.Array, mask: jax.Array) -> jax.A
 # ----------------------------------------------------------------------------- export
 
 
+# Thin wrappers over `lth_jax.masks`, the one implementation of the jaxpruner layout and of
+# mask `.npz` files (kept for the edge-popup code and its tests).
+
+
 def to_jaxpruner_masks(masks: Any, *, packbits: bool = False) -> Any:
-    """Converts a params-shaped pytree of boolean/0-1 masks (None = unpruned leaf) to jaxpruner's
-    layout: uint8 0/1 leaves, or with `packbits=True` uint8 bytes packed along the last axis
-    (`jnp.packbits(mask, axis=-1)`; unpack with `unpack_masks`)."""
-    def convert(m):
-        if m is None:
-            return None
-        m = jnp.asarray(m).astype(jnp.uint8)
-        return jnp.packbits(m, axis=-1) if packbits else m
-    return jax.tree_util.tree_map(convert, masks, is_leaf=lambda x: x is None)
+    """`lth_jax.masks.to_jaxpruner`: uint8 0/1 leaves (None = unpruned), with `packbits=True`
+    bit-packed like jaxpruner's packed masks (unpack with `unpack_masks`)."""
+    return masks_lib.to_jaxpruner(masks, pack=packbits)
 
 
 def unpack_masks(packed: Any, like: Any) -> Any:
-    """Inverse of `to_jaxpruner_masks(..., packbits=True)`: `like` gives each leaf's shape
-    (arrays or ShapeDtypeStructs; None where the mask is None)."""
-    def unpack(p, ref):
-        if p is None:
-            return None
-        n = ref.shape[-1]
-        return jnp.unpackbits(jnp.asarray(p, jnp.uint8), axis=-1, count=n).reshape(ref.shape)
-    return jax.tree_util.tree_map(unpack, packed, like, is_leaf=lambda x: x is None)
-
-
-def _flatten_dict(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        key = str(key)
-        if "/" in key:
-            raise ValueError(f"mask tree key {key!r} contains '/', the path separator")
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten_dict(value, path + "/"))
-        else:
-            flat[path] = value
-    return flat
-
-
-def _unflatten_dict(flat: Mapping[str, Any]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        *parents, leaf = path.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return tree
-
-
-def _replace_atomically(tmp: str, path: pathlib.Path) -> None:
-    """Gives the temporary file the usual permissions (mkstemp makes it 0600), then renames it."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+    """`lth_jax.masks.from_jaxpruner`: inverse of `to_jaxpruner_masks(..., packbits=True)`."""
+    return masks_lib.from_jaxpruner(packed, like)
 
 
 def save_masks_npz(path: str | os.PathLike, masks: Mapping, *,
                    packbits: bool = False) -> pathlib.Path:
-    """Writes a nested-dict mask tree (None = unpruned) to `path` (.npz), atomically.
-
-    Keys are the flattened paths ("fc1/weight2"); a JSON entry records every path, its shape,
-    whether it is None and whether it is bit-packed, so `load_masks_npz` restores the tree.
-    """
-    path = pathlib.Path(path)
-    flat = _flatten_dict(masks)
-    arrays, meta = {}, {"format": 1, "packbits": bool(packbits), "leaves": {}}
-    for key, m in flat.items():
-        if m is None:
-            meta["leaves"][key] = None
-            continue
-        m = np.asarray(m).astype(np.uint8)
-        if m.size and m.max() > 1:
-            raise ValueError(f"mask {key!r} has values other than 0 and 1")
-        meta["leaves"][key] = list(m.shape)
-        arrays[key] = np.packbits(m, axis=-1) if packbits else m
-    arrays[_NPZ_META_KEY] = np.array(json.dumps(meta))
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-        _replace_atomically(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    """`lth_jax.masks.save_masks_npz`: the mask tree as a self-describing `.npz`, atomically."""
+    return masks_lib.save_masks_npz(path, masks, pack=packbits)
 
 
 def load_masks_npz(path: str | os.PathLike) -> dict:
-    """Reads a file written by `save_masks_npz`: nested dict of uint8 0/1 numpy arrays (always
-    unpacked to their original shapes) with None for unpruned leaves."""
-    with np.load(path, allow_pickle=False) as data:
-        if _NPZ_META_KEY not in data:
-            raise ValueError(f"{path}: not a mask file written by save_masks_npz")
-        meta = json.loads(str(data[_NPZ_META_KEY]))
-        flat = {}
-        for key, shape in meta["leaves"].items():
-            if shape is None:
-                flat[key] = None
-                continue
-            m = data[key]
-            if meta["packbits"]:
-                m = np.unpackbits(m, axis=-1, count=shape[-1])
-            flat[key] = m.reshape(shape).astype(np.uint8)
-    return _unflatten_dict(flat)
+    """`lth_jax.masks.load_masks_npz` without `like`: nested dict of uint8 0/1 numpy arrays
+    (unpacked to their original shapes), None for unpruned leaves."""
+    return masks_lib.load_masks_npz(path)

@@ -1,5 +1,7 @@
 """Mask helpers: application, jaxpruner layout, bit packing and .npz round trips."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,3 +49,43 @@ def test_dense_masks_shapes_match_dense_params():
   assert [m.shape for m in dm] == [k.shape for k in L.dense_params(net)]
   # an all-ones structured mask keeps exactly the block-diagonal M1 entries and all of M2
   assert int(dm[0].sum()) == 3 * 2 and int(dm[1].sum()) == dm[1].size
+
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_npz_is_self_describing_and_packs_like_jaxpruner(tmp_path, pack):
+  rng = np.random.default_rng(1)
+  masks = {"fc1": {"kernel": rng.integers(0, 2, (7, 5)).astype(bool)},
+           "u": [jnp.asarray(rng.integers(0, 2, (3, 4, 2)), jnp.uint8)], "conv": None}
+  path = L.save_masks_npz(tmp_path / "sub" / "m.npz", masks, pack=pack)
+  with np.load(path) as data:
+    assert sorted(data.files) == ["__lth_jax_masks__", "fc1/kernel", "u/0"]
+    if pack:  # the stored bytes are exactly jaxpruner's packed masks
+      np.testing.assert_array_equal(data["fc1/kernel"],
+                                    L.to_jaxpruner(masks, pack=True)["fc1"]["kernel"])
+  rebuilt = L.load_masks_npz(path)  # no `like`: nested dicts from the file's JSON entry
+  assert rebuilt["conv"] is None and set(rebuilt["u"]) == {"0"}
+  np.testing.assert_array_equal(rebuilt["fc1"]["kernel"], masks["fc1"]["kernel"])
+  assert rebuilt["u"]["0"].dtype == np.uint8 and rebuilt["u"]["0"].shape == (3, 4, 2)
+  shaped = L.load_masks_npz(path, masks)
+  for a, b in zip(jax.tree.leaves(masks), jax.tree.leaves(shaped)):
+    np.testing.assert_array_equal(np.asarray(a, np.uint8), np.asarray(b))
+  with pytest.raises(ValueError, match="0 and 1"):
+    L.save_masks_npz(tmp_path / "bad.npz", {"a": np.array([0, 2])})
+  with pytest.raises(ValueError, match="'/'"):
+    L.save_masks_npz(tmp_path / "bad.npz", {"a/b": np.array([0, 1])})
+
+
+def test_npz_reads_older_files(tmp_path):
+  m = np.random.default_rng(2).integers(0, 2, (3, 11)).astype(np.uint8)
+  # Format 1 (edge-popup masks before lth_jax.masks wrote them): packed along the last axis.
+  meta = {"format": 1, "packbits": True, "leaves": {"fc1/kernel": [3, 11], "conv": None}}
+  np.savez(tmp_path / "v1.npz", **{"fc1/kernel": np.packbits(m, axis=-1),
+                                   "__lth_jax_masks__": np.array(json.dumps(meta))})
+  old = L.load_masks_npz(tmp_path / "v1.npz")
+  assert old["conv"] is None
+  np.testing.assert_array_equal(old["fc1"]["kernel"], m)
+  # Ticket files without the JSON entry load into the structure of `like` only.
+  np.savez(tmp_path / "plain.npz", **{"u/0": m})
+  np.testing.assert_array_equal(L.load_masks_npz(tmp_path / "plain.npz", {"u": [m]})["u"][0], m)
+  with pytest.raises(ValueError, match="like"):
+    L.load_masks_npz(tmp_path / "plain.npz")
