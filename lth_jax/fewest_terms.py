@@ -417,14 +417,16 @@ def _tier1_chunk(targets, coefficients, epsilon, key_format, n_real, depth):
   return _assemble(ops, s, q_keys, gap, code) + (count != _NONE,)
 
 
-def _general_chunk(targets, coefficients, epsilon, pending, key_format, depth):
+def _general_chunk(targets, coefficients, epsilon, pending, key_format, n_real, depth):
   """Tiers 2 and 3 on one chunk; tier 3 only serves the ``pending`` instances."""
   ops = _KEYS[key_format]
   n, c = coefficients.shape
   half = n // 2
   shift = half + 1
   s, q, qt, q_keys, qt_key, eps_key = _grid_keys(ops, targets, coefficients, epsilon)
-  mask2, value2, error2 = _ss._solve_chunk(targets, coefficients, key_format)
+  # Unpadded, so infeasible instances get solve_subset_sum's answer bit for bit.
+  mask2, value2, error2 = _ss._solve_chunk(targets, coefficients[:n_real], key_format)
+  mask2 = jnp.pad(mask2, ((0, n - n_real), (0, 0)))
   chosen = _select(mask2, q_keys, ops.full((n, c), 0))
   sum2 = functools.reduce(ops.add, [_tmap(lambda v: v[i], chosen) for i in range(n)])
   feasible = ~ops.less(eps_key, _abs(ops, ops.sub(qt_key, sum2)))
@@ -482,7 +484,8 @@ def _solve_flat(targets, coefficients, epsilon, key_format, chunk, depth):
   def general(t, c, e, pending):
     skip = lambda *_: (jnp.zeros(c.shape, bool), jnp.zeros(t.shape, jnp.float32),
                        jnp.zeros(t.shape, jnp.float32), jnp.zeros(t.shape, bool))
-    run = functools.partial(_general_chunk, key_format=key_format, depth=depth)
+    run = functools.partial(_general_chunk, key_format=key_format, n_real=n,
+                            depth=depth)
     return jax.lax.cond(jnp.any(pending), run, skip, t, c, e, pending)
 
   mask2, value2, error2, feasible2 = (
