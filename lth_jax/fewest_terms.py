@@ -88,7 +88,6 @@ from lth_jax.subset_sum import (
     _quantise,
     _reduce_min,
     _tmap,
-    default_key_format,
 )
 
 MAX_N = 30  # the subset code (index_A, index_B) is one int32 below 2^30
@@ -534,33 +533,13 @@ def solve_fewest_terms(
       checks cannot raise; such instances return ``error = value = nan``, an empty mask,
       ``count = 0`` and ``feasible = False``.
   """
-  targets = jnp.asarray(targets, jnp.float32)
-  coefficients = jnp.asarray(coefficients, jnp.float32)
   epsilon = jnp.asarray(epsilon, jnp.float32)
-  if coefficients.ndim == 0:
-    raise ValueError("coefficients must have at least one axis (the subset axis, last)")
+  targets, coefficients, batch, key_format = _ss.validate_batch(
+      targets, coefficients, key_format, max_n=MAX_N, others=(("epsilon", epsilon),),
+      why=lambda n: (f"solve_fewest_terms does meet in the middle over 2^{(n + 1) // 2} sums "
+                     "per half with subset codes in 31 bits"))
   n = coefficients.shape[-1]
-  if n == 0:
-    raise ValueError("coefficients has an empty last axis: need at least 1 coefficient")
-  if n > MAX_N:
-    raise ValueError(
-        f"n = {n} coefficients per instance is beyond the supported maximum {MAX_N} for "
-        f"solve_fewest_terms (meet in the middle over 2^{(n + 1) // 2} sums per half, "
-        "subset codes in 31 bits)")
-  try:
-    batch = jnp.broadcast_shapes(targets.shape, coefficients.shape[:-1], epsilon.shape)
-  except ValueError as e:
-    raise ValueError(
-        f"targets shape {targets.shape}, coefficients batch shape {coefficients.shape[:-1]} "
-        f"(coefficients are batch + (n,)) and epsilon shape {epsilon.shape} do not "
-        "broadcast") from e
   size = int(np.prod(batch)) if batch else 1
-  if size == 0:
-    raise ValueError(f"empty batch: targets shape {targets.shape}, coefficients shape "
-                     f"{coefficients.shape}")
-  key_format = key_format or default_key_format()
-  if key_format not in _KEYS:
-    raise ValueError(f"key_format must be one of {sorted(_KEYS)}, got {key_format!r}")
   depth = default_enumerated_terms(n) if max_enumerated_terms is None else max_enumerated_terms
   if not isinstance(depth, (int, np.integer)) or depth < 0:
     raise ValueError(f"max_enumerated_terms must be an int >= 0, got {depth!r}")
@@ -571,13 +550,6 @@ def solve_fewest_terms(
       raise ValueError(
           f"epsilon must be finite and > 0: got {int(np.sum(~np.isfinite(e)))} NaN/Inf and "
           f"{int(np.sum(e <= 0))} value(s) <= 0")
-  if _is_concrete(targets) and _is_concrete(coefficients):
-    bad_t = ~np.isfinite(np.asarray(targets))
-    bad_c = ~np.isfinite(np.asarray(coefficients))
-    if bad_t.any() or bad_c.any():
-      raise ValueError(
-          f"non-finite input: {int(bad_t.sum())} NaN/Inf target(s), {int(bad_c.sum())} "
-          "NaN/Inf coefficient(s)")
   flat_t = jnp.broadcast_to(targets, batch).reshape(-1)
   flat_c = jnp.broadcast_to(coefficients, batch + (n,)).reshape(-1, n)
   flat_e = jnp.broadcast_to(epsilon, batch).reshape(-1)

@@ -451,6 +451,57 @@ def _is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
+def validate_batch(targets, coefficients, key_format, *, max_n, why, others=()):
+  """Shared input checks of the exact solvers; returns float32 inputs and the batch shape.
+
+  Args:
+    targets, coefficients: as in ``solve_subset_sum``.
+    key_format: ``None`` (per backend) or a name in ``_KEYS``.
+    max_n: the solver's largest ``n``.
+    why: ``n -> str``, the reason quoted when ``n > max_n``.
+    others: further ``(name, array)`` pairs whose shapes join the batch broadcast.
+
+  Returns:
+    ``(targets f32, coefficients f32, batch shape, key_format)``.
+
+  Raises:
+    ValueError: empty inputs, ``n`` out of range, shapes that do not broadcast, an unknown
+      key format, or (outside a trace) NaN/Inf targets or coefficients.
+  """
+  targets = jnp.asarray(targets, jnp.float32)
+  coefficients = jnp.asarray(coefficients, jnp.float32)
+  if coefficients.ndim == 0:
+    raise ValueError("coefficients must have at least one axis (the subset axis, last)")
+  n = coefficients.shape[-1]
+  if n == 0:
+    raise ValueError("coefficients has an empty last axis: need at least 1 coefficient")
+  if n > max_n:
+    raise ValueError(f"n = {n} coefficients per instance is beyond the supported maximum "
+                     f"{max_n}: {why(n)}")
+  shapes = [targets.shape, coefficients.shape[:-1]] + [jnp.shape(v) for _, v in others]
+  try:
+    batch = jnp.broadcast_shapes(*shapes)
+  except ValueError as e:
+    extra = "".join(f", {name} shape {jnp.shape(v)}" for name, v in others)
+    raise ValueError(
+        f"targets shape {targets.shape} does not broadcast with coefficients batch shape "
+        f"{coefficients.shape[:-1]} (coefficients are batch + (n,)){extra}") from e
+  if (int(np.prod(batch)) if batch else 1) == 0:
+    raise ValueError(f"empty batch: targets shape {targets.shape}, coefficients shape "
+                     f"{coefficients.shape}")
+  key_format = key_format or default_key_format()
+  if key_format not in _KEYS:
+    raise ValueError(f"key_format must be one of {sorted(_KEYS)}, got {key_format!r}")
+  if _is_concrete(targets) and _is_concrete(coefficients):
+    bad_t = ~np.isfinite(np.asarray(targets))
+    bad_c = ~np.isfinite(np.asarray(coefficients))
+    if bad_t.any() or bad_c.any():
+      raise ValueError(
+          f"non-finite input: {int(bad_t.sum())} NaN/Inf target(s), {int(bad_c.sum())} "
+          "NaN/Inf coefficient(s)")
+  return targets, coefficients, batch, key_format
+
+
 def solve_subset_sum(
     targets: chex.Array,
     coefficients: chex.Array,
@@ -479,37 +530,11 @@ def solve_subset_sum(
       (when called outside a trace) NaN/Inf inputs. Inside ``jit`` the finiteness check
       cannot raise; non-finite instances then return ``error = nan``.
   """
-  targets = jnp.asarray(targets, jnp.float32)
-  coefficients = jnp.asarray(coefficients, jnp.float32)
-  if coefficients.ndim == 0:
-    raise ValueError("coefficients must have at least one axis (the subset axis, last)")
+  targets, coefficients, batch, key_format = validate_batch(
+      targets, coefficients, key_format, max_n=MAX_N,
+      why=lambda n: f"meet-in-the-middle needs 2^{(n + 1) // 2 + 1} keys (x8 bytes) per instance")
   n = coefficients.shape[-1]
-  if n == 0:
-    raise ValueError("coefficients has an empty last axis: need at least 1 coefficient")
-  if n > MAX_N:
-    raise ValueError(
-        f"n = {n} coefficients per instance is beyond the supported maximum {MAX_N}: "
-        f"meet-in-the-middle needs 2^{(n + 1) // 2 + 1} keys (x8 bytes) per instance")
-  try:
-    batch = jnp.broadcast_shapes(targets.shape, coefficients.shape[:-1])
-  except ValueError as e:
-    raise ValueError(
-        f"targets shape {targets.shape} does not broadcast with coefficients batch shape "
-        f"{coefficients.shape[:-1]} (coefficients are batch + (n,))") from e
   size = int(np.prod(batch)) if batch else 1
-  if size == 0:
-    raise ValueError(f"empty batch: targets shape {targets.shape}, coefficients shape "
-                     f"{coefficients.shape}")
-  key_format = key_format or default_key_format()
-  if key_format not in _KEYS:
-    raise ValueError(f"key_format must be one of {sorted(_KEYS)}, got {key_format!r}")
-  if _is_concrete(targets) and _is_concrete(coefficients):
-    bad_t = ~np.isfinite(np.asarray(targets))
-    bad_c = ~np.isfinite(np.asarray(coefficients))
-    if bad_t.any() or bad_c.any():
-      raise ValueError(
-          f"non-finite input: {int(bad_t.sum())} NaN/Inf target(s), {int(bad_c.sum())} "
-          "NaN/Inf coefficient(s)")
   flat_t = jnp.broadcast_to(targets, batch).reshape(-1)
   flat_c = jnp.broadcast_to(coefficients, batch + (n,)).reshape(-1, n)
   chunk = _chunk_size(n + n % 2, size, chunk_keys)
