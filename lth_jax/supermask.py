@@ -46,153 +46,153 @@ TOPK_METHODS = ("bisect", "sort")
 
 
 def kept_count(size: int, keep_fraction) -> jax.Array:
-    """Number of entries kept in a tensor of `size` entries: clip(round(f * size), 1, size).
+  """Number of entries kept in a tensor of `size` entries: clip(round(f * size), 1, size).
 
-    `keep_fraction` may be a Python float or a traced scalar (e.g. inside `jax.vmap`). The
-    product is formed in float32 so that host-side counts equal the ones used under jit.
-    """
-    f = jnp.asarray(keep_fraction, jnp.float32)
-    k = jnp.round(f * jnp.float32(size)).astype(jnp.int32)
-    return jnp.clip(k, 1, size)
+  `keep_fraction` may be a Python float or a traced scalar (e.g. inside `jax.vmap`). The
+  product is formed in float32 so that host-side counts equal the ones used under jit.
+  """
+  f = jnp.asarray(keep_fraction, jnp.float32)
+  k = jnp.round(f * jnp.float32(size)).astype(jnp.int32)
+  return jnp.clip(k, 1, size)
 
 
 def kept_count_host(size: int, keep_fraction: float) -> int:
-    """`kept_count` as a Python int, computed with numpy float32 (no device round trip)."""
-    k = int(np.round(np.float32(keep_fraction) * np.float32(size)))
-    return min(max(k, 1), int(size))
+  """`kept_count` as a Python int, computed with numpy float32 (no device round trip)."""
+  k = int(np.round(np.float32(keep_fraction) * np.float32(size)))
+  return min(max(k, 1), int(size))
 
 
 # ----------------------------------------------------------------------------- top-k masks
 
 
 def _magnitude_bits(scores: jax.Array) -> jax.Array:
-    """|scores| as int32 bit patterns: for non-negative floats the integer order is the float
-    order, so a threshold search over integers is exact (NaN sorts above +inf)."""
-    a = jnp.abs(scores.astype(jnp.float32))
-    return jax.lax.bitcast_convert_type(a, jnp.int32)
+  """|scores| as int32 bit patterns: for non-negative floats the integer order is the float
+  order, so a threshold search over integers is exact (NaN sorts above +inf)."""
+  a = jnp.abs(scores.astype(jnp.float32))
+  return jax.lax.bitcast_convert_type(a, jnp.int32)
 
 
 def _thresholds(bits: list[jax.Array], k: list[jax.Array]
                 ) -> tuple[list[jax.Array], list[jax.Array]]:
-    """Per row m of each (M, P) int32 array: the largest t with count(bits[m] >= t) >= k[m],
-    and that count (> k[m] exactly when entries tie at t beyond the k-th).
+  """Per row m of each (M, P) int32 array: the largest t with count(bits[m] >= t) >= k[m],
+  and that count (> k[m] exactly when entries tie at t beyond the k-th).
 
-    Built one bit at a time from bit 30 down: 31 counting passes, O(31 P), no sort. All
-    tensors share one loop (one small XLA while loop, whatever the number of tensors).
-    """
-    def body(i, carry):
-        bit = jax.lax.shift_left(jnp.int32(1), jnp.int32(30) - i)
-        out = []
-        for b, kk, (t, c) in zip(bits, k, carry):
-            candidate = t | bit
-            count = jnp.sum(b >= candidate[:, None], axis=1, dtype=jnp.int32)
-            ok = count >= kk
-            out.append((jnp.where(ok, candidate, t), jnp.where(ok, count, c)))
-        return tuple(out)
-    init = tuple((jnp.zeros(b.shape[0], jnp.int32), jnp.full(b.shape[0], b.shape[1], jnp.int32))
-                 for b in bits)
-    result = jax.lax.fori_loop(0, 31, body, init)
-    return [t for t, _ in result], [c for _, c in result]
+  Built one bit at a time from bit 30 down: 31 counting passes, O(31 P), no sort. All
+  tensors share one loop (one small XLA while loop, whatever the number of tensors).
+  """
+  def body(i, carry):
+    bit = jax.lax.shift_left(jnp.int32(1), jnp.int32(30) - i)
+    out = []
+    for b, kk, (t, c) in zip(bits, k, carry):
+      candidate = t | bit
+      count = jnp.sum(b >= candidate[:, None], axis=1, dtype=jnp.int32)
+      ok = count >= kk
+      out.append((jnp.where(ok, candidate, t), jnp.where(ok, count, c)))
+    return tuple(out)
+  init = tuple((jnp.zeros(b.shape[0], jnp.int32), jnp.full(b.shape[0], b.shape[1], jnp.int32))
+               for b in bits)
+  result = jax.lax.fori_loop(0, 31, body, init)
+  return [t for t, _ in result], [c for _, c in result]
 
 
 _TIE_BLOCK = 1024
 
 
 def _last_tied_index(equal: jax.Array, need: jax.Array) -> jax.Array:
-    """Per row of (M, P) bool `equal`: the flat index of its need-th True entry (need >= 1).
+  """Per row of (M, P) bool `equal`: the flat index of its need-th True entry (need >= 1).
 
-    Two-level prefix count: True entries per block of 1024 (one pass), a prefix sum over the
-    blocks to find the block holding the need-th one, then a prefix sum inside that block.
-    """
-    m, p = equal.shape
-    block = min(_TIE_BLOCK, p)
-    n_blocks = -(-p // block)
-    padded = jnp.pad(equal, ((0, 0), (0, n_blocks * block - p))).reshape(m, n_blocks, block)
-    per_block = jnp.sum(padded, axis=2, dtype=jnp.int32)                   # (M, n_blocks)
-    cumulative = jnp.cumsum(per_block, axis=1)
-    b = jnp.sum(cumulative < need[:, None], axis=1, dtype=jnp.int32)        # block index
-    b = jnp.minimum(b, n_blocks - 1)
-    before = jnp.take_along_axis(cumulative - per_block, b[:, None], axis=1)[:, 0]
-    inside = jnp.take_along_axis(padded, b[:, None, None], axis=1)[:, 0]    # (M, block)
-    position = jnp.sum(jnp.cumsum(inside, axis=1, dtype=jnp.int32) < (need - before)[:, None],
-                       axis=1, dtype=jnp.int32)
-    return b * block + position
+  Two-level prefix count: True entries per block of 1024 (one pass), a prefix sum over the
+  blocks to find the block holding the need-th one, then a prefix sum inside that block.
+  """
+  m, p = equal.shape
+  block = min(_TIE_BLOCK, p)
+  n_blocks = -(-p // block)
+  padded = jnp.pad(equal, ((0, 0), (0, n_blocks * block - p))).reshape(m, n_blocks, block)
+  per_block = jnp.sum(padded, axis=2, dtype=jnp.int32)                   # (M, n_blocks)
+  cumulative = jnp.cumsum(per_block, axis=1)
+  b = jnp.sum(cumulative < need[:, None], axis=1, dtype=jnp.int32)        # block index
+  b = jnp.minimum(b, n_blocks - 1)
+  before = jnp.take_along_axis(cumulative - per_block, b[:, None], axis=1)[:, 0]
+  inside = jnp.take_along_axis(padded, b[:, None, None], axis=1)[:, 0]    # (M, block)
+  position = jnp.sum(jnp.cumsum(inside, axis=1, dtype=jnp.int32) < (need - before)[:, None],
+                     axis=1, dtype=jnp.int32)
+  return b * block + position
 
 
 def _masks_bisect(bits: list[jax.Array], k: list[jax.Array]) -> list[jax.Array]:
-    """bits: (M, P) int32 arrays, k: (M,) int32 -> (M, P) bool, exactly k[m] True per row.
+  """bits: (M, P) int32 arrays, k: (M,) int32 -> (M, P) bool, exactly k[m] True per row.
 
-    Entries above the k-th largest value t are kept; of those equal to t (float32 scores do
-    tie: 2M Gaussian float32 values hold ~10^5 duplicates) the lowest-index ones fill the rest.
-    """
-    ts, counts = _thresholds(bits, k)
-    masks = []
-    for b, t, count_ge, kk in zip(bits, ts, counts, k):
-        equal = b == t[:, None]
-        n_equal = jnp.sum(equal, axis=1, dtype=jnp.int32)
-        need = kk - (count_ge - n_equal)                                    # 1 <= need <= n_equal
-        last = _last_tied_index(equal, need)
-        iota = jnp.arange(b.shape[1], dtype=jnp.int32)
-        masks.append((b > t[:, None]) | (equal & (iota <= last[:, None])))
-    return masks
+  Entries above the k-th largest value t are kept; of those equal to t (float32 scores do
+  tie: 2M Gaussian float32 values hold ~10^5 duplicates) the lowest-index ones fill the rest.
+  """
+  ts, counts = _thresholds(bits, k)
+  masks = []
+  for b, t, count_ge, kk in zip(bits, ts, counts, k):
+    equal = b == t[:, None]
+    n_equal = jnp.sum(equal, axis=1, dtype=jnp.int32)
+    need = kk - (count_ge - n_equal)                                    # 1 <= need <= n_equal
+    last = _last_tied_index(equal, need)
+    iota = jnp.arange(b.shape[1], dtype=jnp.int32)
+    masks.append((b > t[:, None]) | (equal & (iota <= last[:, None])))
+  return masks
 
 
 def _masks_sort(bits: list[jax.Array], k: list[jax.Array]) -> list[jax.Array]:
-    """Reference: rank by a stable descending argsort (ties -> lower index first)."""
-    return [_mask_sort(b, kk) for b, kk in zip(bits, k)]
+  """Reference: rank by a stable descending argsort (ties -> lower index first)."""
+  return [_mask_sort(b, kk) for b, kk in zip(bits, k)]
 
 
 def _mask_sort(bits: jax.Array, k: jax.Array) -> jax.Array:
-    order = jnp.argsort(-bits, axis=1, stable=True)
-    positions = jnp.arange(bits.shape[1], dtype=jnp.int32)
-    rank = jnp.zeros_like(bits).at[jnp.arange(bits.shape[0])[:, None], order].set(
-        jnp.broadcast_to(positions, bits.shape))
-    return rank < k[:, None]
+  order = jnp.argsort(-bits, axis=1, stable=True)
+  positions = jnp.arange(bits.shape[1], dtype=jnp.int32)
+  rank = jnp.zeros_like(bits).at[jnp.arange(bits.shape[0])[:, None], order].set(
+      jnp.broadcast_to(positions, bits.shape))
+  return rank < k[:, None]
 
 
 def topk_mask(scores: jax.Array, keep_fraction, *, batch_dims: int = 0,
               method: str = "bisect") -> jax.Array:
-    """Boolean mask keeping exactly `kept_count(size, keep_fraction)` entries of largest |score|.
+  """Boolean mask keeping exactly `kept_count(size, keep_fraction)` entries of largest |score|.
 
-    scores: any shape. The first `batch_dims` axes index independent tensors (one mask and one
-      count per index), the remaining axes are ranked together (one tensor = one top-k).
-    keep_fraction: fraction KEPT (see module doc); a float or (traced) array of shape
-      `scores.shape[:batch_dims]` (or broadcastable to it).
-    method: "bisect" (default; exact threshold search on float bit patterns, O(31 P), then an
-      index tie-break) or "sort" (stable argsort, O(P log P); slower on CPU, kept as reference).
-    Ties in |score| keep the lower flat index first. Differentiating through the mask gives zero:
-    use `straight_through` / `masked_weight` for the edge-popup gradient.
-    """
-    return topk_masks([scores], keep_fraction, batch_dims=batch_dims, method=method)[0]
+  scores: any shape. The first `batch_dims` axes index independent tensors (one mask and one
+    count per index), the remaining axes are ranked together (one tensor = one top-k).
+  keep_fraction: fraction KEPT (see module doc); a float or (traced) array of shape
+    `scores.shape[:batch_dims]` (or broadcastable to it).
+  method: "bisect" (default; exact threshold search on float bit patterns, O(31 P), then an
+    index tie-break) or "sort" (stable argsort, O(P log P); slower on CPU, kept as reference).
+  Ties in |score| keep the lower flat index first. Differentiating through the mask gives zero:
+  use `straight_through` / `masked_weight` for the edge-popup gradient.
+  """
+  return topk_masks([scores], keep_fraction, batch_dims=batch_dims, method=method)[0]
 
 
 def topk_masks(scores: Any, keep_fraction, *, batch_dims: int = 0,
                method: str = "bisect") -> Any:
-    """`topk_mask` on every leaf of a pytree of scores (one top-k per leaf, i.e. per tensor),
-    computed together (one threshold search for all leaves)."""
-    if method not in TOPK_METHODS:
-        raise ValueError(f"unknown top-k method {method!r}; expected one of {TOPK_METHODS}")
-    leaves, treedef = jax.tree_util.tree_flatten(scores)
-    rows, ks = [], []
-    for s in leaves:
-        s = jax.lax.stop_gradient(jnp.asarray(s))
-        batch_shape = s.shape[:batch_dims]
-        size = int(np.prod(s.shape[batch_dims:], dtype=np.int64))
-        if size == 0:
-            raise ValueError("topk_mask needs non-empty tensors")
-        if size >= 2**30:
-            raise ValueError(f"tensor of {size} entries is too large for int32 index search")
-        rows.append(s.reshape((-1, size)))
-        ks.append(jnp.broadcast_to(kept_count(size, keep_fraction), batch_shape).reshape(-1))
-    masks = _topk_mask_rows(rows, ks, method)
-    return treedef.unflatten([m.reshape(s.shape) for m, s in zip(masks, leaves)])
+  """`topk_mask` on every leaf of a pytree of scores (one top-k per leaf, i.e. per tensor),
+  computed together (one threshold search for all leaves)."""
+  if method not in TOPK_METHODS:
+    raise ValueError(f"unknown top-k method {method!r}; expected one of {TOPK_METHODS}")
+  leaves, treedef = jax.tree_util.tree_flatten(scores)
+  rows, ks = [], []
+  for s in leaves:
+    s = jax.lax.stop_gradient(jnp.asarray(s))
+    batch_shape = s.shape[:batch_dims]
+    size = int(np.prod(s.shape[batch_dims:], dtype=np.int64))
+    if size == 0:
+      raise ValueError("topk_mask needs non-empty tensors")
+    if size >= 2**30:
+      raise ValueError(f"tensor of {size} entries is too large for int32 index search")
+    rows.append(s.reshape((-1, size)))
+    ks.append(jnp.broadcast_to(kept_count(size, keep_fraction), batch_shape).reshape(-1))
+  masks = _topk_mask_rows(rows, ks, method)
+  return treedef.unflatten([m.reshape(s.shape) for m, s in zip(masks, leaves)])
 
 
 @functools.partial(jax.jit, static_argnums=2)
 def _topk_mask_rows(scores: list[jax.Array], k: list[jax.Array], method: str) -> list[jax.Array]:
-    # jit: eager calls reuse one compiled program per shape (inlined under an outer jit).
-    bits = [_magnitude_bits(s) for s in scores]
-    return (_masks_bisect if method == "bisect" else _masks_sort)(bits, k)
+  # jit: eager calls reuse one compiled program per shape (inlined under an outer jit).
+  bits = [_magnitude_bits(s) for s in scores]
+  return (_masks_bisect if method == "bisect" else _masks_sort)(bits, k)
 
 
 # ----------------------------------------------------------------------------- straight-through
@@ -200,31 +200,31 @@ def _topk_mask_rows(scores: list[jax.Array], k: list[jax.Array], method: str) ->
 
 @jax.custom_vjp
 def _pass_through(mask: jax.Array, magnitude: jax.Array) -> jax.Array:
-    del magnitude
-    return mask
+  del magnitude
+  return mask
 
 
 def _pass_through_fwd(mask, magnitude):
-    del magnitude
-    return mask, None
+  del magnitude
+  return mask, None
 
 
 def _pass_through_bwd(_, g):
-    return jnp.zeros_like(g), g
+  return jnp.zeros_like(g), g
 
 
 _pass_through.defvjp(_pass_through_fwd, _pass_through_bwd)
 
 
 def straight_through(mask: jax.Array, score: jax.Array) -> jax.Array:
-    """Returns `mask` (as score's dtype) in the forward pass; in the backward pass the cotangent
-    goes to |score| unchanged, hence to `score` multiplied by sign(score)."""
-    return _pass_through(mask.astype(score.dtype), jnp.abs(score))
+  """Returns `mask` (as score's dtype) in the forward pass; in the backward pass the cotangent
+  goes to |score| unchanged, hence to `score` multiplied by sign(score)."""
+  return _pass_through(mask.astype(score.dtype), jnp.abs(score))
 
 
 def masked_weight(weight: jax.Array, score: jax.Array, mask: jax.Array) -> jax.Array:
-    """weight * mask, with d/d score = (d/d(weight * mask)) * weight * sign(score)."""
-    return weight * straight_through(mask, score).astype(weight.dtype)
+  """weight * mask, with d/d score = (d/d(weight * mask)) * weight * sign(score)."""
+  return weight * straight_through(mask, score).astype(weight.dtype)
 
 
 # ----------------------------------------------------------------------------- export
@@ -235,23 +235,23 @@ def masked_weight(weight: jax.Array, score: jax.Array, mask: jax.Array) -> jax.A
 
 
 def to_jaxpruner_masks(masks: Any, *, packbits: bool = False) -> Any:
-    """`lth_jax.masks.to_jaxpruner`: uint8 0/1 leaves (None = unpruned), with `packbits=True`
-    bit-packed like jaxpruner's packed masks (unpack with `unpack_masks`)."""
-    return masks_lib.to_jaxpruner(masks, pack=packbits)
+  """`lth_jax.masks.to_jaxpruner`: uint8 0/1 leaves (None = unpruned), with `packbits=True`
+  bit-packed like jaxpruner's packed masks (unpack with `unpack_masks`)."""
+  return masks_lib.to_jaxpruner(masks, pack=packbits)
 
 
 def unpack_masks(packed: Any, like: Any) -> Any:
-    """`lth_jax.masks.from_jaxpruner`: inverse of `to_jaxpruner_masks(..., packbits=True)`."""
-    return masks_lib.from_jaxpruner(packed, like)
+  """`lth_jax.masks.from_jaxpruner`: inverse of `to_jaxpruner_masks(..., packbits=True)`."""
+  return masks_lib.from_jaxpruner(packed, like)
 
 
 def save_masks_npz(path: str | os.PathLike, masks: Mapping, *,
                    packbits: bool = False) -> pathlib.Path:
-    """`lth_jax.masks.save_masks_npz`: the mask tree as a self-describing `.npz`, atomically."""
-    return masks_lib.save_masks_npz(path, masks, pack=packbits)
+  """`lth_jax.masks.save_masks_npz`: the mask tree as a self-describing `.npz`, atomically."""
+  return masks_lib.save_masks_npz(path, masks, pack=packbits)
 
 
 def load_masks_npz(path: str | os.PathLike) -> dict:
-    """`lth_jax.masks.load_masks_npz` without `like`: nested dict of uint8 0/1 numpy arrays
-    (unpacked to their original shapes), None for unpruned leaves."""
-    return masks_lib.load_masks_npz(path)
+  """`lth_jax.masks.load_masks_npz` without `like`: nested dict of uint8 0/1 numpy arrays
+  (unpacked to their original shapes), None for unpruned leaves."""
+  return masks_lib.load_masks_npz(path)

@@ -32,112 +32,112 @@ Params = Any  # linen variables: {"params": {...}}
 
 @functools.partial(jax.jit, static_argnums=0)
 def _count_correct(apply_fn, params, images, labels, valid):
-    predictions = jnp.argmax(apply_fn(params, images), axis=-1)
-    return jnp.sum((predictions == labels) & valid)
+  predictions = jnp.argmax(apply_fn(params, images), axis=-1)
+  return jnp.sum((predictions == labels) & valid)
 
 
 def accuracy(apply_fn: Callable, params: Params, dataset: data_lib.Dataset,
              batch_size: int = 1000) -> float:
-    """Fraction of `dataset` classified correctly; apply_fn(params, images (B, ...)) -> logits.
+  """Fraction of `dataset` classified correctly; apply_fn(params, images (B, ...)) -> logits.
 
-    The last batch is padded to `batch_size` (and masked), so one compiled program serves all.
-    """
-    n = len(dataset.labels)
-    if n == 0:
-        raise ValueError("accuracy of an empty dataset")
-    batch_size = min(batch_size, n)
-    correct = 0
-    for start in range(0, n, batch_size):
-        x = dataset.images[start:start + batch_size]
-        y = dataset.labels[start:start + batch_size]
-        valid = np.ones(batch_size, bool)
-        if (pad := batch_size - len(y)):
-            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-            y = np.concatenate([y, np.zeros(pad, y.dtype)])
-            valid[-pad:] = False
-        correct += _count_correct(apply_fn, params, x, y, valid)
-    return int(correct) / n
+  The last batch is padded to `batch_size` (and masked), so one compiled program serves all.
+  """
+  n = len(dataset.labels)
+  if n == 0:
+    raise ValueError("accuracy of an empty dataset")
+  batch_size = min(batch_size, n)
+  correct = 0
+  for start in range(0, n, batch_size):
+    x = dataset.images[start:start + batch_size]
+    y = dataset.labels[start:start + batch_size]
+    valid = np.ones(batch_size, bool)
+    if (pad := batch_size - len(y)):
+      x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+      y = np.concatenate([y, np.zeros(pad, y.dtype)])
+      valid[-pad:] = False
+    correct += _count_correct(apply_fn, params, x, y, valid)
+  return int(correct) / n
 
 
 # ----------------------------------------------------------------------------- training
 
 
 def _optimizer(learning_rate, momentum, weight_decay, total_steps):
-    schedule = optax.cosine_decay_schedule(learning_rate, decay_steps=max(total_steps, 1))
-    # Decay is added to the gradient before momentum, as in torch.optim.SGD (the paper's code).
-    return optax.chain(optax.add_decayed_weights(weight_decay),
-                       optax.sgd(schedule, momentum=momentum))
+  schedule = optax.cosine_decay_schedule(learning_rate, decay_steps=max(total_steps, 1))
+  # Decay is added to the gradient before momentum, as in torch.optim.SGD (the paper's code).
+  return optax.chain(optax.add_decayed_weights(weight_decay),
+                     optax.sgd(schedule, momentum=momentum))
 
 
 def _make_train_step(apply_fn, tx):
-    def train_step(params, opt_state, images, labels):
-        """(params, opt_state, images (B, 28, 28, 1), labels (B,)) -> (params, opt_state, loss)."""
-        def loss_fn(p):
-            logits = apply_fn(p, images)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  def train_step(params, opt_state, images, labels):
+    """(params, opt_state, images (B, 28, 28, 1), labels (B,)) -> (params, opt_state, loss)."""
+    def loss_fn(p):
+      logits = apply_fn(p, images)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
 
-    return jax.jit(train_step)
+  return jax.jit(train_step)
 
 
 def _run_config(model, *, epochs, batch_size, learning_rate, momentum, weight_decay, key,
                 run_info=None, n_train=None) -> dict:
-    """What a checkpoint must match to be reused (JSON-serialisable)."""
-    config = dict(model=repr(model), epochs=epochs, batch_size=batch_size,
-                  learning_rate=float(learning_rate), momentum=float(momentum),
-                  weight_decay=float(weight_decay),
-                  key=np.asarray(jax.random.key_data(key)).tolist(),
-                  run_info=dict(run_info or {}))
-    if n_train is not None:
-        config["n_train"] = int(n_train)
-    return config
+  """What a checkpoint must match to be reused (JSON-serialisable)."""
+  config = dict(model=repr(model), epochs=epochs, batch_size=batch_size,
+                learning_rate=float(learning_rate), momentum=float(momentum),
+                weight_decay=float(weight_decay),
+                key=np.asarray(jax.random.key_data(key)).tolist(),
+                run_info=dict(run_info or {}))
+  if n_train is not None:
+    config["n_train"] = int(n_train)
+  return config
 
 
 def _init_state(model, key, example, tx):
-    init_key, _ = jax.random.split(key)
-    params = model.init(init_key, example)
-    return {"params": params, "opt_state": tx.init(params)}
+  init_key, _ = jax.random.split(key)
+  params = model.init(init_key, example)
+  return {"params": params, "opt_state": tx.init(params)}
 
 
 class _Checkpoints:
-    """Per-epoch orbax checkpoints of {params, opt_state} plus JSON {config, metrics}."""
+  """Per-epoch orbax checkpoints of {params, opt_state} plus JSON {config, metrics}."""
 
-    def __init__(self, directory):
-        import orbax.checkpoint as ocp  # optional dependency: only needed here
+  def __init__(self, directory):
+    import orbax.checkpoint as ocp  # optional dependency: only needed here
 
-        self._ocp = ocp
-        self.manager = ocp.CheckpointManager(
-            os.path.abspath(os.fspath(directory)),
-            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+    self._ocp = ocp
+    self.manager = ocp.CheckpointManager(
+        os.path.abspath(os.fspath(directory)),
+        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
 
-    def latest(self, abstract_state, wanted_config):
-        """(state, meta, epoch) of the newest checkpoint, or None; checks its config."""
-        step = self.manager.latest_step()
-        if step is None:
-            return None
-        ocp = self._ocp
-        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        meta = meta["meta"]
-        saved = meta["config"]
-        diff = {k: (saved.get(k), v) for k, v in wanted_config.items() if saved.get(k) != v}
-        if diff:
-            raise ValueError(f"checkpoint in {self.manager.directory} was made with a different "
-                             f"configuration (saved, wanted): {diff}; use another directory")
-        restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-        return restored["state"], meta, step
+  def latest(self, abstract_state, wanted_config):
+    """(state, meta, epoch) of the newest checkpoint, or None; checks its config."""
+    step = self.manager.latest_step()
+    if step is None:
+      return None
+    ocp = self._ocp
+    meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    meta = meta["meta"]
+    saved = meta["config"]
+    diff = {k: (saved.get(k), v) for k, v in wanted_config.items() if saved.get(k) != v}
+    if diff:
+      raise ValueError(f"checkpoint in {self.manager.directory} was made with a different "
+                       f"configuration (saved, wanted): {diff}; use another directory")
+    restored = self.manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+    return restored["state"], meta, step
 
-    def save(self, epoch, state, meta):
-        ocp = self._ocp
-        self.manager.save(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+  def save(self, epoch, state, meta):
+    ocp = self._ocp
+    self.manager.save(epoch, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
-    def close(self):
-        self.manager.wait_until_finished()
-        self.manager.close()
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()
 
 
 def train_classifier(model: nn.Module, train_ds: data_lib.Dataset,
@@ -146,88 +146,88 @@ def train_classifier(model: nn.Module, train_ds: data_lib.Dataset,
                      key: jax.Array, checkpoint_dir: str | os.PathLike | None = None,
                      log_every: int = 200, run_info: dict | None = None
                      ) -> tuple[Params, dict]:
-    """Trains `model` with SGD + momentum, cosine-decayed learning rate and weight decay.
+  """Trains `model` with SGD + momentum, cosine-decayed learning rate and weight decay.
 
-    Batches of `batch_size` (a final short batch is dropped each epoch: one compiled shape).
-    With `checkpoint_dir`, params and optimizer state are saved after every epoch; an existing
-    checkpoint of the same configuration is resumed, or, if finished, returned without
-    training (metrics["restored"] is True). A different configuration raises ValueError;
-    `run_info` (JSON-serialisable, e.g. {"dataset": "mnist"}) is part of that configuration.
+  Batches of `batch_size` (a final short batch is dropped each epoch: one compiled shape).
+  With `checkpoint_dir`, params and optimizer state are saved after every epoch; an existing
+  checkpoint of the same configuration is resumed, or, if finished, returned without
+  training (metrics["restored"] is True). A different configuration raises ValueError;
+  `run_info` (JSON-serialisable, e.g. {"dataset": "mnist"}) is part of that configuration.
 
-    Returns (variables {"params": ...} for model.apply, metrics) where metrics has
-    "history" (one dict per epoch: epoch, train_loss, test_accuracy, seconds),
-    "test_accuracy" (final, or None without test_ds), "steps" (run by this call),
-    "train_seconds" and "restored".
-    """
-    n_train = len(train_ds.labels)
-    steps_per_epoch = n_train // batch_size
-    if epochs < 1 or steps_per_epoch < 1:
-        raise ValueError(f"need epochs >= 1 and at least one full batch: epochs={epochs}, "
-                         f"{n_train} examples, batch_size={batch_size}")
-    tx = _optimizer(learning_rate, momentum, weight_decay, epochs * steps_per_epoch)
-    config = _run_config(model, epochs=epochs, batch_size=batch_size,
-                         learning_rate=learning_rate, momentum=momentum,
-                         weight_decay=weight_decay, key=key, run_info=run_info,
-                         n_train=n_train)
-    example = train_ds.images[:1]
-    _, shuffle_key = jax.random.split(key)
+  Returns (variables {"params": ...} for model.apply, metrics) where metrics has
+  "history" (one dict per epoch: epoch, train_loss, test_accuracy, seconds),
+  "test_accuracy" (final, or None without test_ds), "steps" (run by this call),
+  "train_seconds" and "restored".
+  """
+  n_train = len(train_ds.labels)
+  steps_per_epoch = n_train // batch_size
+  if epochs < 1 or steps_per_epoch < 1:
+    raise ValueError(f"need epochs >= 1 and at least one full batch: epochs={epochs}, "
+                     f"{n_train} examples, batch_size={batch_size}")
+  tx = _optimizer(learning_rate, momentum, weight_decay, epochs * steps_per_epoch)
+  config = _run_config(model, epochs=epochs, batch_size=batch_size,
+                       learning_rate=learning_rate, momentum=momentum,
+                       weight_decay=weight_decay, key=key, run_info=run_info,
+                       n_train=n_train)
+  example = train_ds.images[:1]
+  _, shuffle_key = jax.random.split(key)
 
-    checkpoints = _Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
-    try:
-        found = None
-        if checkpoints is not None:
-            abstract = jax.eval_shape(lambda: _init_state(model, key, example, tx))
-            found = checkpoints.latest(abstract, config)
-        if found is None:
-            state, history, start = _init_state(model, key, example, tx), [], 0
-        else:
-            state, meta, start = found
-            history = meta["metrics"]["history"]
-            if start >= epochs:
-                logging.info("Loaded finished checkpoint (epoch %d) from %s", start,
-                             checkpoint_dir)
-                return state["params"], dict(meta["metrics"], restored=True, steps=0)
-            logging.info("Resuming from epoch %d checkpoint in %s", start, checkpoint_dir)
+  checkpoints = _Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
+  try:
+    found = None
+    if checkpoints is not None:
+      abstract = jax.eval_shape(lambda: _init_state(model, key, example, tx))
+      found = checkpoints.latest(abstract, config)
+    if found is None:
+      state, history, start = _init_state(model, key, example, tx), [], 0
+    else:
+      state, meta, start = found
+      history = meta["metrics"]["history"]
+      if start >= epochs:
+        logging.info("Loaded finished checkpoint (epoch %d) from %s", start,
+                     checkpoint_dir)
+        return state["params"], dict(meta["metrics"], restored=True, steps=0)
+      logging.info("Resuming from epoch %d checkpoint in %s", start, checkpoint_dir)
 
-        train_step = _make_train_step(model.apply, tx)
-        params, opt_state = state["params"], state["opt_state"]
-        t0, steps, total = time.perf_counter(), 0, (epochs - start) * steps_per_epoch
-        for epoch in range(start, epochs):
-            t_epoch, losses = time.perf_counter(), []
-            epoch_key = jax.random.fold_in(shuffle_key, epoch)
-            for batch in data_lib.batches(train_ds, batch_size, epoch_key, drop_last=True):
-                params, opt_state, loss = train_step(params, opt_state, batch.images,
-                                                     batch.labels)
-                losses.append(loss)
-                steps += 1
-                if log_every and steps % log_every == 0:
-                    _check_finite(loss, epoch, steps)
-                    rate = steps / (time.perf_counter() - t0)
-                    logging.info("epoch %d step %d/%d loss %.4f (%.0f steps/s, ETA %.0f s)",
-                                 epoch + 1, steps, total, float(loss), rate,
-                                 (total - steps) / rate)
-            train_loss = float(jnp.mean(jnp.stack(losses)))
-            _check_finite(train_loss, epoch, steps)
-            test_acc = accuracy(model.apply, params, test_ds) if test_ds is not None else None
-            history.append(dict(epoch=epoch + 1, train_loss=train_loss, test_accuracy=test_acc,
-                                seconds=time.perf_counter() - t_epoch))
-            logging.info("epoch %d/%d: train loss %.4f, test accuracy %s", epoch + 1, epochs,
-                         train_loss, "n/a" if test_acc is None else f"{test_acc:.4f}")
-            metrics = dict(history=history, test_accuracy=test_acc)
-            if checkpoints is not None:
-                checkpoints.save(epoch + 1, {"params": params, "opt_state": opt_state},
-                                 {"config": config, "metrics": metrics})
-        metrics.update(steps=steps, train_seconds=time.perf_counter() - t0, restored=False)
-        return params, metrics
-    finally:
-        if checkpoints is not None:
-            checkpoints.close()
+    train_step = _make_train_step(model.apply, tx)
+    params, opt_state = state["params"], state["opt_state"]
+    t0, steps, total = time.perf_counter(), 0, (epochs - start) * steps_per_epoch
+    for epoch in range(start, epochs):
+      t_epoch, losses = time.perf_counter(), []
+      epoch_key = jax.random.fold_in(shuffle_key, epoch)
+      for batch in data_lib.batches(train_ds, batch_size, epoch_key, drop_last=True):
+        params, opt_state, loss = train_step(params, opt_state, batch.images,
+                                             batch.labels)
+        losses.append(loss)
+        steps += 1
+        if log_every and steps % log_every == 0:
+          _check_finite(loss, epoch, steps)
+          rate = steps / (time.perf_counter() - t0)
+          logging.info("epoch %d step %d/%d loss %.4f (%.0f steps/s, ETA %.0f s)",
+                       epoch + 1, steps, total, float(loss), rate,
+                       (total - steps) / rate)
+      train_loss = float(jnp.mean(jnp.stack(losses)))
+      _check_finite(train_loss, epoch, steps)
+      test_acc = accuracy(model.apply, params, test_ds) if test_ds is not None else None
+      history.append(dict(epoch=epoch + 1, train_loss=train_loss, test_accuracy=test_acc,
+                          seconds=time.perf_counter() - t_epoch))
+      logging.info("epoch %d/%d: train loss %.4f, test accuracy %s", epoch + 1, epochs,
+                   train_loss, "n/a" if test_acc is None else f"{test_acc:.4f}")
+      metrics = dict(history=history, test_accuracy=test_acc)
+      if checkpoints is not None:
+        checkpoints.save(epoch + 1, {"params": params, "opt_state": opt_state},
+                         {"config": config, "metrics": metrics})
+    metrics.update(steps=steps, train_seconds=time.perf_counter() - t0, restored=False)
+    return params, metrics
+  finally:
+    if checkpoints is not None:
+      checkpoints.close()
 
 
 def _check_finite(loss, epoch, step):
-    if not np.isfinite(float(loss)):
-        raise FloatingPointError(f"non-finite training loss {float(loss)} at epoch {epoch + 1}, "
-                                 f"step {step}: lower the learning rate")
+  if not np.isfinite(float(loss)):
+    raise FloatingPointError(f"non-finite training loss {float(loss)} at epoch {epoch + 1}, "
+                             f"step {step}: lower the learning rate")
 
 
 def restore_target(checkpoint_dir: str | os.PathLike, model: nn.Module, *, epochs: int,
@@ -235,25 +235,25 @@ def restore_target(checkpoint_dir: str | os.PathLike, model: nn.Module, *, epoch
                    momentum: float = 0.9, weight_decay: float = 5e-4,
                    run_info: dict | None = None,
                    example: np.ndarray | None = None) -> tuple[Params, dict] | None:
-    """(variables, metrics) of a finished `train_classifier` checkpoint, or None if there is
-    none (or only an unfinished one). Needs no training data; `example` is one input batch
-    (default: zeros (1, 28, 28, 1)) used to trace parameter shapes."""
-    if example is None:
-        example = np.zeros((1, 28, 28, 1), np.float32)
-    config = _run_config(model, epochs=epochs, batch_size=batch_size,
-                         learning_rate=learning_rate, momentum=momentum,
-                         weight_decay=weight_decay, key=key, run_info=run_info)
-    # total_steps does not change the optimizer state's structure, only the schedule.
-    tx = _optimizer(learning_rate, momentum, weight_decay, 1)
-    checkpoints = _Checkpoints(checkpoint_dir)
-    try:
-        if checkpoints.manager.latest_step() is None or checkpoints.manager.latest_step() < epochs:
-            return None
-        abstract = jax.eval_shape(lambda: _init_state(model, key, example, tx))
-        state, meta, _ = checkpoints.latest(abstract, config)
-        return state["params"], dict(meta["metrics"], restored=True, steps=0)
-    finally:
-        checkpoints.close()
+  """(variables, metrics) of a finished `train_classifier` checkpoint, or None if there is
+  none (or only an unfinished one). Needs no training data; `example` is one input batch
+  (default: zeros (1, 28, 28, 1)) used to trace parameter shapes."""
+  if example is None:
+    example = np.zeros((1, 28, 28, 1), np.float32)
+  config = _run_config(model, epochs=epochs, batch_size=batch_size,
+                       learning_rate=learning_rate, momentum=momentum,
+                       weight_decay=weight_decay, key=key, run_info=run_info)
+  # total_steps does not change the optimizer state's structure, only the schedule.
+  tx = _optimizer(learning_rate, momentum, weight_decay, 1)
+  checkpoints = _Checkpoints(checkpoint_dir)
+  try:
+    if checkpoints.manager.latest_step() is None or checkpoints.manager.latest_step() < epochs:
+      return None
+    abstract = jax.eval_shape(lambda: _init_state(model, key, example, tx))
+    state, meta, _ = checkpoints.latest(abstract, config)
+    return state["params"], dict(meta["metrics"], restored=True, steps=0)
+  finally:
+    checkpoints.close()
 
 
 def load_or_train_target(model: nn.Module, *, checkpoint_dir: str | os.PathLike,
@@ -261,20 +261,20 @@ def load_or_train_target(model: nn.Module, *, checkpoint_dir: str | os.PathLike,
                          dataset: str = "fashion_mnist", data_dir: str | None = None,
                          normalize: bool = False, batch_size: int = 64,
                          **train_kwargs) -> tuple[Params, dict]:
-    """A trained target: restored from `checkpoint_dir` if finished there (reading no training
-    data), otherwise trained on `dataset` (checkpointing into the same directory).
+  """A trained target: restored from `checkpoint_dir` if finished there (reading no training
+  data), otherwise trained on `dataset` (checkpointing into the same directory).
 
-    Returns (variables, metrics) as `train_classifier`. Extra keyword arguments (momentum,
-    weight_decay, log_every) go to `train_classifier`.
-    """
-    opt_kwargs = {k: v for k, v in train_kwargs.items() if k in ("momentum", "weight_decay")}
-    run_info = {"dataset": dataset, "normalize": normalize}
-    found = restore_target(checkpoint_dir, model, epochs=epochs, learning_rate=learning_rate,
-                           key=key, batch_size=batch_size, run_info=run_info, **opt_kwargs)
-    if found is not None:
-        return found
-    train_ds = data_lib.load_dataset(dataset, "train", data_dir, normalize)
-    test_ds = data_lib.load_dataset(dataset, "test", data_dir, normalize)
-    return train_classifier(model, train_ds, test_ds, epochs=epochs, batch_size=batch_size,
-                            learning_rate=learning_rate, key=key,
-                            checkpoint_dir=checkpoint_dir, run_info=run_info, **train_kwargs)
+  Returns (variables, metrics) as `train_classifier`. Extra keyword arguments (momentum,
+  weight_decay, log_every) go to `train_classifier`.
+  """
+  opt_kwargs = {k: v for k, v in train_kwargs.items() if k in ("momentum", "weight_decay")}
+  run_info = {"dataset": dataset, "normalize": normalize}
+  found = restore_target(checkpoint_dir, model, epochs=epochs, learning_rate=learning_rate,
+                         key=key, batch_size=batch_size, run_info=run_info, **opt_kwargs)
+  if found is not None:
+    return found
+  train_ds = data_lib.load_dataset(dataset, "train", data_dir, normalize)
+  test_ds = data_lib.load_dataset(dataset, "test", data_dir, normalize)
+  return train_classifier(model, train_ds, test_ds, epochs=epochs, batch_size=batch_size,
+                          learning_rate=learning_rate, key=key,
+                          checkpoint_dir=checkpoint_dir, run_info=run_info, **train_kwargs)

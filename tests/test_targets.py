@@ -7,98 +7,98 @@ from lth_jax import targets
 
 
 def _torch_weights(dims, seed=0):
-    """PyTorch-style (out, in) matrices for a bias-free MLP with layer sizes `dims`."""
-    rng = np.random.default_rng(seed)
-    return [rng.normal(size=(d_out, d_in)).astype(np.float32)
-            for d_in, d_out in zip(dims[:-1], dims[1:])]
+  """PyTorch-style (out, in) matrices for a bias-free MLP with layer sizes `dims`."""
+  rng = np.random.default_rng(seed)
+  return [rng.normal(size=(d_out, d_in)).astype(np.float32)
+          for d_in, d_out in zip(dims[:-1], dims[1:])]
 
 
 def _torch_forward(weights, x):
-    for i, w in enumerate(weights):
-        x = (np.maximum(x, 0) if i else x) @ w.T
-    return x
+  for i, w in enumerate(weights):
+    x = (np.maximum(x, 0) if i else x) @ w.T
+  return x
 
 
 def _kernel_forward(kernels, x):
-    for i, k in enumerate(kernels):
-        x = (np.maximum(x, 0) if i else x) @ np.asarray(k)
-    return x
+  for i, k in enumerate(kernels):
+    x = (np.maximum(x, 0) if i else x) @ np.asarray(k)
+  return x
 
 
 def test_torch_layout_is_transposed(tmp_path):
-    weights = _torch_weights([7, 5, 4, 3])
-    path = tmp_path / "t.npz"
-    np.savez(path, **{f"fc{i + 1}.weight": w for i, w in enumerate(weights)})
-    kernels = targets.load_npz_target(path)
-    assert [k.shape for k in kernels] == [(7, 5), (5, 4), (4, 3)]
-    assert all(k.dtype == np.float32 for k in kernels)
-    x = np.random.default_rng(1).normal(size=(6, 7)).astype(np.float32)
-    np.testing.assert_allclose(_kernel_forward(kernels, x), _torch_forward(weights, x),
-                               rtol=1e-5, atol=1e-5)
+  weights = _torch_weights([7, 5, 4, 3])
+  path = tmp_path / "t.npz"
+  np.savez(path, **{f"fc{i + 1}.weight": w for i, w in enumerate(weights)})
+  kernels = targets.load_npz_target(path)
+  assert [k.shape for k in kernels] == [(7, 5), (5, 4), (4, 3)]
+  assert all(k.dtype == np.float32 for k in kernels)
+  x = np.random.default_rng(1).normal(size=(6, 7)).astype(np.float32)
+  np.testing.assert_allclose(_kernel_forward(kernels, x), _torch_forward(weights, x),
+                             rtol=1e-5, atol=1e-5)
 
 
 def test_natural_order_and_zero_biases(tmp_path):
-    # Twelve layers named fc1..fc12, stored in a scrambled order; lexicographic order would
-    # put fc10 before fc2 and break the chain.
-    dims = list(range(2, 15))
-    weights = _torch_weights(dims)
-    entries = {f"fc{i + 1}.weight": w for i, w in enumerate(weights)}
-    entries.update({f"fc{i + 1}.bias": np.zeros(w.shape[0]) for i, w in enumerate(weights)})
-    order = np.random.default_rng(0).permutation(list(entries))
-    path = tmp_path / "t.npz"
-    np.savez(path, **{k: entries[k] for k in order})
-    kernels = targets.load_npz_target(path)
-    assert [k.shape for k in kernels] == list(zip(dims[:-1], dims[1:]))
+  # Twelve layers named fc1..fc12, stored in a scrambled order; lexicographic order would
+  # put fc10 before fc2 and break the chain.
+  dims = list(range(2, 15))
+  weights = _torch_weights(dims)
+  entries = {f"fc{i + 1}.weight": w for i, w in enumerate(weights)}
+  entries.update({f"fc{i + 1}.bias": np.zeros(w.shape[0]) for i, w in enumerate(weights)})
+  order = np.random.default_rng(0).permutation(list(entries))
+  path = tmp_path / "t.npz"
+  np.savez(path, **{k: entries[k] for k in order})
+  kernels = targets.load_npz_target(path)
+  assert [k.shape for k in kernels] == list(zip(dims[:-1], dims[1:]))
 
 
 def test_natural_key():
-    names = ["fc10", "fc2", "fc1", "layers.10", "layers.2", "layers.0", "0", "10", "2"]
-    assert sorted(names, key=targets.natural_key) == [
-        "0", "2", "10", "fc1", "fc2", "fc10", "layers.0", "layers.2", "layers.10"]
+  names = ["fc10", "fc2", "fc1", "layers.10", "layers.2", "layers.0", "0", "10", "2"]
+  assert sorted(names, key=targets.natural_key) == [
+      "0", "2", "10", "fc1", "fc2", "fc10", "layers.0", "layers.2", "layers.10"]
 
 
 def test_sequential_state_dict_ignores_other_keys(tmp_path):
-    weights = _torch_weights([6, 4, 2])
-    path = tmp_path / "seq.npz"
-    np.savez(path, **{"0.weight": weights[0], "2.weight": weights[1],
-                      "0.scores": np.ones_like(weights[0])})
-    kernels = targets.load_npz_target(path)
-    np.testing.assert_array_equal(kernels[0], weights[0].T)
-    np.testing.assert_array_equal(kernels[1], weights[1].T)
+  weights = _torch_weights([6, 4, 2])
+  path = tmp_path / "seq.npz"
+  np.savez(path, **{"0.weight": weights[0], "2.weight": weights[1],
+                    "0.scores": np.ones_like(weights[0])})
+  kernels = targets.load_npz_target(path)
+  np.testing.assert_array_equal(kernels[0], weights[0].T)
+  np.testing.assert_array_equal(kernels[1], weights[1].T)
 
 
 def test_jax_layout_and_plain_keys(tmp_path):
-    kernels_in = [w.T for w in _torch_weights([5, 3, 2])]
-    path = tmp_path / "jax.npz"
-    np.savez(path, W10=np.zeros((1, 1)), W1=kernels_in[0], W2=kernels_in[1])
-    with pytest.raises(ValueError, match="do not chain"):  # W10 sorts last: 2 -> 1 breaks
-        targets.load_npz_target(path, layout="jax")
-    np.savez(path, W1=kernels_in[0], W2=kernels_in[1])
-    kernels = targets.load_npz_target(path, layout="jax")
-    for got, want in zip(kernels, kernels_in):
-        np.testing.assert_array_equal(got, want)
+  kernels_in = [w.T for w in _torch_weights([5, 3, 2])]
+  path = tmp_path / "jax.npz"
+  np.savez(path, W10=np.zeros((1, 1)), W1=kernels_in[0], W2=kernels_in[1])
+  with pytest.raises(ValueError, match="do not chain"):  # W10 sorts last: 2 -> 1 breaks
+    targets.load_npz_target(path, layout="jax")
+  np.savez(path, W1=kernels_in[0], W2=kernels_in[1])
+  kernels = targets.load_npz_target(path, layout="jax")
+  for got, want in zip(kernels, kernels_in):
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("layout", ["torch", "jax"])
 def test_save_load_round_trip(tmp_path, layout):
-    kernels = [w.T for w in _torch_weights([9, 4, 4, 3])]
-    path = targets.save_npz_target(tmp_path / "k.npz", kernels, layout=layout)
-    assert path == tmp_path / "k.npz" and path.exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["k.npz"]  # no temporary left behind
-    with np.load(path) as raw:
-        expected = (4, 9) if layout == "torch" else (9, 4)
-        assert raw["fc1.weight"].shape == expected
-    for got, want in zip(targets.load_npz_target(path, layout=layout), kernels):
-        np.testing.assert_array_equal(got, want)
+  kernels = [w.T for w in _torch_weights([9, 4, 4, 3])]
+  path = targets.save_npz_target(tmp_path / "k.npz", kernels, layout=layout)
+  assert path == tmp_path / "k.npz" and path.exists()
+  assert [p.name for p in tmp_path.iterdir()] == ["k.npz"]  # no temporary left behind
+  with np.load(path) as raw:
+    expected = (4, 9) if layout == "torch" else (9, 4)
+    assert raw["fc1.weight"].shape == expected
+  for got, want in zip(targets.load_npz_target(path, layout=layout), kernels):
+    np.testing.assert_array_equal(got, want)
 
 
 def test_nonzero_bias_rejected(tmp_path):
-    weights = _torch_weights([4, 3])
-    path = tmp_path / "b.npz"
-    np.savez(path, **{"fc1.weight": weights[0], "fc1.bias": np.array([0.0, 0.1, 0.0])})
-    with pytest.raises(ValueError, match="fc1.bias.*non-zero biases") as info:
-        targets.load_npz_target(path)
-    assert str(path) in str(info.value) and "bias-free" in str(info.value)
+  weights = _torch_weights([4, 3])
+  path = tmp_path / "b.npz"
+  np.savez(path, **{"fc1.weight": weights[0], "fc1.bias": np.array([0.0, 0.1, 0.0])})
+  with pytest.raises(ValueError, match="fc1.bias.*non-zero biases") as info:
+    targets.load_npz_target(path)
+  assert str(path) in str(info.value) and "bias-free" in str(info.value)
 
 
 @pytest.mark.parametrize("arrays, layout, message", [
@@ -112,17 +112,17 @@ def test_nonzero_bias_rejected(tmp_path):
     ({"fc1.bias": np.zeros(3)}, "torch", "no weight matrices"),
 ])
 def test_invalid_targets(tmp_path, arrays, layout, message):
-    path = tmp_path / "bad.npz"
-    np.savez(path, **arrays)
-    with pytest.raises(ValueError, match=message) as info:
-        targets.load_npz_target(path, layout=layout)
-    assert str(path) in str(info.value)
+  path = tmp_path / "bad.npz"
+  np.savez(path, **arrays)
+  with pytest.raises(ValueError, match=message) as info:
+    targets.load_npz_target(path, layout=layout)
+  assert str(path) in str(info.value)
 
 
 def test_bad_layout_and_missing_file(tmp_path):
-    with pytest.raises(ValueError, match="layout"):
-        targets.load_npz_target(tmp_path / "x.npz", layout="tf")
-    with pytest.raises(FileNotFoundError):
-        targets.load_npz_target(tmp_path / "x.npz")
-    with pytest.raises(ValueError, match="expected \\(d_in, d_out\\)"):
-        targets.save_npz_target(tmp_path / "x.npz", [np.ones(3)])
+  with pytest.raises(ValueError, match="layout"):
+    targets.load_npz_target(tmp_path / "x.npz", layout="tf")
+  with pytest.raises(FileNotFoundError):
+    targets.load_npz_target(tmp_path / "x.npz")
+  with pytest.raises(ValueError, match="expected \\(d_in, d_out\\)"):
+    targets.save_npz_target(tmp_path / "x.npz", [np.ones(3)])
