@@ -28,55 +28,55 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a non-empty --out_di
 
 
 def _config():
-    """The chosen preset with this command line's --config.<field> overrides applied."""
-    if _PRESET.value == "quick":
-        return _CONFIG.value
-    config = edge_popup_configs.get_config(_PRESET.value)
-    for path, value in config_flags.get_override_values(flags.FLAGS["config"]).items():
-        node = config
-        *parents, leaf = path.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
+  """The chosen preset with this command line's --config.<field> overrides applied."""
+  if _PRESET.value == "quick":
+    return _CONFIG.value
+  config = edge_popup_configs.get_config(_PRESET.value)
+  for path, value in config_flags.get_override_values(flags.FLAGS["config"]).items():
+    node = config
+    *parents, leaf = path.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
 
 
 class _QuietOrbax(std_logging.Filter):
-    """Drops orbax-checkpoint's INFO chatter (several lines per saved epoch)."""
+  """Drops orbax-checkpoint's INFO chatter (several lines per saved epoch)."""
 
-    def filter(self, record):
-        return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
 
 
 def _usage_error(message: str):
-    """One line on stderr and exit status 1 (app.UsageError would also print the full help)."""
-    raise SystemExit(f"FATAL Usage error: {message}")
+  """One line on stderr and exit status 1 (app.UsageError would also print the full help)."""
+  raise SystemExit(f"FATAL Usage error: {message}")
 
 
 def main(argv):
-    std_logging.getLogger("absl").addFilter(_QuietOrbax())
-    if len(argv) > 1:
-        _usage_error(f"unexpected arguments: {' '.join(argv[1:])}")
-    if _DATASET.value == "mnist" and not _DATA_DIR.value:
-        _usage_error("--dataset=mnist needs --data_dir (a directory of MNIST IDX files)")
-    data_dir = os.path.expanduser(_DATA_DIR.value) if _DATA_DIR.value else None
-    if data_dir and not os.path.isdir(data_dir):
-        _usage_error(f"--data_dir {data_dir} is not a directory")
-    config = _config()
-    try:
-        edge_popup.validate_config(config)
-    except ValueError as e:
-        _usage_error(f"--{e}")
-    try:
-        rows = edge_popup.run_experiment(config, _OUT_DIR.value, dataset=_DATASET.value,
-                                         data_dir=data_dir, overwrite=_OVERWRITE.value)
-    except (FileExistsError, FileNotFoundError) as e:
-        _usage_error(str(e))
-    for t in edge_popup.final_accuracy_table(rows):
-        logging.info("%-6s %-6s keep %.3f  remaining %9d  test accuracy %.4f", t["arch"],
-                     t["variant"], t["keep_fraction"], t["remaining_params"], t["mean"])
-    logging.info("wrote %s", os.path.join(_OUT_DIR.value, "results.jsonl"))
+  std_logging.getLogger("absl").addFilter(_QuietOrbax())
+  if len(argv) > 1:
+    _usage_error(f"unexpected arguments: {' '.join(argv[1:])}")
+  if _DATASET.value == "mnist" and not _DATA_DIR.value:
+    _usage_error("--dataset=mnist needs --data_dir (a directory of MNIST IDX files)")
+  data_dir = os.path.expanduser(_DATA_DIR.value) if _DATA_DIR.value else None
+  if data_dir and not os.path.isdir(data_dir):
+    _usage_error(f"--data_dir {data_dir} is not a directory")
+  config = _config()
+  try:
+    edge_popup.validate_config(config)
+  except ValueError as e:
+    _usage_error(f"--{e}")
+  try:
+    rows = edge_popup.run_experiment(config, _OUT_DIR.value, dataset=_DATASET.value,
+                                     data_dir=data_dir, overwrite=_OVERWRITE.value)
+  except (FileExistsError, FileNotFoundError) as e:
+    _usage_error(str(e))
+  for t in edge_popup.final_accuracy_table(rows):
+    logging.info("%-6s %-6s keep %.3f  remaining %9d  test accuracy %.4f", t["arch"],
+                 t["variant"], t["keep_fraction"], t["remaining_params"], t["mean"])
+  logging.info("wrote %s", os.path.join(_OUT_DIR.value, "results.jsonl"))
 
 
 if __name__ == "__main__":
-    app.run(main)
+  app.run(main)
