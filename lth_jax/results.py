@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -107,19 +108,9 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120,
                 bbox_inches: str | None = "tight") -> pathlib.Path:
   """Saves a matplotlib figure as PNG atomically (temporary file, then rename);
   ``bbox_inches=None`` keeps the figure's own size instead of cropping it."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-  os.close(fd)
-  try:
-    fig.savefig(tmp, dpi=dpi, format="png", bbox_inches=bbox_inches)
-    os.chmod(tmp, _FILE_MODE)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
+  buffer = io.BytesIO()
+  fig.savefig(buffer, dpi=dpi, format="png", bbox_inches=bbox_inches)
+  return atomic_write_bytes(path, buffer.getvalue())
 
 
 def prepare_out_dir(out_dir: str | os.PathLike, overwrite: bool = False) -> pathlib.Path:
