@@ -6,11 +6,19 @@ Methods (SPEC sections 2-3):
   two SubsetSum problems with target ``W[o, j]`` over the products ``v_{o,j,k} u_{j,k}``,
   one for the copies with ``u > 0`` and one for ``u < 0``. Each sign half is capped at
   ``max_half`` copies (surplus copies are pruned) so every instance has the same size.
-  All instances of a layer are one ``solve_subset_sum`` call.
+  All instances of one size (over all layers) are one solver call.
 * ``"single"``: the same network, but each sign half keeps at most one copy, the one whose
   product is closest to the target (Malach et al.-style baseline; error ~ 1/n).
 * ``"direct"``: no network (the official code's Experiment 1): every weight of output row
   ``o`` is a subset sum of the same ``n`` i.i.d. ``U[low, high]`` coefficients.
+
+The SubsetSum solver is pluggable (``find_ticket(..., objective=, epsilon=, solve_fn=)``):
+``"min_error"`` (``solve_subset_sum``, the default), ``"fewest_terms"``
+(``fewest_terms.solve_fewest_terms``: the fewest products within ``epsilon``), or any
+``solve_fn(targets (B,), coefficients (B, m))`` returning ``.mask`` and ``.error`` (e.g. a
+sharded or a blocked host-side solver). The steps around the solver are public building
+blocks too (``check_target``, ``layer_instances``, ``single_choice``, ``layer_masks``), for
+callers that vmap them over grids (``lth_jax.sweep``).
 
 Target kernels use the JAX convention ``(d_in, d_out)``: ``W = kernel.T``.
 """
@@ -19,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import chex
 import jax
@@ -30,6 +38,11 @@ from lth_jax import random_net as rn
 from lth_jax import subset_sum
 
 METHODS = ("network", "single", "direct")
+OBJECTIVES = ("min_error", "fewest_terms")
+
+# solve_fn(targets (B,), coefficients (B, m)) -> result with .mask bool (B, m) and
+# .error (B,) (like subset_sum.SubsetSumResult / fewest_terms.FewestTermsResult).
+SolveFn = Callable[[jax.Array, jax.Array], Any]
 
 
 @struct.dataclass
@@ -68,6 +81,44 @@ class Ticket:
   method: str = struct.field(pytree_node=False)
 
 
+class LayerInstances(NamedTuple):
+  """The ``2 * d_out * d_in`` SubsetSum instances of one target layer (``"network"``):
+  per weight ``(o, j)`` and sign half ``h`` (``u > 0``, ``u <= 0``), target ``W[o, j]``
+  over the products ``v[o, j, k] u[j, k]`` of the half's copies ``k``.
+
+  Attributes:
+    targets: ``(2, d_out, d_in)``, ``W`` once per half.
+    products: ``(2, d_out, d_in, m)``, zero where a half has fewer than ``m`` copies.
+    valid: ``(2, d_in, m)`` bool, the slots holding a copy.
+    copy_index: ``(2, d_in, m)`` int, which copy of input ``j`` sits in each slot
+      (members in copy order; meaningless where not ``valid``).
+    slot: ``(d_in, n)`` int32, where each copy sits in ``concat(halves)`` (``-1``: not in
+      any instance, the half's surplus beyond ``m``).
+  """
+
+  targets: jax.Array
+  products: jax.Array
+  valid: jax.Array
+  copy_index: jax.Array
+  slot: jax.Array
+
+
+class LayerMasks(NamedTuple):
+  """One target layer's part of a network ticket (``layer_masks``).
+
+  Attributes:
+    mask_u: ``(d_in, n)`` uint8, kept first-layer entries (a copy feeding a kept product).
+    mask_v: ``(d_out, d_in, n)`` uint8, kept second-layer entries.
+    errors: ``(d_out, d_in)``, per weight the larger of the two halves' errors.
+    effective: ``(2, d_out, d_in)``, the kept products' sums per half.
+  """
+
+  mask_u: jax.Array
+  mask_v: jax.Array
+  errors: jax.Array
+  effective: jax.Array
+
+
 def default_max_half(copies: int) -> int:
   """Instance size per sign half: about the mean plus one standard deviation of
   Binomial(copies, 1/2), so most halves keep all their copies while the
@@ -75,7 +126,14 @@ def default_max_half(copies: int) -> int:
   return max(1, min(copies, subset_sum.MAX_N, math.ceil(copies / 2 + math.sqrt(copies) / 2)))
 
 
-def _check_target(target, layer_sizes=None):
+def check_target(target: Sequence[jax.Array],
+                 layer_sizes: Sequence[int] | None = None) -> list[jax.Array]:
+  """Validates a target: non-empty ``(d_in, d_out)`` kernels that chain, finite (when
+  concrete), and of ``layer_sizes`` when given. Returns the kernels as float32.
+
+  Raises:
+    ValueError: naming the offending layer.
+  """
   kernels = [jnp.asarray(k, jnp.float32) for k in target]
   if not kernels:
     raise ValueError("target has no layers")
@@ -129,26 +187,37 @@ def _sign_halves(u, max_half):
   return jnp.stack(halves_idx), jnp.stack(halves_valid), slot
 
 
-def _layer_instances(u, v, w, max_half):
-  """The SubsetSum instances of one target layer.
+def layer_instances(u: jax.Array, v: jax.Array, kernel: jax.Array,
+                    max_half: int) -> LayerInstances:
+  """The SubsetSum instances of one target layer (each sign half capped at ``max_half``).
 
   Args:
-    u: ``(d_in, n)``; v: ``(d_out, d_in, n)``; w: target ``(d_out, d_in)``.
+    u: ``(d_in, n)``; v: ``(d_out, d_in, n)``: one layer of ``RandomNetwork.params``.
+    kernel: the target layer ``(d_in, d_out)``.
+    max_half: ``m``, the instance size (static): the first ``m`` member copies per half.
   Returns:
-    targets ``(2, d_out, d_in)``, products ``(2, d_out, d_in, m)`` (zero where a half
-    has fewer than ``m`` copies), valid ``(2, d_in, m)``, slot ``(d_in, n)``.
+    ``LayerInstances`` (``(2, d_out, d_in)`` targets, ``(..., m)`` products).
   """
   d_out, d_in, _ = v.shape
+  w = kernel.T  # (d_out, d_in)
   idx, valid, slot = _sign_halves(u, max_half)  # (2, d_in, m)
   u_h = jnp.take_along_axis(u[None], idx, axis=-1)  # (2, d_in, m)
   v_h = jnp.take_along_axis(v[None], idx[:, None], axis=-1)  # (2, d_out, d_in, m)
   prods = jnp.where(valid[:, None], v_h * u_h[:, None], 0.0)
   targets = jnp.broadcast_to(w[None], (2, d_out, d_in))
-  return targets, prods, valid, slot
+  return LayerInstances(targets, prods, valid, idx, slot)
 
 
-def _single_choice(targets, prods, valid):
-  """Per instance at most one product: the closest, if it beats the empty subset."""
+def single_choice(targets: jax.Array, prods: jax.Array, valid: jax.Array) -> jax.Array:
+  """The ``"single"`` method's subsets: per instance at most one product, the closest,
+  if it beats the empty subset.
+
+  Args:
+    targets ``(2, d_out, d_in)``, prods ``(2, d_out, d_in, m)``, valid ``(2, d_in, m)``
+    (the fields of ``LayerInstances``).
+  Returns:
+    chosen ``(2, d_out, d_in, m)`` bool.
+  """
   err = jnp.abs(targets[..., None] - prods)
   best = jnp.argmin(jnp.where(valid[:, None], err, jnp.inf), axis=-1)
   one = jax.nn.one_hot(best, prods.shape[-1], dtype=bool) & valid[:, None]
@@ -156,12 +225,17 @@ def _single_choice(targets, prods, valid):
   return one & better[..., None]
 
 
-def _layer_masks(chosen, targets, prods, valid, slot):
+def layer_masks(chosen: jax.Array, targets: jax.Array, prods: jax.Array, valid: jax.Array,
+                slot: jax.Array) -> LayerMasks:
   """Masks, per-weight errors and effective kernels of one layer from chosen subsets.
 
+  Args:
+    chosen: ``(2, d_out, d_in, m)`` bool, the subset chosen per instance (a solver's
+      ``mask``); slots that are not ``valid`` are ignored.
+    targets, prods, valid, slot: from ``layer_instances``.
   Returns:
-    mask_u ``(d_in, n)`` uint8, mask_v ``(d_out, d_in, n)`` uint8,
-    errors ``(d_out, d_in)``, effective ``(2, d_out, d_in)``.
+    ``LayerMasks(mask_u (d_in, n) uint8, mask_v (d_out, d_in, n) uint8,
+    errors (d_out, d_in), effective (2, d_out, d_in))``.
   """
   chosen = chosen & valid[:, None]
   effective = jnp.sum(jnp.where(chosen, prods, 0.0), axis=-1)  # (2, d_out, d_in)
@@ -171,14 +245,60 @@ def _layer_masks(chosen, targets, prods, valid, slot):
   gathered = jnp.take_along_axis(flat, jnp.maximum(slot, 0)[None], axis=-1)
   mask_v = gathered & (slot >= 0)[None]
   mask_u = jnp.any(mask_v, axis=0)
-  return mask_u.astype(jnp.uint8), mask_v.astype(jnp.uint8), errors, effective
+  return LayerMasks(mask_u.astype(jnp.uint8), mask_v.astype(jnp.uint8), errors, effective)
 
 
-def _solve_grouped(problems):
-  """One ``solve_subset_sum`` call per distinct instance size, over all layers' instances.
+def objective_max_n(objective: str = "min_error") -> int:
+  """The largest instance size ``m`` (coefficients per instance) ``objective`` solves."""
+  if objective == "min_error":
+    return subset_sum.MAX_N
+  if objective == "fewest_terms":
+    from lth_jax import fewest_terms  # pylint: disable=g-import-not-at-top
+    return fewest_terms.MAX_N
+  raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+
+
+@jax.jit
+def _min_error(targets, coefficients):
+  # jit: no host round trip for the finiteness check (inputs are checked or sampled)
+  return subset_sum.solve_subset_sum(targets, coefficients)
+
+
+@jax.jit
+def _fewest_terms(targets, coefficients, epsilon):
+  from lth_jax import fewest_terms  # pylint: disable=g-import-not-at-top
+  return fewest_terms.solve_fewest_terms(targets, coefficients, epsilon)
+
+
+def objective_solver(objective: str = "min_error", epsilon: float | None = None) -> SolveFn:
+  """The ``solve_fn`` of a named objective.
+
+  Args:
+    objective: ``"min_error"`` (``subset_sum.solve_subset_sum``: the subset closest to the
+      target) or ``"fewest_terms"`` (``fewest_terms.solve_fewest_terms``: among subsets
+      within ``epsilon``, one with the fewest terms; where none is, the closest one).
+    epsilon: the tolerance of ``"fewest_terms"`` (required there; ignored otherwise).
+
+  Returns:
+    ``solve_fn(targets (B,), coefficients (B, m))`` -> result with ``.mask``,
+    ``.value``, ``.error``.
+  """
+  objective_max_n(objective)  # validates the name
+  if objective == "min_error":
+    return _min_error
+  if epsilon is None:
+    raise ValueError("objective 'fewest_terms' needs epsilon")
+  if not isinstance(epsilon, jax.core.Tracer) and not 0.0 < float(epsilon) < math.inf:
+    raise ValueError(f"epsilon must be finite and positive, got {epsilon}")
+  return functools.partial(_fewest_terms, epsilon=jnp.float32(epsilon))
+
+
+def _solve_grouped(problems, solve_fn):
+  """One ``solve_fn`` call per distinct instance size, over all layers' instances.
 
   Args:
     problems: list of (targets, products) per layer.
+    solve_fn: ``(targets (B,), coefficients (B, m)) -> .mask (B, m)``.
   Returns:
     list of chosen masks, shaped like each layer's products.
   """
@@ -188,7 +308,7 @@ def _solve_grouped(problems):
     layers = [i for i, (_, p) in enumerate(problems) if p.shape[-1] == m]
     t = jnp.concatenate([problems[i][0].reshape(-1) for i in layers])
     c = jnp.concatenate([problems[i][1].reshape(-1, m) for i in layers])
-    mask = subset_sum.solve_subset_sum(t, c).mask
+    mask = solve_fn(t, c).mask
     start = 0
     for i in layers:
       shape = problems[i][1].shape
@@ -207,7 +327,7 @@ def sample_direct_coefficients(
 ) -> DirectCoefficients:
   """The ``"direct"`` variant's random coefficients: per layer ``(d_out, copies)``
   i.i.d. ``U[low, high]``, default range = the target's global weight range."""
-  kernels = _check_target(target)
+  kernels = check_target(target)
   if copies < 1:
     raise ValueError(f"copies must be positive, got {copies}")
   all_w = jnp.concatenate([k.reshape(-1) for k in kernels])
@@ -225,6 +345,9 @@ def find_ticket(
     method: str = "network",
     *,
     max_half: int | Sequence[int] | None = None,
+    objective: str = "min_error",
+    epsilon: float | None = None,
+    solve_fn: SolveFn | None = None,
 ) -> Ticket:
   """Masks that prune ``random_net`` to approximate ``target``.
 
@@ -235,20 +358,34 @@ def find_ticket(
     method: ``"network"``, ``"single"`` or ``"direct"``.
     max_half: per-sign-half instance size cap (``"network"``), one int or one per layer;
       default ``default_max_half(copies)``.
+    objective: which subset each SubsetSum instance gets (``objective_solver``):
+      ``"min_error"`` (closest) or ``"fewest_terms"`` (fewest terms within ``epsilon``).
+      ``"single"`` solves no SubsetSum and ignores it.
+    epsilon: the per-instance tolerance of ``"fewest_terms"``.
+    solve_fn: instead of ``objective``, a solver ``(targets (B,), coefficients (B, m))``
+      -> result with ``.mask`` bool ``(B, m)`` and ``.error`` ``(B,)`` (``"direct"``
+      reads it). It is called outside ``jit`` with all layers' instances of one size
+      at once (one call per distinct size), so it may be jitted, sharded or host code.
+      Per-instance results must not depend on the batch they come in.
 
   Returns:
     Ticket (masks 0/1 uint8, per-weight errors, effective kernels, parameter counts).
   """
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+  if solve_fn is not None and objective != "min_error":
+    raise ValueError(f"give objective ({objective!r}) or solve_fn, not both")
+  limit = objective_max_n(objective)  # (validates the name)
+  if solve_fn is None and method != "single":
+    solve_fn = objective_solver(objective, epsilon)
   if method == "direct":
     if not isinstance(random_net, DirectCoefficients):
       raise ValueError("method 'direct' needs DirectCoefficients "
                        "(sample_direct_coefficients), not a RandomNetwork")
-    return _direct_ticket(random_net, target)
+    return _direct_ticket(random_net, target, solve_fn)
   if not isinstance(random_net, rn.RandomNetwork):
     raise ValueError(f"method {method!r} needs a RandomNetwork (sample_random_network)")
-  kernels = _check_target(target, random_net.layer_sizes)
+  kernels = check_target(target, random_net.layer_sizes)
   copies = random_net.copies
   if max_half is None:
     caps = [default_max_half(n) for n in copies]
@@ -256,28 +393,39 @@ def find_ticket(
     caps = [max_half] * len(copies)
   else:
     caps = list(max_half)
-  if len(caps) != len(copies) or any(c < 1 or c > subset_sum.MAX_N for c in caps):
-    raise ValueError(f"max_half must be in [1, {subset_sum.MAX_N}] per layer, got {max_half}")
+  if len(caps) != len(copies) or any(c < 1 or c > limit for c in caps):
+    raise ValueError(f"max_half must be in [1, {limit}] per layer, got {max_half}")
   if method == "single":
     caps = list(copies)  # one product per half: no instance-size cost to cap
-  masks, errors, effective, kept = _network_ticket(
-      random_net.params, kernels, method=method, caps=tuple(caps))
+  layers = _network_instances(random_net.params, kernels, caps=tuple(caps))
+  if method == "network":
+    chosen = _solve_grouped([(inst.targets, inst.products) for inst in layers], solve_fn)
+  else:
+    chosen = _single_choices(layers)
+  masks, errors, effective, kept = _network_assemble(chosen, layers)
   return Ticket(masks, errors, effective, rn.num_params(random_net), kept, method)
 
 
-@functools.partial(jax.jit, static_argnames=("method", "caps"))
-def _network_ticket(params, kernels, method, caps):
-  """All layers of a network ticket in one program (one SubsetSum call per layer)."""
-  layers = [_layer_instances(u, v, k.T, m)
-            for u, v, k, m in zip(params["u"], params["v"], kernels, caps)]
-  if method == "network":
-    chosen = _solve_grouped([(t, p) for t, p, _, _ in layers])
-  else:
-    chosen = [_single_choice(t, p, valid) for t, p, valid, _ in layers]
+# A network ticket in three steps: instances, the solver (outside jit, any solve_fn),
+# masks. Per-instance results do not depend on the steps' boundaries.
+@functools.partial(jax.jit, static_argnames=("caps",))
+def _network_instances(params, kernels, caps):
+  return [layer_instances(u, v, k, m)
+          for u, v, k, m in zip(params["u"], params["v"], kernels, caps)]
+
+
+@jax.jit
+def _single_choices(layers):
+  return [single_choice(inst.targets, inst.products, inst.valid) for inst in layers]
+
+
+@jax.jit
+def _network_assemble(chosen, layers):
+  """Masks, errors, effective kernels of every layer and the kept-parameter count."""
   masks_u, masks_v, errors, effective = [], [], [], []
   kept = jnp.int32(0)
-  for ch, (t, p, valid, slot) in zip(chosen, layers):
-    mu, mv, err, eff = _layer_masks(ch, t, p, valid, slot)
+  for ch, inst in zip(chosen, layers):
+    mu, mv, err, eff = layer_masks(ch, inst.targets, inst.products, inst.valid, inst.slot)
     masks_u.append(mu)
     masks_v.append(mv)
     errors.append(err.T)
@@ -286,8 +434,8 @@ def _network_ticket(params, kernels, method, caps):
   return {"u": masks_u, "v": masks_v}, errors, effective, kept
 
 
-def _direct_ticket(coefs: DirectCoefficients, target) -> Ticket:
-  kernels = _check_target(target)
+def _direct_ticket(coefs: DirectCoefficients, target, solve_fn) -> Ticket:
+  kernels = check_target(target)
   if len(coefs.coefficients) != len(kernels):
     raise ValueError(f"{len(coefs.coefficients)} coefficient layers for {len(kernels)} "
                      "target layers")
@@ -296,30 +444,40 @@ def _direct_ticket(coefs: DirectCoefficients, target) -> Ticket:
     if c.ndim != 2 or c.shape[0] != k.shape[1]:
       raise ValueError(f"coefficients {c.shape} do not match kernel {k.shape} (need d_out rows)")
     total += int(k.size) * int(c.shape[1])
-  masks, errors, approx, kept = _direct_solve(coefs.coefficients, kernels)
+  if len({int(c.shape[1]) for c in coefs.coefficients}) != 1:
+    raise ValueError("all layers need the same number of coefficients per weight")
+  t, c = _direct_instances(coefs.coefficients, kernels)
+  res = solve_fn(t, c)  # all layers' weights in one solver call
+  masks, errors, approx, kept = _direct_assemble(res.mask, res.error, c, kernels)
   return Ticket({"coefficients": masks}, errors, approx, total, kept, "direct")
 
 
 @jax.jit
-def _direct_solve(coefficients, kernels):
-  """All layers' weights in one solver call (rows of a layer share their coefficients)."""
+def _direct_instances(coefficients, kernels):
+  """Targets ``(B,)`` and coefficients ``(B, n)`` of every weight, (layer, o, j) order
+  (rows of a layer share their coefficients)."""
   n = coefficients[0].shape[1]
-  if any(c.shape[1] != n for c in coefficients):
-    raise ValueError("all layers need the same number of coefficients per weight")
   t = jnp.concatenate([k.T.reshape(-1) for k in kernels])
   c = jnp.concatenate([jnp.broadcast_to(c[:, None, :], (k.shape[1], k.shape[0], n)).reshape(-1, n)
                        for c, k in zip(coefficients, kernels)])
-  res = subset_sum.solve_subset_sum(t, c)
+  return t, c
+
+
+@jax.jit
+def _direct_assemble(mask, error, c, kernels):
+  """Per-layer masks, errors, approximated kernels and the kept count from the solution
+  (``mask (B, n)``, ``error (B,)``) of ``_direct_instances``' ``c (B, n)``."""
+  n = c.shape[1]
   masks, errors, approx = [], [], []
   start = 0
   for k in kernels:
     d_in, d_out = k.shape
     rows = slice(start, start + d_in * d_out)
     start += d_in * d_out
-    mask = res.mask[rows].reshape(d_out, d_in, n)
-    masks.append(mask.astype(jnp.uint8))
-    errors.append(res.error[rows].reshape(d_out, d_in).T)
-    values = jnp.sum(jnp.where(mask, c[rows].reshape(d_out, d_in, n), 0.0), axis=-1)
+    layer_mask = mask[rows].reshape(d_out, d_in, n)
+    masks.append(layer_mask.astype(jnp.uint8))
+    errors.append(error[rows].reshape(d_out, d_in).T)
+    values = jnp.sum(jnp.where(layer_mask, c[rows].reshape(d_out, d_in, n), 0.0), axis=-1)
     approx.append(values.T)
-  kept = jnp.sum(res.mask, dtype=jnp.int32)
+  kept = jnp.sum(mask, dtype=jnp.int32)
   return masks, errors, approx, kept

@@ -238,58 +238,11 @@ def sharded_solve_subset_sum(
 # --------------------------------------------------------------------------------------
 
 
-def _solve_grouped_sharded(problems, mesh):
-  """``construction._solve_grouped`` with the sharded solver (same grouping, same order)."""
-  chosen = [None] * len(problems)
-  for m in sorted({p.shape[-1] for _, p in problems}):
-    layers = [i for i, (_, p) in enumerate(problems) if p.shape[-1] == m]
-    t = jnp.concatenate([problems[i][0].reshape(-1) for i in layers])
-    c = jnp.concatenate([problems[i][1].reshape(-1, m) for i in layers])
-    mask = sharded_solve_subset_sum(t, c, mesh=mesh).mask
-    start = 0
-    for i in layers:
-      count = problems[i][0].size
-      chosen[i] = mask[start:start + count].reshape(problems[i][1].shape)
-      start += count
-  return chosen
-
-
-@functools.partial(jax.jit, static_argnames=("caps", "mesh"))
-def _network_ticket(params, kernels, caps, mesh):
-  layers = [construction._layer_instances(u, v, k.T, m)
-            for u, v, k, m in zip(params["u"], params["v"], kernels, caps)]
-  chosen = _solve_grouped_sharded([(t, p) for t, p, _, _ in layers], mesh)
-  masks_u, masks_v, errors, effective = [], [], [], []
-  kept = jnp.int32(0)
-  for ch, (t, p, valid, slot) in zip(chosen, layers):
-    mu, mv, err, eff = construction._layer_masks(ch, t, p, valid, slot)
-    masks_u.append(mu)
-    masks_v.append(mv)
-    errors.append(err.T)
-    effective.append(jnp.transpose(eff, (0, 2, 1)))
-    kept = kept + jnp.sum(mu, dtype=jnp.int32) + jnp.sum(mv, dtype=jnp.int32)
-  return {"u": masks_u, "v": masks_v}, errors, effective, kept
-
-
-@functools.partial(jax.jit, static_argnames=("mesh",))
-def _direct_solve(coefficients, kernels, mesh):
-  n = coefficients[0].shape[1]
-  t = jnp.concatenate([k.T.reshape(-1) for k in kernels])
-  c = jnp.concatenate([jnp.broadcast_to(c[:, None, :], (k.shape[1], k.shape[0], n)).reshape(-1, n)
-                       for c, k in zip(coefficients, kernels)])
-  res = sharded_solve_subset_sum(t, c, mesh=mesh)
-  masks, errors, approx = [], [], []
-  start = 0
-  for k in kernels:
-    d_in, d_out = k.shape
-    rows = slice(start, start + d_in * d_out)
-    start += d_in * d_out
-    mask = res.mask[rows].reshape(d_out, d_in, n)
-    masks.append(mask.astype(jnp.uint8))
-    errors.append(res.error[rows].reshape(d_out, d_in).T)
-    values = jnp.sum(jnp.where(mask, c[rows].reshape(d_out, d_in, n), 0.0), axis=-1)
-    approx.append(values.T)
-  return masks, errors, approx, jnp.sum(res.mask, dtype=jnp.int32)
+@functools.lru_cache(maxsize=None)
+def mesh_solver(mesh: Mesh):
+  """``sharded_solve_subset_sum`` on ``mesh`` as a jitted ``solve_fn`` for
+  ``construction.find_ticket`` (one per mesh, so its compiled programs are reused)."""
+  return jax.jit(functools.partial(sharded_solve_subset_sum, mesh=mesh))
 
 
 def sharded_find_ticket(
@@ -300,48 +253,15 @@ def sharded_find_ticket(
     max_half: int | Sequence[int] | None = None,
     mesh: Mesh | None = None,
 ) -> construction.Ticket:
-  """``construction.find_ticket`` with its SubsetSum instances split over ``mesh``.
+  """``construction.find_ticket`` with its SubsetSum instances split over ``mesh``
+  (``solve_fn=mesh_solver(mesh)``).
 
   Same arguments and bit-identical ``Ticket``. ``"single"`` solves no SubsetSum (one
   argmin per instance) and runs as ``find_ticket`` does.
   """
-  if method not in construction.METHODS:
-    raise ValueError(f"method must be one of {construction.METHODS}, got {method!r}")
-  if method == "single":
-    return construction.find_ticket(random_net, target, method, max_half=max_half)
   mesh = make_instance_mesh() if mesh is None else mesh
-  if method == "direct":
-    if not isinstance(random_net, construction.DirectCoefficients):
-      raise ValueError("method 'direct' needs DirectCoefficients "
-                       "(sample_direct_coefficients), not a RandomNetwork")
-    kernels = construction._check_target(target)
-    coefs = random_net.coefficients
-    if len(coefs) != len(kernels):
-      raise ValueError(f"{len(coefs)} coefficient layers for {len(kernels)} target layers")
-    for c, k in zip(coefs, kernels):
-      if c.ndim != 2 or c.shape[0] != k.shape[1]:
-        raise ValueError(f"coefficients {c.shape} do not match kernel {k.shape} "
-                         "(need d_out rows)")
-    if len({int(c.shape[1]) for c in coefs}) != 1:
-      raise ValueError("all layers need the same number of coefficients per weight")
-    total = sum(int(k.size) * int(c.shape[1]) for c, k in zip(coefs, kernels))
-    masks, errors, approx, kept = _direct_solve(coefs, kernels, mesh)
-    return construction.Ticket({"coefficients": masks}, errors, approx, total, kept, "direct")
-  if not isinstance(random_net, rn.RandomNetwork):
-    raise ValueError(f"method {method!r} needs a RandomNetwork (sample_random_network)")
-  kernels = construction._check_target(target, random_net.layer_sizes)
-  copies = random_net.copies
-  if max_half is None:
-    caps = [construction.default_max_half(n) for n in copies]
-  elif isinstance(max_half, int):
-    caps = [max_half] * len(copies)
-  else:
-    caps = list(max_half)
-  if len(caps) != len(copies) or any(c < 1 or c > subset_sum.MAX_N for c in caps):
-    raise ValueError(f"max_half must be in [1, {subset_sum.MAX_N}] per layer, got {max_half}")
-  masks, errors, effective, kept = _network_ticket(random_net.params, kernels,
-                                                   caps=tuple(caps), mesh=mesh)
-  return construction.Ticket(masks, errors, effective, rn.num_params(random_net), kept, method)
+  return construction.find_ticket(random_net, target, method, max_half=max_half,
+                                  solve_fn=mesh_solver(mesh))
 
 
 # --------------------------------------------------------------------------------------

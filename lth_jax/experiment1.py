@@ -31,8 +31,8 @@ import math
 import os
 import resource
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -78,35 +78,17 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------------------
-# Objectives: (targets (B,), coefficients (B, n), epsilon) -> (mask bool (B, n), error (B,)).
+# Objectives (construction.objective_solver): "min_error" and "fewest_terms".
 # --------------------------------------------------------------------------------------
 
-
-def _min_error(targets, coefficients, epsilon):
-  del epsilon  # the closest subset, whatever its error
-  res = subset_sum.solve_subset_sum(targets, coefficients)
-  return res.mask, res.error
-
-
-def _fewest_terms(targets, coefficients, epsilon):
-  from lth_jax import fewest_terms  # pylint: disable=g-import-not-at-top
-  res = fewest_terms.solve_fewest_terms(targets, coefficients, epsilon)
-  return res.mask, res.error
-
-
-OBJECTIVES: dict[str, Callable] = {"min_error": _min_error, "fewest_terms": _fewest_terms}
-
-
-def _objective_max_n(objective: str) -> int:
-  if objective == "fewest_terms":
-    from lth_jax import fewest_terms  # pylint: disable=g-import-not-at-top
-    return fewest_terms.MAX_N
-  return subset_sum.MAX_N
+OBJECTIVES = construction.OBJECTIVES
+_objective_max_n = construction.objective_max_n
 
 
 @functools.partial(jax.jit, static_argnames=("objective",))
 def _solve_block(targets, coefficients, epsilon, objective):
-  return OBJECTIVES[objective](targets, coefficients, epsilon)
+  res = construction.objective_solver(objective, epsilon)(targets, coefficients)
+  return res.mask, res.error
 
 
 class _Progress:
@@ -135,7 +117,7 @@ def solve_instances(targets: np.ndarray, coefficients: np.ndarray, *, objective:
 
   Args:
     targets: ``(N,)``; coefficients: ``(N, n)``.
-    objective: a key of ``OBJECTIVES``.
+    objective: one of ``OBJECTIVES``.
     epsilon: tolerance (used by ``"fewest_terms"``).
     block_keys: about this many meet-in-the-middle keys per block (progress granularity;
       the solvers bound their own memory by chunking).
@@ -235,13 +217,27 @@ def direct_ticket(target: Sequence[jax.Array], coefficients: construction.Direct
 
 
 # --------------------------------------------------------------------------------------
-# The "network" variant (Theorem 1), layer by layer.
+# The "network" variant (Theorem 1): construction.find_ticket with a blocked solver.
 # --------------------------------------------------------------------------------------
 
-# The instance layout and the mask scatter are construction's own (so that a
-# "min_error" ticket here is exactly find_ticket's); only the solver call differs.
-_layer_instances = jax.jit(construction._layer_instances, static_argnums=3)  # pylint: disable=protected-access
-_layer_masks = jax.jit(construction._layer_masks)  # pylint: disable=protected-access
+class _Solved(NamedTuple):
+  """What ``construction.find_ticket`` reads from a ``solve_fn``."""
+
+  mask: np.ndarray  # bool (B, m)
+  error: np.ndarray  # float32 (B,)
+
+
+def _blocked_solver(objective: str, epsilon: float, block_keys: int,
+                    progress: _Progress | None) -> construction.SolveFn:
+  """``solve_instances`` as a ``find_ticket`` ``solve_fn`` (fixed-size blocks, progress)."""
+
+  def solve(targets, coefficients):
+    mask, error = solve_instances(np.asarray(targets), np.asarray(coefficients),
+                                  objective=objective, epsilon=epsilon,
+                                  block_keys=block_keys, progress=progress)
+    return _Solved(mask, error)
+
+  return solve
 
 
 def _max_half(copies: int, max_half: int | None, limit: int = subset_sum.MAX_N) -> int:
@@ -265,15 +261,16 @@ def _layer_caps(max_half, num_layers: int) -> list:
   return caps
 
 
-def _network_layer(u, v, kernel, m, *, objective, epsilon, block_keys, progress):
-  """One target layer: (mask_u, mask_v, errors (d_out, d_in), effective (2, d_out, d_in))."""
-  w = jnp.asarray(kernel, jnp.float32).T  # (d_out, d_in)
-  targets, prods, valid, slot = _layer_instances(u, v, w, m)
-  chosen, _ = solve_instances(np.asarray(targets).reshape(-1),
-                              np.asarray(prods).reshape(-1, m), objective=objective,
-                              epsilon=epsilon, block_keys=block_keys, progress=progress)
-  chosen = jnp.asarray(chosen.reshape(prods.shape))
-  return _layer_masks(chosen, targets, prods, valid, slot)
+def _layer_errors(u, v, kernel, m, *, epsilon, block_keys, progress=None):
+  """Per-weight errors ``(d_in, d_out)`` of one layer's min-error ticket: ``find_ticket``
+  on the one-layer random network ``(u (d_in, n), v (d_out, d_in, n))``."""
+  d_in, d_out = kernel.shape
+  # Only the structured view is used (no dense forward): the filler key is never read.
+  net = rn.RandomNetwork({"u": [u], "v": [v]}, jax.random.key(0), (d_in, d_out))
+  ticket = construction.find_ticket(
+      net, [kernel], "network", max_half=m,
+      solve_fn=_blocked_solver("min_error", epsilon, block_keys, progress))
+  return ticket.weight_errors[0]
 
 
 def network_ticket(net: rn.RandomNetwork, target: Sequence[jax.Array], *,
@@ -282,8 +279,8 @@ def network_ticket(net: rn.RandomNetwork, target: Sequence[jax.Array], *,
                    progress_name: str | None = None) -> construction.Ticket:
   """Theorem-1 ticket of ``net`` for ``target`` with a pluggable SubsetSum objective.
 
-  Same ticket as ``construction.find_ticket(net, target, "network", max_half=...)`` for
-  ``objective="min_error"``.
+  ``construction.find_ticket(net, target, "network", max_half=..., objective=...)``, with
+  the SubsetSum instances solved in fixed-size blocks with progress logs.
 
   Args:
     net: the random network (``sample_random_network``), layer sizes of the target.
@@ -308,18 +305,9 @@ def network_ticket(net: rn.RandomNetwork, target: Sequence[jax.Array], *,
   caps = [_max_half(c, h, limit) for c, h in zip(net.copies, caps)]
   total = sum(2 * int(k.size) for k in kernels)
   progress = _Progress(progress_name or f"network/{objective}", total)
-  masks_u, masks_v, errors, effective = [], [], [], []
-  kept = 0
-  for u, v, k, m in zip(net.params["u"], net.params["v"], kernels, caps):
-    mu, mv, err, eff = _network_layer(u, v, k, m, objective=objective, epsilon=epsilon,
-                                      block_keys=block_keys, progress=progress)
-    masks_u.append(mu)
-    masks_v.append(mv)
-    errors.append(err.T)
-    effective.append(jnp.transpose(eff, (0, 2, 1)))
-    kept += int(jnp.sum(mu, dtype=jnp.int32)) + int(jnp.sum(mv, dtype=jnp.int32))
-  return construction.Ticket({"u": masks_u, "v": masks_v}, errors, effective,
-                             rn.num_params(net), jnp.int32(kept), "network")
+  return construction.find_ticket(
+      net, kernels, "network", max_half=caps,
+      solve_fn=_blocked_solver(objective, epsilon, block_keys, progress))
 
 
 @dataclasses.dataclass
@@ -351,16 +339,12 @@ def _pair_errors(u, v, w, o_idx, j_idx, m, epsilon, block_keys):
   o_pad = np.zeros(padded, np.int64)
   j_pad = np.zeros(padded, np.int64)
   o_pad[:count], j_pad[:count] = o_idx, j_idx
-  u_sel = jnp.asarray(u)[j_pad]  # (P, n): each pair as its own "input"
+  # Each pair as its own input of a one-layer network with one output.
+  u_sel = jnp.asarray(u)[j_pad]  # (P, n)
   v_sel = jnp.asarray(v)[o_pad, j_pad][None]  # (1, P, n)
-  w_sel = jnp.asarray(w)[o_pad, j_pad][None]  # (1, P)
-  targets, prods, valid, slot = _layer_instances(u_sel, v_sel, w_sel, m)
-  chosen, _ = solve_instances(np.asarray(targets).reshape(-1),
-                              np.asarray(prods).reshape(-1, m), objective="min_error",
-                              epsilon=epsilon, block_keys=block_keys)
-  _, _, err, _ = _layer_masks(jnp.asarray(chosen.reshape(prods.shape)), targets, prods,
-                              valid, slot)
-  return np.asarray(err)[0, :count]
+  kernel = jnp.asarray(w)[o_pad, j_pad][:, None]  # (P, 1)
+  err = _layer_errors(u_sel, v_sel, kernel, m, epsilon=epsilon, block_keys=block_keys)
+  return np.asarray(err)[:count, 0]
 
 
 def search_copies(key: jax.Array, target: Sequence[jax.Array], candidates: Sequence[int], *,
@@ -397,9 +381,8 @@ def search_copies(key: jax.Array, target: Sequence[jax.Array], candidates: Seque
       u, v = u_all[:, :c], v_all[:, :, :c]
       if miss_o is None:  # first candidate: every weight
         progress = _Progress(f"copies search, layer {layer + 1}, copies {c}", 2 * w.size)
-        _, _, err, _ = _network_layer(u, v, k, m, objective="min_error", epsilon=epsilon,
-                                      block_keys=block_keys, progress=progress)
-        err = np.asarray(err)
+        err = np.asarray(_layer_errors(u, v, k, m, epsilon=epsilon, block_keys=block_keys,
+                                       progress=progress)).T  # (d_out, d_in)
         rechecked = int(err.size)
         miss_o, miss_j = np.nonzero(err > np.float32(epsilon))
         worst = float(err.max())

@@ -233,8 +233,7 @@ def _network_point(u, v, kernel, width, cap, m):
     targets ``(2, d_out, d_in)``, products ``(2, d_out, d_in, m)``, valid ``(2, d_in, m)``,
     slot ``(d_in, W)``.
   """
-  targets, prods, valid, slot = construction._layer_instances(u, v, kernel.T, m)
-  idx, _, _ = construction._sign_halves(u, m)  # same halves: which copy sits in each slot
+  targets, prods, valid, idx, slot = construction.layer_instances(u, v, kernel, m)
   # Members are ordered by copy index, so those among the first `width` copies are a prefix.
   valid = valid & (idx < width) & (jnp.arange(m) < cap)
   prods = jnp.where(valid[:, None], prods, 0.0)
@@ -432,9 +431,9 @@ def _grid_program(targets, key, epsilon, data, *, specs, num_seeds, opts):
       if method == "network":
         chosen = [mask for mask, _ in solved[j]]
       else:
-        chosen = [grid_vmap(construction._single_choice)(tg, pr, va)
+        chosen = [grid_vmap(construction.single_choice)(tg, pr, va)
                   for tg, pr, va, _ in grids[j]]
-      layer_out = [grid_vmap(construction._layer_masks)(ch, tg, pr, va, sl)
+      layer_out = [grid_vmap(construction.layer_masks)(ch, tg, pr, va, sl)
                    for ch, (tg, pr, va, sl) in zip(chosen, grids[j])]
       errors = [lo[2] for lo in layer_out]  # (W, S, d_out, d_in)
       kept = sum(jnp.sum(lo[0], axis=(2, 3), dtype=jnp.int32) +
@@ -559,7 +558,7 @@ def sweep_targets(
   """
   if not targets:
     raise ValueError("no targets")
-  kernels = tuple([jnp.asarray(k, jnp.float32) for k in construction._check_target(t)]
+  kernels = tuple([jnp.asarray(k, jnp.float32) for k in construction.check_target(t)]
                   for t in targets)
   sizes = [construction.target_layer_sizes(k) for k in kernels]
   methods = tuple(methods)

@@ -152,3 +152,86 @@ def test_bad_input(target):
     L.find_ticket(net, target, "network", max_half=0)
   with pytest.raises(ValueError, match="no layers"):
     L.find_ticket(net, [])
+
+
+# ------------------------------------------------------------------ the solver option
+
+
+def test_fewest_terms_objective_within_eps_with_fewer_terms(target):
+  from lth_jax import construction
+  eps = 0.02
+  net = L.sample_random_network(jax.random.key(1), SIZES, 24)
+  dense = L.find_ticket(net, target, "network")
+  sparse = L.find_ticket(net, target, "network", objective="fewest_terms", epsilon=eps)
+  for d, s in zip(dense.weight_errors, sparse.weight_errors):
+    d, s = np.asarray(d), np.asarray(s)
+    assert (d <= eps).mean() > 0.9  # enough weights where the objectives differ
+    # Per half: within eps when some subset is, else the min-error subset itself.
+    assert (s <= np.maximum(eps, d)).all()
+    np.testing.assert_array_equal(s[d > eps], d[d > eps])
+  # Every instance's subset has at most the min-error one's terms (the min-error subset is
+  # a candidate whenever it is within eps), so fewer second-layer entries survive.
+  for d, s in zip(dense.masks["v"], sparse.masks["v"]):
+    assert int(np.sum(s)) < int(np.sum(d))
+  assert int(sparse.num_params_kept) < int(dense.num_params_kept)
+  # Through an explicit solve_fn: the same ticket.
+  same = L.find_ticket(net, target, "network",
+                       solve_fn=construction.objective_solver("fewest_terms", eps))
+  for x, y in zip(jax.tree.leaves(sparse), jax.tree.leaves(same)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_custom_solve_fn_is_called_once_per_instance_size(target):
+  calls = []
+
+  def solve_fn(t, c):
+    calls.append((t.shape, c.shape))
+    return L.solve_subset_sum(t, c)
+
+  net = L.sample_random_network(jax.random.key(1), SIZES, 8)
+  ref = L.find_ticket(net, target, "network", max_half=[4, 5])
+  got = L.find_ticket(net, target, "network", max_half=[4, 5], solve_fn=solve_fn)
+  assert calls == [((2 * 32 * 16,), (2 * 32 * 16, 4)), ((2 * 8 * 32,), (2 * 8 * 32, 5))]
+  for x, y in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  calls.clear()
+  L.find_ticket(net, target, "network", max_half=4, solve_fn=solve_fn)
+  assert calls == [((2 * (32 * 16 + 8 * 32),), (2 * (32 * 16 + 8 * 32), 4))]  # one size
+  calls.clear()
+  L.find_ticket(net, target, "single", solve_fn=solve_fn)
+  assert not calls  # "single" solves no SubsetSum
+  coefs = L.sample_direct_coefficients(jax.random.key(5), target, 6)
+  ticket = L.find_ticket(coefs, target, "direct", solve_fn=solve_fn)
+  assert calls == [((16 * 32 + 32 * 8,), (16 * 32 + 32 * 8, 6))]
+  for x, y in zip(jax.tree.leaves(ticket), jax.tree.leaves(L.find_ticket(coefs, target, "direct"))):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_layer_building_blocks_compose_to_find_ticket(target):
+  from lth_jax import construction
+  net = L.sample_random_network(jax.random.key(1), SIZES, 8)
+  ticket = L.find_ticket(net, target, "network", max_half=5)
+  u, v, k = net.params["u"][1], net.params["v"][1], target[1]
+  inst = construction.layer_instances(u, v, k, 5)
+  assert inst.products.shape == (2, 8, 32, 5) and inst.copy_index.shape == (2, 32, 5)
+  chosen = L.solve_subset_sum(inst.targets, inst.products).mask
+  layer = construction.layer_masks(chosen, inst.targets, inst.products, inst.valid, inst.slot)
+  np.testing.assert_array_equal(np.asarray(layer.mask_v), np.asarray(ticket.masks["v"][1]))
+  np.testing.assert_array_equal(np.asarray(layer.errors.T), np.asarray(ticket.weight_errors[1]))
+
+
+def test_bad_solver_options(target):
+  from lth_jax import construction, fewest_terms
+  net = L.sample_random_network(jax.random.key(1), SIZES, 8)
+  with pytest.raises(ValueError, match="objective"):
+    L.find_ticket(net, target, objective="closest")
+  with pytest.raises(ValueError, match="needs epsilon"):
+    L.find_ticket(net, target, objective="fewest_terms")
+  with pytest.raises(ValueError, match="not both"):
+    L.find_ticket(net, target, objective="fewest_terms", epsilon=0.1,
+                  solve_fn=L.solve_subset_sum)
+  with pytest.raises(ValueError, match="max_half"):
+    L.find_ticket(net, target, max_half=fewest_terms.MAX_N + 1, objective="fewest_terms",
+                  epsilon=0.1)
+  with pytest.raises(ValueError, match="positive"):
+    construction.objective_solver("fewest_terms", 0.0)
