@@ -12,10 +12,12 @@ SubsetSum instances are independent, so the work splits along one axis:
   block through ``jax.shard_map`` inside one ``jax.jit`` with explicit in/out shardings.
   (Plain sharded ``jit`` is not enough: the solver walks its batch with ``lax.map``, and a
   loop over a sharded axis would make XLA gather the whole batch on every device.)
-* ``sharded_find_ticket``: ``find_ticket`` with every SubsetSum call sharded.
+* ``sharded_find_ticket``: ``find_ticket`` with every SubsetSum call sharded
+  (``solve_fn=mesh_solver(mesh)``).
 * ``sharded_sweep`` / ``sharded_sweep_targets``: the sweep's one grid program with its seed
-  axis split over the mesh (every device runs the whole program on its block of seeds,
-  ``jax.shard_map``); outputs ``(widths, seeds, ...)`` stay sharded on the seed axis.
+  axis split over the mesh (``sweep_targets(..., mesh=)``: every device runs the whole
+  program on its block of seeds through ``sharded_grid_program``, ``jax.shard_map``);
+  outputs ``(widths, seeds, ...)`` stay sharded on the seed axis.
 
 Per-instance results do not depend on how instances are grouped, so the solver and tickets
 are bit-identical to their single-device counterparts, and so are a sweep's solver-derived
@@ -31,10 +33,8 @@ files (``is_primary``).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
-import threading
 from typing import Sequence
 
 import jax
@@ -274,98 +274,76 @@ def _sweep_module():
   return importlib.import_module("lth_jax.sweep")
 
 
-_SWEEP_LOCK = threading.RLock()
 # Output shardings of the last sharded grid program (diagnostics; tests read it).
 last_grid_shardings: list = []
 
 
 @functools.lru_cache(maxsize=None)
-def _sharded_grid(mesh: Mesh, program, specs, num_seeds: int, opts):
-  """The sweep's grid program with its seed axis split over ``mesh`` (``shard_map``).
-
-  Every device runs ``sweep._grid_program``'s own (unjitted) code on its block of seeds:
-  the seed keys are computed once for the padded seed count and passed in sharded, and
-  while this traces, ``sweep._seed_keys`` returns the device's block instead of deriving
-  keys from ``range(num_seeds)``. Nothing else of the sweep changes.
-  """
-  sweep = _sweep_module()
-
+def _sharded_grid(body, mesh: Mesh, specs, opts, per_device: int, compiler_options):
+  """jit(shard_map(body)): every device runs ``body`` on its block of seeds."""
   axis = _mesh_axis(mesh)
-  per_device = num_seeds // num_devices(mesh)
 
-  def local(targets, key, epsilon, data, seed_keys):
+  def local(targets, epsilon, data, seed_keys):
     # seed_keys: (T, per_device) typed keys of this device's seeds.
-    original = sweep._seed_keys
-
-    def block(key_, target_index, count):
-      del key_
-      assert count == per_device, (count, per_device)
-      return seed_keys[target_index]
-
-    sweep._seed_keys = block
-    try:
-      return program(targets, key, epsilon, data, specs=specs, num_seeds=per_device,
-                     opts=opts)
-    finally:
-      sweep._seed_keys = original
+    return body(targets, epsilon, data, seed_keys, specs=specs, opts=opts)
 
   def out_spec(leaf):  # grid outputs are (widths, seeds, ...); scalars are per target
     return P(None, axis) if leaf.ndim >= 2 else P()
 
-  def run(targets, key, epsilon, data, seed_keys):
-    shapes = jax.eval_shape(local, targets, key, epsilon, data,
+  def run(targets, epsilon, data, seed_keys):
+    shapes = jax.eval_shape(local, targets, epsilon, data,
                             jax.ShapeDtypeStruct(seed_keys.shape[:1] + (per_device,),
                                                  seed_keys.dtype))
     out_specs = jax.tree.map(out_spec, shapes)
-    in_specs = (P(), P(), P(), P(), P(None, axis))
+    in_specs = (P(), P(), P(), P(None, axis))
     return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs)(
-        targets, key, epsilon, data, seed_keys)
+        targets, epsilon, data, seed_keys)
 
-  return jax.jit(run)
+  return jax.jit(run, compiler_options=None if compiler_options is None
+                 else dict(compiler_options))
 
 
-@contextlib.contextmanager
-def _sharded_sweep_program(mesh: Mesh):
-  """While open, ``sweep.sweep_targets`` runs its grid program through ``_sharded_grid``."""
-  sweep = _sweep_module()
+def sharded_grid_program(body, mesh: Mesh, targets, epsilon, data, seed_keys, *, specs,
+                         opts, compiler_options=None):
+  """A sweep's grid program with its seed axis split over ``mesh`` (``jax.shard_map``).
 
-  original = sweep._grid_program
+  ``sweep.sweep_targets(..., mesh=)`` calls this; ``sharded_sweep_targets`` is the usual
+  entry point.
 
-  def program(targets, key, epsilon, data, *, specs, num_seeds, opts):
-    d = num_devices(mesh)
-    padded = -(-num_seeds // d) * d
-    seed_keys = jnp.stack([original_seed_keys(key, t, padded) for t in range(len(targets))])
-    seed_keys = jax.device_put(seed_keys, NamedSharding(mesh, P(None, _mesh_axis(mesh))))
-    fn = _sharded_grid(mesh, original.__wrapped__, specs, padded, opts)
-    out = fn(targets, key, epsilon, data, seed_keys)
-    last_grid_shardings[:] = [a.sharding for a in jax.tree.leaves(out)]
-    if padded != num_seeds:
-      out = jax.tree.map(lambda a: a[:, :num_seeds] if a.ndim >= 2 else a, out)
-    return out
+  Args:
+    body: the grid program, ``body(targets, epsilon, data, seed_keys, *, specs, opts)``
+      (``sweep._grid_body``), returning a pytree whose ``(W, S, ...)`` leaves (ndim >= 2)
+      are per (width, seed) and whose other leaves are the same on every device.
+    mesh: a 1-D mesh.
+    targets, epsilon, data: replicated inputs of ``body``.
+    seed_keys: ``(T, S)`` typed keys, ``S`` a multiple of the device count; each device
+      gets ``S / devices`` consecutive seeds of every target.
+    specs, opts: ``body``'s static arguments (hashable).
+    compiler_options: hashable tuple of ``(name, value)`` XLA options, or None.
 
-  original_seed_keys = sweep._seed_keys
-  with _SWEEP_LOCK:
-    sweep._grid_program = program
-    try:
-      yield
-    finally:
-      sweep._grid_program = original
+  Returns:
+    ``body``'s outputs for all ``S`` seeds: ``(W, S, ...)`` leaves sharded on the seed
+    axis, the others replicated. Their shardings are kept in ``last_grid_shardings``.
+  """
+  devices = num_devices(mesh)
+  if seed_keys.ndim != 2 or seed_keys.shape[1] % devices:
+    raise ValueError(f"seed_keys must be (targets, seeds) with seeds a multiple of the "
+                     f"{devices} devices, got shape {seed_keys.shape}")
+  seed_keys = jax.device_put(seed_keys, NamedSharding(mesh, P(None, _mesh_axis(mesh))))
+  fn = _sharded_grid(body, mesh, specs, opts, seed_keys.shape[1] // devices,
+                     compiler_options)
+  out = fn(targets, epsilon, data, seed_keys)
+  last_grid_shardings[:] = [a.sharding for a in jax.tree.leaves(out)]
+  return out
 
 
 def sharded_sweep_targets(*args, mesh: Mesh | None = None, **kwargs):
   """``sweep.sweep_targets`` with every grid's seeds split over ``mesh`` (default: all
-  devices). Same arguments and results (float32 grid reductions up to the last bit, see
-  the module doc); the seed count is padded to a multiple of the device count (extra
-  seeds are computed and dropped).
-
-  While it runs, ``sweep._grid_program`` and (during tracing) ``sweep._seed_keys`` are
-  replaced under a lock: do not run plain sweeps in other threads at the same time.
-  """
-  sweep = _sweep_module()
-
+  devices): ``sweep_targets(..., mesh=mesh)``. Same arguments and results (float32 grid
+  reductions up to the last bit, see the module doc); the seed count is padded to a
+  multiple of the device count (extra seeds are computed and dropped)."""
   mesh = make_instance_mesh() if mesh is None else mesh
-  with _sharded_sweep_program(mesh):
-    return sweep.sweep_targets(*args, **kwargs)
+  return _sweep_module().sweep_targets(*args, mesh=mesh, **kwargs)
 
 
 def sharded_sweep(target, widths, num_seeds, method="network", *, mesh: Mesh | None = None,

@@ -214,6 +214,8 @@ def nested_direct_coefficients(key: chex.PRNGKey, target: Sequence[jax.Array],
 
 
 def _seed_keys(key, target_index, num_seeds):
+  """``(num_seeds,)`` keys of target ``target_index``: seed ``s`` is
+  ``fold_in(fold_in(key, target_index), s)``."""
   base = jax.random.fold_in(key, target_index)
   return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.arange(num_seeds))
 
@@ -371,16 +373,31 @@ def _flat(a):
 
 @functools.partial(jax.jit, static_argnames=("specs", "num_seeds", "opts"))
 def _grid_program(targets, key, epsilon, data, *, specs, num_seeds, opts):
-  """Every (target, method) spec's whole width x seed grid, one XLA program.
-
-  specs: tuple of ``(target_index, method, widths, caps, m)``; opts: hashable tuple of
-  ``(name, value)`` pairs (num_points, ascent_steps, eval_batch, data_batch, distribution).
-  Per-weight errors are returned so the host can compute the analytic bound.
-  """
+  """Every (target, method) spec's whole width x seed grid, one XLA program: the seeds
+  ``0 .. num_seeds - 1`` of every target through ``_grid_body``."""
   TRACE_COUNTS["grid_program"] += 1
+  seed_keys = [_seed_keys(key, t, num_seeds) for t in range(len(targets))]
+  return _grid_body(targets, epsilon, data, seed_keys, specs=specs, opts=opts)
+
+
+def _grid_body(targets, epsilon, data, seed_keys, *, specs, opts):
+  """The grid program (unjitted) for the given seed keys.
+
+  Args:
+    targets: tuple of targets (lists of ``(d_in, d_out)`` kernels).
+    epsilon: float32 scalar. data: ``(images, labels)`` or None.
+    seed_keys: per target ``(S,)`` typed keys (a list, or a ``(T, S)`` array): the seeds
+      of the grid, e.g. one device's block of them (``lth_jax.distributed``).
+    specs: tuple of ``(target_index, method, widths, caps, m)``; opts: hashable tuple of
+      ``(name, value)`` pairs (num_points, ascent_steps, eval_batch, data_batch,
+      distribution).
+  Returns:
+    per spec a dict of ``(W, S, ...)`` grids (per-weight errors included, so the host can
+    compute the analytic bound) and the per-target ``target_accuracy``.
+  """
   opts = dict(opts)
   sizes = [construction.target_layer_sizes(t) for t in targets]
-  seed_keys = [_seed_keys(key, t, num_seeds) for t in range(len(targets))]
+  num_seeds = seed_keys[0].shape[0]
 
   # Widest draws, one per target and seed (network and single share the networks).
   nets, coefs = {}, {}
@@ -472,6 +489,20 @@ def _program_with_options(options):
                  compiler_options=dict(options))
 
 
+def _sharded_grid(mesh, targets, key, epsilon, data, *, specs, num_seeds, opts, options):
+  """``_grid_program``'s outputs with the seeds split over ``mesh``: the padded seed
+  count's keys (the same keys for the first ``num_seeds``) go to
+  ``distributed.sharded_grid_program``, which runs ``_grid_body`` per device."""
+  from lth_jax import distributed  # pylint: disable=g-import-not-at-top  (sharded runs only)
+  padded = distributed.padded_size(num_seeds, mesh)
+  seed_keys = jnp.stack([_seed_keys(key, t, padded) for t in range(len(targets))])
+  out = distributed.sharded_grid_program(_grid_body, mesh, targets, epsilon, data, seed_keys,
+                                         specs=specs, opts=opts, compiler_options=options)
+  if padded != num_seeds:
+    out = jax.tree.map(lambda a: a[:, :num_seeds] if a.ndim >= 2 else a, out)
+  return out
+
+
 def host_analytic_bound(target: Sequence[np.ndarray], weight_errors: Sequence[np.ndarray]
                         ) -> np.ndarray:
   """``evaluation.analytic_bound`` in numpy, batched over leading axes of the errors.
@@ -531,6 +562,7 @@ def sweep_targets(
     eval_batch: int = 4,
     data_batch: int = 512,
     compiler_options: Mapping[str, int | str | bool] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> list[dict[str, SweepResult]]:
   """Sweeps several targets and methods over width x seed grids as ONE jitted program.
 
@@ -552,6 +584,10 @@ def sweep_targets(
     data_batch: examples per accuracy batch.
     compiler_options: XLA options for the grid program, e.g.
       ``{"xla_backend_optimization_level": 1}`` (faster compiles, slower solving).
+    mesh: a 1-D device mesh (``distributed.make_instance_mesh``): every device runs the
+      grid program on its block of seeds (``distributed.sharded_grid_program``; the seed
+      count is padded to a multiple of the device count, extra seeds are computed and
+      dropped). Same results, float32 grid reductions up to the last bit.
 
   Returns:
     ``results[t][method]``: a ``SweepResult`` per target and method.
@@ -580,11 +616,14 @@ def sweep_targets(
   opts = tuple(sorted(dict(num_points=int(num_points), ascent_steps=int(ascent_steps),
                            eval_batch=int(eval_batch), data_batch=int(data_batch),
                            distribution=distribution).items()))
-  program = _grid_program
-  if compiler_options and hasattr(program, "__wrapped__"):  # (not when replaced, e.g. sharded)
-    program = _program_with_options(tuple(sorted(compiler_options.items())))
-  raw = program(kernels, key, jnp.float32(epsilon), data, specs=specs,
-                num_seeds=int(num_seeds), opts=opts)
+  options = tuple(sorted(compiler_options.items())) if compiler_options else None
+  if mesh is not None:
+    raw = _sharded_grid(mesh, kernels, key, jnp.float32(epsilon), data, specs=specs,
+                        num_seeds=int(num_seeds), opts=opts, options=options)
+  else:
+    program = _program_with_options(options) if options else _grid_program
+    raw = program(kernels, key, jnp.float32(epsilon), data, specs=specs,
+                  num_seeds=int(num_seeds), opts=opts)
   raw = jax.device_get(raw)
   results = [dict() for _ in kernels]
   for (t, method, ws, _, _), r in zip(specs, raw):
@@ -621,6 +660,7 @@ def sweep(
     max_half: int | None = None,
     distribution: str = "uniform",
     compiler_options: Mapping[str, int | str | bool] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> SweepResult:
   """One target, one method, every (width, seed): one jitted program (see module doc).
 
@@ -629,7 +669,7 @@ def sweep(
   return sweep_targets([target], widths, num_seeds, (method,), key=key, epsilon=epsilon,
                        dataset=dataset, num_points=num_points, ascent_steps=ascent_steps,
                        max_half=max_half, distribution=distribution,
-                       compiler_options=compiler_options)[0][method]
+                       compiler_options=compiler_options, mesh=mesh)[0][method]
 
 
 def copies_needed(result: SweepResult, epsilon: float, metric: str = "sup_error") -> np.ndarray:

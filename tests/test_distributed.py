@@ -64,6 +64,35 @@ def test_one_device_mesh_matches_solver():
                subset_sum.solve_subset_sum(t, c))
 
 
+def _assert_same_sweep(ref, got):
+  for field in dataclasses.fields(ref):
+    a, b = getattr(ref, field.name), getattr(got, field.name)
+    if isinstance(a, np.ndarray) and a.dtype.kind == "f" and field.name in (
+        "mean_weight_error", "sup_error", "bound", "accuracy"):
+      # float32 reductions whose vectorisation depends on the per-device grid shape
+      np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=field.name)
+    elif isinstance(a, np.ndarray):
+      np.testing.assert_array_equal(a, b, err_msg=field.name)
+    else:
+      assert a == b, field.name
+
+
+def test_one_device_mesh_sweep_matches_sweep():
+  """``sweep(..., mesh=)`` is an argument (no module state is swapped), compiler options
+  included."""
+  sweep = pytest.importorskip("lth_jax.sweep")
+  mesh = distributed.make_instance_mesh(jax.devices()[:1])
+  key = jax.random.key(0)
+  target = sweep.random_target(key, (4, 3, 2))
+  kw = dict(key=key, num_points=8, ascent_steps=1,
+            compiler_options={"xla_backend_optimization_level": 0})
+  program = sweep._grid_program
+  got = sweep.sweep(target, [3, 5], 2, "network", mesh=mesh, **kw)
+  assert sweep._grid_program is program
+  assert distributed.last_grid_shardings
+  _assert_same_sweep(sweep.sweep(target, [3, 5], 2, "network", **kw), got)
+
+
 def test_input_errors():
   mesh = distributed.make_instance_mesh(jax.devices()[:1])
   t, c = _instances((4,), 5)
@@ -135,16 +164,7 @@ def test_four_sweep_matches_and_is_sharded():
   assert all(s.spec == jax.sharding.PartitionSpec(None, distributed.AXIS)
              for s in distributed.last_grid_shardings if len(s.spec) == 2)
   assert len(distributed.last_grid_shardings) > 0
-  for field in dataclasses.fields(ref):
-    a, b = getattr(ref, field.name), getattr(got, field.name)
-    if isinstance(a, np.ndarray) and a.dtype.kind == "f" and field.name in (
-        "mean_weight_error", "sup_error", "bound", "accuracy"):
-      # float32 reductions whose vectorisation depends on the per-device grid shape
-      np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=field.name)
-    elif isinstance(a, np.ndarray):
-      np.testing.assert_array_equal(a, b, err_msg=field.name)
-    else:
-      assert a == b, field.name
+  _assert_same_sweep(ref, got)
 
 
 @four_devices
