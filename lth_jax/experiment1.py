@@ -32,7 +32,7 @@ import os
 import resource
 import time
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +45,7 @@ from lth_jax import data as data_lib
 from lth_jax import evaluation
 from lth_jax import models
 from lth_jax import random_net as rn
+from lth_jax import results
 from lth_jax import subset_sum
 from lth_jax import targets as targets_lib
 from lth_jax import training
@@ -54,7 +55,6 @@ __all__ = [
     "ConfigError", "CopiesSearch", "validate_config", "load_target", "solve_instances",
     "direct_ticket", "network_ticket", "search_copies", "kernels_accuracy",
     "ticket_accuracy", "dense_check", "peak_rss_mb", "run_experiment1", "format_table",
-    "write_jsonl",
 ]
 
 VARIANTS = ("direct", "network")
@@ -605,44 +605,11 @@ def load_target(config: ml_collections.ConfigDict, *, workdir: str | None = None
 # --------------------------------------------------------------------------------------
 
 
-def _jsonable(x: Any) -> Any:
-  if isinstance(x, dict):
-    return {str(k): _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, (np.integer,)):
-    return int(x)
-  if isinstance(x, (np.floating,)):
-    return float(x)
-  if isinstance(x, (np.ndarray, jax.Array)):
-    return _jsonable(np.asarray(x).tolist())
-  return x
-
-
 def _check_finite(row: dict) -> None:
   for k, v in row.items():
     if isinstance(v, float) and not math.isfinite(v):
       raise FloatingPointError(f"row {row.get('variant')}/{row.get('objective')}: "
                                f"measurement {k} = {v}")
-
-
-def write_jsonl(path: str, rows: Sequence[dict]) -> None:
-  """Writes one JSON object per line, atomically (a temporary file, then rename)."""
-  _write_atomic(path, "".join(json.dumps(_jsonable(r), sort_keys=True) + "\n" for r in rows))
-
-
-def _write_atomic(path: str, text: str) -> None:
-  """Writes ``text`` to a temporary file beside ``path`` (mode from the umask), then renames
-  it over ``path``: readers see the old file or the new one, never a partial one."""
-  directory, name = os.path.split(os.path.abspath(path))
-  tmp = os.path.join(directory, f".{name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-  try:
-    with open(tmp, "x") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def _ticket_stats(ticket: construction.Ticket, epsilon: float) -> dict:
@@ -763,7 +730,7 @@ def run_experiment1(config: ml_collections.ConfigDict, out_dir: str, *,
                peak_rss_mb=peak_rss_mb(), **common)
     _check_finite(row)
     rows.append(row)
-    write_jsonl(results_path, rows)
+    results.write_jsonl(results_path, rows)
     logging.info("%s/%s: %d of %d weights within eps (worst error %.3g), remaining %d "
                  "params (%.2fx target), ticket accuracy %.4f (target %.4f), solve %.1f s",
                  row["variant"], row["objective"], target_params - row["weights_missing_eps"],
@@ -824,6 +791,6 @@ def run_experiment1(config: ml_collections.ConfigDict, out_dir: str, *,
       finish(row, ticket, solve, evaluate)
 
   table = format_table(rows)
-  _write_atomic(os.path.join(out_dir, TABLE_FILE), table + "\n")
+  results.atomic_write_text(os.path.join(out_dir, TABLE_FILE), table + "\n")
   print(table, flush=True)
   return rows
