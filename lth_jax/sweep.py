@@ -1114,8 +1114,7 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
     logging.info("sweep: %d targets (%s) x methods %s x %d seeds = %d grid points, ~%.2g "
                  "solver keys, as one XLA program (compiled once)", len(named),
                  ", ".join(n for n, _ in named), "/".join(sw.methods), sw.num_seeds, points, keys)
-    # ~15 Mkeys/s solving on 2 busy cores, plus compilation (~10 s per target, ~15 s solver).
-    estimate = keys / 15e6 + 10 * len(named) + 15
+    estimate = keys / 50e6 + 3 * len(named) + 5  # idle: 12 s, 5.7e8 keys, 4 targets
     with results_lib.Heartbeat("sweep program", estimate=estimate,
                                interval=max(10.0, estimate / 20)):
       res = sweep_targets([k for _, k in named], widths, sw.num_seeds, tuple(sw.methods),
