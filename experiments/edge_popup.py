@@ -5,7 +5,9 @@
   python -m experiments.edge_popup --dataset=mnist --data_dir=~/mnist --out_dir=runs/ep_mnist
 
 Writes results.jsonl and edge_popup_{fc2,fc4,lenet5}.png to --out_dir; a killed run restarted
-with the same command resumes from its last finished epoch. See lth_jax/configs/edge_popup.py.
+with the same command resumes from its last finished epoch. Progress lines (every
+--log_every_seconds) give the whole run's percentage and ETA, over all of its sweeps. See
+lth_jax/configs/edge_popup.py.
 """
 
 import logging as std_logging
@@ -25,6 +27,8 @@ _DATASET = flags.DEFINE_enum("dataset", "fashion_mnist", ["fashion_mnist", "mnis
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Directory of the dataset's IDX files.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory.", required=True)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a non-empty --out_dir.")
+_LOG_EVERY = flags.DEFINE_float("log_every_seconds", 30.0,
+                                "Seconds between progress lines (overall percentage and ETA).")
 
 
 def _config():
@@ -69,7 +73,8 @@ def main(argv):
     _usage_error(f"--{e}")
   try:
     rows = edge_popup.run_experiment(config, _OUT_DIR.value, dataset=_DATASET.value,
-                                     data_dir=data_dir, overwrite=_OVERWRITE.value)
+                                     data_dir=data_dir, overwrite=_OVERWRITE.value,
+                                     log_every_seconds=_LOG_EVERY.value)
   except (FileExistsError, FileNotFoundError) as e:
     _usage_error(str(e))
   for t in edge_popup.final_accuracy_table(rows):

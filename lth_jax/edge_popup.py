@@ -441,6 +441,46 @@ def _finite_or_none(x: float) -> float | None:
   return float(x) if math.isfinite(x) else None
 
 
+class RunProgress:
+  """Progress of a whole run in training steps, for the log lines' overall percentage and ETA.
+
+  `total_steps` counts every step of every sweep up front. Steps finished by an earlier,
+  interrupted process are `skip`ped: they count as done but not toward the measured time per
+  step (they cost this process nothing). The ETA is linear, (seconds per step measured so far,
+  compilation and evaluation included) x (steps left); sweeps differ in cost per step, so the
+  estimate of a multi-sweep run is rough until the expensive sweeps have been seen.
+  """
+
+  def __init__(self, total_steps: int):
+    self.total_steps = int(total_steps)
+    self.skipped = 0
+    self.stepped = 0
+    self.start = time.perf_counter()
+
+  def skip(self, steps: int) -> None:
+    self.skipped += int(steps)
+
+  def step(self) -> None:
+    self.stepped += 1
+
+  @property
+  def done(self) -> int:
+    return self.skipped + self.stepped
+
+  def eta_seconds(self) -> float:
+    if self.stepped == 0:
+      return math.nan
+    per_step = (time.perf_counter() - self.start) / self.stepped
+    return per_step * max(self.total_steps - self.done, 0)
+
+  def describe(self) -> str:
+    """E.g. "overall 37.5% (300/800 steps), ETA 1m43s"."""
+    percent = 100.0 * self.done / self.total_steps if self.total_steps else 100.0
+    eta = self.eta_seconds()
+    eta_text = _format_seconds(eta) if math.isfinite(eta) else "?"
+    return f"overall {percent:.1f}% ({self.done}/{self.total_steps} steps), ETA {eta_text}"
+
+
 class _SweepCheckpoints:
   """orbax CheckpointManager for one sweep: {trainable, opt_state} + JSON {rows, epoch}."""
 
@@ -505,17 +545,20 @@ def train_sweep(net: EdgePopupNet, train_images: np.ndarray, train_labels: np.nd
                 weight_decay: float = 5e-4, data_seed: int = 0, method: str = "bisect",
                 eval_batch_size: int = 1000, checkpoint_dir: str | os.PathLike | None = None,
                 on_epoch_end: Callable[[int, list[dict]], None] | None = None,
-                log_every_seconds: float = 30.0, row_extra: dict | None = None
-                ) -> EdgePopupResult:
+                log_every_seconds: float = 30.0, row_extra: dict | None = None,
+                progress: RunProgress | None = None) -> EdgePopupResult:
   """Trains all (seed, keep_fraction) models of `net` together and evaluates after each epoch.
 
   Images must already be normalised (N, 28, 28, 1) float32. Each epoch visits the training
   set in an order drawn from (data_seed, epoch) and drops the last partial batch. With
   `checkpoint_dir`, the state is saved after every epoch and an existing checkpoint is
   resumed from (bit-identical to an uninterrupted run). `on_epoch_end(epoch, rows)` is called
-  after each finished (and saved) epoch. Returns an `EdgePopupResult`; rows hold arch,
-  variant, seed, epoch, keep_fraction, removed_fraction, remaining_params, total_params,
-  test_accuracy and train_loss (mean over the epoch's steps).
+  after each finished (and saved) epoch. A progress line (epoch, step, overall percentage and
+  ETA of `progress`) is logged at most every `log_every_seconds` (0: after every step);
+  `progress` spans a whole run (`run_experiment`), by default this sweep alone, and is told
+  about the steps a resumed checkpoint already holds. Returns an `EdgePopupResult`; rows hold
+  arch, variant, seed, epoch, keep_fraction, removed_fraction, remaining_params,
+  total_params, test_accuracy and train_loss (mean over the epoch's steps).
   """
   if not net.is_supermask:
     keep_fractions = (1.0,)
@@ -546,6 +589,7 @@ def train_sweep(net: EdgePopupNet, train_images: np.ndarray, train_labels: np.nd
   if ckpt is not None and (last := ckpt.latest()) is not None:
     meta = ckpt.restore_meta(last)
     if meta.get("settings") != settings:
+      ckpt.close()
       raise ValueError(f"checkpoint in {checkpoint_dir} was written with other settings: "
                        f"{meta.get('settings')} != {settings}")
     state = ckpt.restore_state(last, {"trainable": trainable, "opt_state": opt_state})
@@ -553,57 +597,59 @@ def train_sweep(net: EdgePopupNet, train_images: np.ndarray, train_labels: np.nd
     rows, start_epoch = list(meta["rows"]), int(meta["epoch"])
     logging.info("%s/%s: resumed after epoch %d from %s", net.arch, net.variant,
                  start_epoch, checkpoint_dir)
+  if progress is None:
+    progress = RunProgress(epochs * steps_per_epoch)
+  progress.skip(start_epoch * steps_per_epoch)
 
   total_params = net.param_count()
   remaining = [net.remaining_params(k) for k in keep_fractions]
   tag = f"{net.arch}/{net.variant}"
   n_models = len(seeds) * len(keep_fractions)
   t_start, steps_done = time.perf_counter(), 0
-  total_steps = (epochs - start_epoch) * steps_per_epoch
-  for epoch in range(start_epoch, epochs):
-    order = np.random.default_rng([data_seed, epoch]).permutation(n_train)
-    loss_sum = jnp.zeros((len(seeds), len(keep_fractions)), jnp.float32)
-    t_log = time.perf_counter()
-    for i in range(steps_per_epoch):
-      idx = order[i * batch_size:(i + 1) * batch_size]
-      trainable, opt_state, losses = step_fn(frozen, trainable, opt_state, keep_arr,
-                                             train_images[idx], train_labels[idx])
-      loss_sum = loss_sum + losses
-      steps_done += 1
-      if time.perf_counter() - t_log > log_every_seconds:
-        losses.block_until_ready()
-        t_log = time.perf_counter()
-        elapsed = t_log - t_start
-        eta = elapsed / steps_done * (total_steps - steps_done)
-        logging.info("%s: epoch %d/%d step %d/%d (%d models), %.2f s/step, ETA %s",
-                     tag, epoch + 1, epochs, i + 1, steps_per_epoch, n_models,
-                     elapsed / steps_done, _format_seconds(eta))
-    acc = eval_fn(frozen, trainable, keep_arr, test_images, test_labels, eval_batch_size)
-    mean_loss = np.asarray(loss_sum) / steps_per_epoch
-    if not np.all(np.isfinite(mean_loss)):
-      logging.warning("%s: non-finite training loss at epoch %d", tag, epoch + 1)
-    for si, seed in enumerate(seeds):
-      for li, keep in enumerate(keep_fractions):
-        rows.append({
-            **(row_extra or {}),
-            "arch": net.arch, "variant": net.variant, "seed": seed,
-            "epoch": epoch + 1, "epochs": epochs,
-            "keep_fraction": keep, "removed_fraction": round(1.0 - keep, 10),
-            "remaining_params": remaining[li], "total_params": total_params,
-            "test_accuracy": _finite_or_none(acc[si, li]),
-            "train_loss": _finite_or_none(mean_loss[si, li]),
-        })
-    best = float(np.max(acc))
-    logging.info("%s: epoch %d/%d done, test accuracy %.4f..%.4f over %d models (%s)",
-                 tag, epoch + 1, epochs, float(np.min(acc)), best, n_models,
-                 _format_seconds(time.perf_counter() - t_start))
+  try:
+    for epoch in range(start_epoch, epochs):
+      order = np.random.default_rng([data_seed, epoch]).permutation(n_train)
+      loss_sum = jnp.zeros((len(seeds), len(keep_fractions)), jnp.float32)
+      t_log = time.perf_counter()
+      for i in range(steps_per_epoch):
+        idx = order[i * batch_size:(i + 1) * batch_size]
+        trainable, opt_state, losses = step_fn(frozen, trainable, opt_state, keep_arr,
+                                               train_images[idx], train_labels[idx])
+        loss_sum = loss_sum + losses
+        steps_done += 1
+        progress.step()
+        if time.perf_counter() - t_log >= log_every_seconds:
+          losses.block_until_ready()  # time finished steps, not dispatched ones
+          t_log = time.perf_counter()
+          logging.info("%s: epoch %d/%d step %d/%d (%d models), %.2f s/step; %s",
+                       tag, epoch + 1, epochs, i + 1, steps_per_epoch, n_models,
+                       (t_log - t_start) / steps_done, progress.describe())
+      acc = eval_fn(frozen, trainable, keep_arr, test_images, test_labels, eval_batch_size)
+      mean_loss = np.asarray(loss_sum) / steps_per_epoch
+      if not np.all(np.isfinite(mean_loss)):
+        logging.warning("%s: non-finite training loss at epoch %d", tag, epoch + 1)
+      for si, seed in enumerate(seeds):
+        for li, keep in enumerate(keep_fractions):
+          rows.append({
+              **(row_extra or {}),
+              "arch": net.arch, "variant": net.variant, "seed": seed,
+              "epoch": epoch + 1, "epochs": epochs,
+              "keep_fraction": keep, "removed_fraction": round(1.0 - keep, 10),
+              "remaining_params": remaining[li], "total_params": total_params,
+              "test_accuracy": _finite_or_none(acc[si, li]),
+              "train_loss": _finite_or_none(mean_loss[si, li]),
+          })
+      logging.info("%s: epoch %d/%d done, test accuracy %.4f..%.4f over %d models (%s); %s",
+                   tag, epoch + 1, epochs, float(np.min(acc)), float(np.max(acc)), n_models,
+                   _format_seconds(time.perf_counter() - t_start), progress.describe())
+      if ckpt is not None:
+        ckpt.save(epoch + 1, {"trainable": trainable, "opt_state": opt_state},
+                  {"epoch": epoch + 1, "rows": rows, "settings": settings})
+      if on_epoch_end is not None:
+        on_epoch_end(epoch + 1, rows)
+  finally:  # also when a hook or a step raises: release the manager (the saves are synchronous)
     if ckpt is not None:
-      ckpt.save(epoch + 1, {"trainable": trainable, "opt_state": opt_state},
-                {"epoch": epoch + 1, "rows": rows, "settings": settings})
-    if on_epoch_end is not None:
-      on_epoch_end(epoch + 1, rows)
-  if ckpt is not None:
-    ckpt.close()
+      ckpt.close()
   return EdgePopupResult(net, seeds, keep_fractions, rows, frozen, trainable)
 
 
@@ -696,7 +742,8 @@ def _prepare_out_dir(out_dir: pathlib.Path, fingerprint: dict, overwrite: bool) 
 
 def run_experiment(config, out_dir: str | os.PathLike, *, dataset: str = "fashion_mnist",
                    data_dir: str | None = None, overwrite: bool = False,
-                   on_epoch_end: Callable[[str, int], None] | None = None) -> list[dict]:
+                   on_epoch_end: Callable[[str, int], None] | None = None,
+                   log_every_seconds: float = 30.0) -> list[dict]:
   """Experiment 2: every (arch, variant) sweep of `config` (lth_jax/configs/edge_popup.py),
   results in `out_dir`:
 
@@ -707,7 +754,10 @@ def run_experiment(config, out_dir: str | os.PathLike, *, dataset: str = "fashio
 
   A non-empty out_dir is refused unless it holds a run with identical settings (then the run
   resumes from its last finished epoch) or `overwrite` is set (then it is emptied first).
-  `on_epoch_end(sweep_name, epoch)` is a hook (tests use it to simulate a kill).
+  `on_epoch_end(sweep_name, epoch)` is a hook (tests use it to simulate a kill). Progress
+  lines (at most every `log_every_seconds`) give the overall percentage and ETA of the whole
+  run: all steps of all (arch, variant) sweeps are counted up front, and the steps of sweeps
+  or epochs finished by an earlier run count as done.
   """
   validate_config(config)
   out_dir = pathlib.Path(out_dir)
@@ -721,11 +771,15 @@ def run_experiment(config, out_dir: str | os.PathLike, *, dataset: str = "fashio
 
   done_rows: list[dict] = []
   tasks = [(a, v) for a in config.archs for v in config.variants]
+  # Every sweep has the same number of steps (same data, batch size and epochs).
+  steps_per_sweep = len(train_y) // int(config.batch_size) * int(config.epochs)
+  progress = RunProgress(len(tasks) * steps_per_sweep)
   for ti, (arch, variant) in enumerate(tasks):
     name = f"{arch}-{variant}"
     done_file = out_dir / "done" / f"{name}.json"
     if done_file.is_file():
       done_rows += json.loads(done_file.read_text())
+      progress.skip(steps_per_sweep)
       if not config.keep_checkpoints:  # killed between finishing and cleaning up
         shutil.rmtree(out_dir / "checkpoints" / name, ignore_errors=True)
       logging.info("[%d/%d] %s already finished", ti + 1, len(tasks), name)
@@ -750,7 +804,8 @@ def run_experiment(config, out_dir: str | os.PathLike, *, dataset: str = "fashio
         method=config.topk_method, eval_batch_size=int(config.eval_batch_size),
         checkpoint_dir=out_dir / "checkpoints" / name, on_epoch_end=epoch_done,
         row_extra={"dataset": dataset, "train_examples": len(train_y),
-                   "test_examples": len(test_y)})
+                   "test_examples": len(test_y)},
+        log_every_seconds=log_every_seconds, progress=progress)
     if config.export_masks and net.is_supermask:
       export_sweep_masks(result, out_dir / "masks" / name, method=config.topk_method)
     results.atomic_write_text(done_file, json.dumps(result.rows))

@@ -8,10 +8,14 @@ with the reference code: the official code of Pensia et al. passes the REMOVED f
 
 Kept count. A tensor of `size` entries keeps exactly `kept_count(size, keep_fraction)`
 = clip(round(keep_fraction * size), 1, size) entries (round half to even, computed in float32,
-identically on the host and under jit). The kept entries are those of largest |score|; equal
-magnitudes are ranked by flat (row-major) index, lower index first, so the count is exact
-even with ties and the mask is a deterministic function of (scores, keep_fraction). This is
-the order of `jax.lax.top_k`.
+identically on the host and under jit): the count nearest the requested fraction, never 0.
+This deviates from both reference codes, which REMOVE int(removed_fraction * size) entries
+(truncated, in float64), i.e. keep about ceil(keep_fraction * size): on the paper's grid we
+keep the same count or one entry fewer per tensor (e.g. 39 instead of 40 of 3,920 weights at
+keep_fraction 0.01). The kept entries are those of largest |score|; equal magnitudes are
+ranked by flat (row-major) index, lower index first, so the count is exact even with ties and
+the mask is a deterministic function of (scores, keep_fraction). This is the order of
+`jax.lax.top_k`.
 
 Straight-through estimator. The forward pass uses `weight * mask`; the backward pass treats
 the mask as if it were |score| (as both reference implementations do: they apply the
@@ -46,7 +50,8 @@ TOPK_METHODS = ("bisect", "sort")
 
 
 def kept_count(size: int, keep_fraction) -> jax.Array:
-  """Number of entries kept in a tensor of `size` entries: clip(round(f * size), 1, size).
+  """Number of entries kept in a tensor of `size` entries: clip(round(f * size), 1, size),
+  round half to even (module doc: the reference codes truncate the removed count instead).
 
   `keep_fraction` may be a Python float or a traced scalar (e.g. inside `jax.vmap`). The
   product is formed in float32 so that host-side counts equal the ones used under jit.

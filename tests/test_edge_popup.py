@@ -1,7 +1,10 @@
 """Tests for lth_jax.supermask and lth_jax.edge_popup (Experiment 2), tiny models, CPU."""
 
+import contextlib
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -10,9 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl import logging as absl_logging
 from hypothesis import given, strategies as st
 
-from lth_jax import data, edge_popup as ep, supermask as sm
+from lth_jax import data, edge_popup as ep, results, supermask as sm
+from lth_jax.configs import edge_popup as ep_configs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,7 +50,22 @@ def test_keep_fraction_is_the_fraction_kept():
   assert ep.keep_fractions_from_removed((0.0, 0.9, 0.99)) == (1.0, 0.1, 0.01)
   net = ep.EdgePopupNet("fc2", "relu")
   assert net.remaining_params(1.0) == net.param_count() == 1_991_420
-  assert abs(net.remaining_params(0.01) - 19_914) <= 2  # 1% of the weights remain
+  # 1% of each tensor remains: 39 + 19,600 + 25 + 250 (weight1/weight2 of fc1 and fc2).
+  assert net.remaining_params(0.01) == 19_914
+
+
+def test_kept_count_rounds_half_to_even_with_a_floor_of_one():
+  # (size, keep_fraction, kept); the reference codes keep size - int((1 - keep) * size).
+  cases = [(10, 0.25, 2),           # 2.5 -> 2 (half to even); the references keep 3
+           (10, 0.35, 4),           # float32(0.35) * 10 rounds to 3.5 in float32 -> 4
+           (3920, 0.01, 39),        # FC2 fc1 weight1 at 99% removed; the references keep 40
+           (1_966_272, 0.99, 1_946_609),  # FC2 wide fc1 (1,946,609.28); references 1,946,610
+           (1000, 1e-6, 1),         # floor of one: a tensor is never fully removed
+           (7, 1.0, 7)]
+  for size, keep, kept in cases:
+    assert sm.kept_count_host(size, keep) == kept
+    assert int(jax.jit(sm.kept_count, static_argnums=0)(size, keep)) == kept  # traced keep
+  assert int(sm.topk_mask(jnp.arange(10.0), 0.25).sum()) == 2
 
 
 @pytest.mark.parametrize("method", sm.TOPK_METHODS)
@@ -103,14 +123,17 @@ def test_straight_through_gradient_is_analytic():
 
 
 def test_parameter_counts_match_the_paper():
-  expected = {"fc2": (1_991_420, 2508), "fc4": (4_496_420, 1314), "lenet5": (297_620, 378)}
-  for arch, (redundant, width) in expected.items():
+  # (redundant count, wide hidden width, exact wide count)
+  expected = {"fc2": (1_991_420, 2508, 1_991_352), "fc4": (4_496_420, 1314, 4_496_508),
+              "lenet5": (297_620, 378, 297_864)}
+  for arch, (redundant, width, wide_count) in expected.items():
     dims = ep.target_fc_dims(arch, 500)
     assert ep.redundant_param_count(dims, 5) == redundant
     assert ep.wide_hidden_width(dims, 5) == width
     assert ep.EdgePopupNet(arch, "relu").param_count() == redundant
     wide = ep.EdgePopupNet(arch, "wide")
-    assert wide.fc_dims[1] == width
+    assert wide.fc_dims[1:-1] == (width,) * (len(dims) - 2)
+    assert wide.param_count() == wide_count
     assert abs(wide.param_count() - redundant) / redundant < 1e-3  # matched up to rounding
   assert ep.EdgePopupNet("fc2", "dense").param_count() == 397_000
 
@@ -155,23 +178,34 @@ def test_init_shapes_and_shared_frozen_convs():
   assert r["fc2"] == {"weight1": (8, 3), "weight2": (24, 10)}
 
 
-def test_weights_unchanged_and_scores_trained(synthetic):
+@pytest.mark.parametrize("variant", ep.VARIANTS)
+def test_weights_unchanged_and_scores_trained(synthetic, variant):
+  # LeNet5: every variant also carries the two random, frozen convolutions.
   x, y, _, _ = synthetic
-  for variant in ("relu", "dense"):
-    net = _tiny(variant, "lenet5")
-    frozen, trainable = ep.init_sweep(net, (0, 1), 2)
-    frozen0 = jax.tree_util.tree_map(np.array, frozen)
-    trainable0 = jax.tree_util.tree_map(np.array, trainable)
-    opt = ep.make_optimizer(0.1, steps_per_epoch=2, epochs=1)
-    opt_state = opt.init(trainable)
-    step = ep.make_sweep_step(net, opt)
-    for i in range(2):
-      trainable, opt_state, _ = step(frozen, trainable, opt_state, jnp.array([1.0, 0.3]),
-                                     x[64 * i:64 * (i + 1)], y[64 * i:64 * (i + 1)])
-    jax.tree_util.tree_map(np.testing.assert_array_equal, frozen, frozen0)
-    changed = jax.tree_util.tree_map(lambda a, b: bool(np.any(np.asarray(a) != b)),
-                                     trainable, trainable0)
-    assert all(jax.tree_util.tree_leaves(changed))
+  net = _tiny(variant, "lenet5")
+  seeds = (0, 1)
+  frozen, trainable = ep.init_sweep(net, seeds, 2)
+  fc_layers = set(net.fc_shapes())
+  # Supermask variants freeze every weight (convs and FC); dense freezes only the convs.
+  assert set(frozen) == {"conv1", "conv2"} | (fc_layers if net.is_supermask else set())
+  assert set(trainable) == fc_layers
+  frozen0 = jax.tree_util.tree_map(np.array, frozen)
+  trainable0 = jax.tree_util.tree_map(np.array, trainable)
+  opt = ep.make_optimizer(0.1, steps_per_epoch=3, epochs=1)
+  opt_state = opt.init(trainable)
+  # The freeze does not depend on the top-k method; "sort" compiles about twice as fast.
+  step = ep.make_sweep_step(net, opt, method="sort")
+  for i in range(3):
+    trainable, opt_state, _ = step(frozen, trainable, opt_state, jnp.array([1.0, 0.3]),
+                                   x[64 * i:64 * (i + 1)], y[64 * i:64 * (i + 1)])
+  # Bit-identical to before the steps and to a fresh draw from the seeds.
+  fresh, _ = ep.init_sweep(net, seeds, 2)
+  for reference in (frozen0, fresh):
+    assert jax.tree_util.tree_structure(frozen) == jax.tree_util.tree_structure(reference)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, frozen, reference)
+  changed = jax.tree_util.tree_map(lambda a, b: bool(np.any(np.asarray(a) != b)),
+                                   trainable, trainable0)
+  assert all(jax.tree_util.tree_leaves(changed)), changed  # every score (or dense kernel)
 
 
 def test_sweep_is_one_compiled_program(synthetic):
@@ -229,25 +263,160 @@ def _sweep(synthetic, checkpoint_dir=None, on_epoch_end=None):
                         checkpoint_dir=checkpoint_dir, on_epoch_end=on_epoch_end)
 
 
+def _checkpoint(directory):
+  """(saved steps, JSON metadata of the latest) of a sweep's orbax checkpoint directory."""
+  import orbax.checkpoint as ocp
+  manager = ocp.CheckpointManager(directory.absolute())
+  try:
+    steps = list(manager.all_steps())
+    meta = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))["meta"]
+  finally:
+    manager.close()
+  return steps, meta
+
+
+class _Killed(Exception):
+  """Raised from an on_epoch_end hook to simulate a killed run."""
+
+
 def test_resume_is_bit_identical(synthetic, tmp_path):
   full = _sweep(synthetic)
-
-  class Killed(Exception):
-    pass
+  assert len(full.rows) == 2 * 2 * 3  # epochs x seeds x levels
+  ckpt = tmp_path / "ckpt"
 
   def kill_after_first_epoch(epoch, rows):
     if epoch == 1:
-      raise Killed
+      raise _Killed
 
-  with pytest.raises(Killed):
-    _sweep(synthetic, tmp_path / "ckpt", kill_after_first_epoch)
-  resumed = _sweep(synthetic, tmp_path / "ckpt")
-  assert resumed.rows == full.rows and len(full.rows) == 2 * 2 * 3
+  with pytest.raises(_Killed):
+    _sweep(synthetic, ckpt, kill_after_first_epoch)
+  steps, meta = _checkpoint(ckpt)
+  assert steps == [1] and meta["epoch"] == 1 and meta["rows"] == full.rows[:6]
+
+  trained = []  # the hook runs after every epoch that is actually trained
+  resumed = _sweep(synthetic, ckpt, lambda epoch, rows: trained.append(epoch))
+  assert trained == [2]  # epoch 1 came from the checkpoint, not from retraining
+  assert resumed.rows == full.rows
   jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.trainable, full.trainable)
+  steps, meta = _checkpoint(ckpt)
+  assert steps == [2] and meta["epoch"] == 2 and meta["rows"] == full.rows
   x, y, tx, ty = synthetic
   with pytest.raises(ValueError, match="other settings"):  # never resume a different sweep
     ep.train_sweep(_tiny("relu"), x, y, tx, ty, keep_fractions=(1.0, 0.4), seeds=(0, 1),
-                   epochs=2, learning_rate=0.1, checkpoint_dir=tmp_path / "ckpt")
+                   epochs=2, learning_rate=0.1, checkpoint_dir=ckpt)
+
+
+# ----------------------------------------------------------------------------- whole runs
+
+# Two sweeps (fc2 relu, fc2 dense) x 2 epochs x 4 steps (256 examples, batch 64). The relu
+# sweep has the static settings and shapes of `_sweep`, so it reuses its compiled programs.
+_RUN_STEPS = 2 * 2 * 4
+
+
+def _run_config():
+  config = ep_configs.get_config("quick")
+  config.archs = ("fc2",)
+  config.variants = ("relu", "dense")
+  config.hidden, config.redundancy = 8, 2
+  config.removed_fractions = (0.0, 0.5, 0.9)
+  config.seeds = (0, 1)
+  config.epochs = 2
+  config.train_limit, config.test_limit = 256, 128
+  config.export_masks = False
+  return config
+
+
+@contextlib.contextmanager
+def _absl_info_messages():
+  """Collects the messages of absl INFO logging inside the block."""
+  messages = []
+
+  class Collect(logging.Handler):
+    def emit(self, record):
+      messages.append(record.getMessage())
+
+  logger = absl_logging.get_absl_logger()
+  handler, level = Collect(logging.INFO), logger.level
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  try:
+    yield messages
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+_STEP_LINE = re.compile(r"epoch \d+/\d+ step \d+/\d+ .*; overall (\d+\.\d)% "
+                        r"\((\d+)/(\d+) steps\), ETA (\d+m\d\ds|\d+h\d\dm)$")
+
+
+def _step_lines(messages):
+  """(percent text, steps done, total steps, ETA text) of every per-step progress line."""
+  found = [_STEP_LINE.search(m) for m in messages]
+  return [(m[1], int(m[2]), int(m[3]), m[4]) for m in found if m]
+
+
+def _run(out_dir, **kwargs):
+  return ep.run_experiment(_run_config(), out_dir, dataset="synthetic", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+  """An uninterrupted run, logging a progress line after every step."""
+  out = tmp_path_factory.mktemp("reference_run")
+  with _absl_info_messages() as messages:
+    rows = _run(out, log_every_seconds=0)
+  return out, rows, messages
+
+
+def test_progress_log_reports_overall_eta(reference_run):
+  _, _, messages = reference_run
+  lines = _step_lines(messages)
+  # Counted up front over both sweeps: the first sweep ends half-way, not at 100%.
+  assert [done for _, done, _, _ in lines] == list(range(1, _RUN_STEPS + 1))
+  assert {total for _, _, total, _ in lines} == {_RUN_STEPS}
+  assert [p for p, _, _, _ in lines] == [f"{100 * d / _RUN_STEPS:.1f}"
+                                         for d in range(1, _RUN_STEPS + 1)]
+  assert lines[_RUN_STEPS // 2 - 1][0] == "50.0" and lines[-1][0] == "100.0"
+  assert lines[-1][3] == "0m00s"  # nothing left
+  assert any(m.startswith("fc2/dense: epoch 2/2 done") and "overall 100.0%" in m
+             for m in messages)
+
+
+def test_run_experiment_resumes_after_interruption(reference_run, tmp_path):
+  ref_dir, ref_rows, _ = reference_run
+  out = tmp_path / "run"
+
+  def kill_after_second_sweeps_first_epoch(sweep, epoch):
+    if (sweep, epoch) == ("fc2-dense", 1):
+      raise _Killed
+
+  with pytest.raises(_Killed):
+    _run(out, on_epoch_end=kill_after_second_sweeps_first_epoch)
+  # Left behind: the finished first sweep (done file, checkpoint removed), the second
+  # sweep's epoch-1 checkpoint, and results.jsonl with every row finished so far.
+  relu = [r for r in ref_rows if r["variant"] == "relu"]
+  dense1 = [r for r in ref_rows if r["variant"] == "dense" and r["epoch"] == 1]
+  assert json.loads((out / "done" / "fc2-relu.json").read_text()) == relu
+  assert not (out / "done" / "fc2-dense.json").exists()
+  assert not (out / "checkpoints" / "fc2-relu").exists()
+  assert _checkpoint(out / "checkpoints" / "fc2-dense")[0] == [1]
+  assert results.read_jsonl(out / "results.jsonl") == relu + dense1
+  # As if also killed between writing a done file and removing that sweep's checkpoint.
+  (out / "checkpoints" / "fc2-relu").mkdir()
+
+  trained = []
+  with _absl_info_messages() as messages:
+    rows = _run(out, on_epoch_end=lambda sweep, epoch: trained.append((sweep, epoch)),
+                log_every_seconds=0)
+  assert trained == [("fc2-dense", 2)]  # only the one remaining epoch was trained
+  assert rows == ref_rows
+  for name in ("results.jsonl", "done/fc2-relu.json", "done/fc2-dense.json"):
+    assert (out / name).read_bytes() == (ref_dir / name).read_bytes(), name
+  assert not any((out / "checkpoints").iterdir())  # all cleaned up
+  # Overall progress counts the earlier process's 12 steps as done.
+  assert [done for _, done, _, _ in _step_lines(messages)] == list(range(13, _RUN_STEPS + 1))
 
 
 def test_entry_point_writes_jsonl_and_png(tmp_path):
@@ -255,10 +424,11 @@ def test_entry_point_writes_jsonl_and_png(tmp_path):
   cmd = [sys.executable, "-m", "experiments.edge_popup", "--dataset=synthetic",
          f"--out_dir={out}", "--config.archs=('fc2',)", "--config.hidden=8",
          "--config.redundancy=2", "--config.train_limit=128", "--config.test_limit=64",
-         "--config.removed_fractions=(0.0,0.9)", "--config.epochs=1"]
+         "--config.removed_fractions=(0.0,0.9)", "--config.epochs=1", "--log_every_seconds=0"]
   env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
   proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "overall 100.0% (8/8 steps)" in proc.stderr  # 4 sweeps x 1 epoch x 2 steps
   rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
   assert {r["variant"] for r in rows} == set(ep.VARIANTS)
   assert len(rows) == 3 * 2 + 1  # three supermask variants x two levels + the dense baseline
