@@ -12,11 +12,16 @@ solver call) is timed as a reference. Wall time, process CPU time and the load a
 (``os.getloadavg``) are recorded per row: the machine is shared, so wall time alone
 overstates the solver's cost under load.
 
-Target: the trained FC2 restored from its orbax checkpoint (``--config``'s target, as
-``experiments.subset_sum`` caches it) when present, else a synthetic FC2 with the trained
+Target: the trained FC2 restored from its orbax checkpoint (``--config``'s target, in the
+same cache as ``experiments.subset_sum``: ``config.target.checkpoint_dir``, default
+``~/.cache/lth_jax/targets``) when finished there (never trained here), else (``--target=auto``
+only, with a WARNING and ``target.fallback`` in the JSON) a synthetic FC2 with the trained
 target's statistics (N(0, 0.03) weights clipped to the paper's range [-0.464, 0.541]).
-``min_error``'s time does not depend on the weights (sorting networks); ``fewest_terms``'s
-does (small subsets are found early). Results go to ``--out`` (JSON, written atomically).
+The coefficients are ``experiment1.direct_coefficients(config.seed, ...)``, the very draw
+``experiments.subset_sum`` solves, so on the trained target the remaining counts coincide
+with the experiment's. ``min_error``'s time does not depend on the weights (sorting
+networks); ``fewest_terms``'s does (small subsets are found early). Results go to ``--out``
+(JSON, written atomically).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ flags.DEFINE_list("objectives", ["min_error", "fewest_terms"], "Objectives to ti
 flags.DEFINE_integer("repeats", 2, "Solves per objective (the first includes compilation).")
 flags.DEFINE_integer("copies", 21, "Coefficients per weight (n).")
 flags.DEFINE_enum("target", "auto", ["auto", "trained", "synthetic"],
-                  "auto: the cached trained FC2 if its checkpoint exists, else synthetic.")
+                  "auto: the cached trained FC2 if its checkpoint is finished, else a "
+                  "synthetic FC2 (with a WARNING); trained: fail without the checkpoint.")
 flags.DEFINE_string("config", "fc2", "Experiment 1 preset whose target checkpoint to use.")
 flags.DEFINE_bool("reference", True, "Also time construction.find_ticket(..., 'direct').")
 flags.DEFINE_string("out", "benchmarks/results/experiment1.json", "JSON output path.")
@@ -43,26 +49,40 @@ GOAL_SECONDS = 15.0
 PAPER_SECONDS = 77_266.02
 
 
-def _target(kind: str, preset: str):
+def _target(kind: str, config):
+  """(kernels, info): the trained target of ``config`` or a synthetic FC2 (see above)."""
   import jax
   import numpy as np
   from lth_jax import experiment1
   from lth_jax.configs import experiment1 as configs
 
   if kind in ("auto", "trained"):
-    config = configs.get_config(preset)
-    ckpt = os.path.join(config.target.checkpoint_dir, experiment1._target_run_name(config))  # pylint: disable=protected-access
-    if os.path.isdir(ckpt):
-      kernels, info = experiment1.load_target(config)
-      return kernels, dict(kind="trained", checkpoint_dir=ckpt, source=info["source"])
-    if kind == "trained":
-      raise app.UsageError(f"--target=trained: no checkpoint at {ckpt}; run "
-                           f"`python -m experiments.subset_sum --config={preset}` first")
-    logging.warning("no trained target at %s: using a synthetic FC2", ckpt)
+    if not config.target.checkpoint_dir:  # "" means <out_dir>/targets: no out_dir here
+      config.target.checkpoint_dir = configs.default_target_dir()
+    ckpt = experiment1.target_checkpoint_dir(config)
+    try:
+      kernels, info = experiment1.load_target(config, train=False)
+      return kernels, dict(kind="trained", checkpoint_dir=ckpt, source=info["source"],
+                           fallback=False)
+    except FileNotFoundError:
+      if kind == "trained":
+        raise app.UsageError(f"--target=trained: no finished checkpoint at {ckpt}; run "
+                             f"`python -m experiments.subset_sum --config={config.preset} "
+                             "--out_dir=...` first") from None
+    warning = (f"no trained {config.preset} target checkpoint at {ckpt}: benchmarking a "
+               "SYNTHETIC FC2 (N(0, 0.03) weights) instead; remaining counts and "
+               "fewest_terms times are NOT the trained target's. Train it with `python -m "
+               f"experiments.subset_sum --config={config.preset} --out_dir=...` or pass "
+               "--target=trained to require it.")
+    logging.warning("WARNING: %s", warning)
   keys = jax.random.split(jax.random.PRNGKey(0), 2)
   kernels = [np.clip(0.03 * np.asarray(jax.random.normal(k, shape)), -0.464, 0.541)
              for k, shape in zip(keys, [(784, 500), (500, 10)])]
-  return kernels, dict(kind="synthetic", distribution="N(0, 0.03) clipped to [-0.464, 0.541]")
+  info = dict(kind="synthetic", distribution="N(0, 0.03) clipped to [-0.464, 0.541]",
+              fallback=kind == "auto")
+  if kind == "auto":
+    info["warning"] = warning
+  return kernels, info
 
 
 def _timed(fn):
@@ -88,16 +108,20 @@ def main(argv):
   import jax
   import numpy as np
   from lth_jax import construction, experiment1
+  from lth_jax.configs import experiment1 as configs
 
   bad = [o for o in FLAGS.objectives if o not in experiment1.OBJECTIVES]
   if bad:
     raise app.UsageError(f"--objectives: unknown {bad}; choose from {list(experiment1.OBJECTIVES)}")
   if FLAGS.repeats < 1:
     raise app.UsageError("--repeats must be >= 1")
-  kernels, target_info = _target(FLAGS.target, FLAGS.config)
+  config = configs.get_config(FLAGS.config)
+  kernels, target_info = _target(FLAGS.target, config)
   weights = sum(int(np.size(k)) for k in kernels)
-  coefs = construction.sample_direct_coefficients(jax.random.PRNGKey(1), kernels, FLAGS.copies)
-  eps = 0.01
+  # The experiment's own draw (same function, same seed): identical instances, so the
+  # remaining counts match the experiment's table on the trained target.
+  coefs = experiment1.direct_coefficients(config.seed, kernels, FLAGS.copies)
+  eps = float(config.epsilon)
   rows = []
 
   def record(name, objective, times, ticket):
@@ -144,8 +168,12 @@ def main(argv):
           f"{r['fraction_within_eps']:>10.6f} {'yes' if r['meets_goal'] else 'no':>9}")
   print(f"paper (Gurobi MIP per weight, 36 cores): {PAPER_SECONDS:,.0f} s, remaining "
         f"3,725,871 (9.39x)")
+  if target_info.get("fallback"):  # repeated next to the numbers it qualifies
+    print(f"WARNING: {target_info['warning']}")
   payload = dict(benchmark="experiment1_direct_fc2", goal_seconds=GOAL_SECONDS,
                  paper_seconds=PAPER_SECONDS, target=target_info, epsilon=eps,
+                 coefficients=dict(function="experiment1.direct_coefficients",
+                                   seed=int(config.seed), key="fold_in(PRNGKey(seed), 1)"),
                  jax_version=jax.__version__, backend=jax.default_backend(),
                  cpu_count=os.cpu_count(), machine=platform.machine(),
                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

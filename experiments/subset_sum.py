@@ -4,11 +4,16 @@
   python -m experiments.subset_sum --config=fc2 --out_dir=runs/e1_fc2
   python -m experiments.subset_sum --config=lth_jax/configs/experiment1.py:fc4 \
       --config.variants=direct --out_dir=runs/e1_fc4
+  python -m experiments.subset_sum --config=lenet5 --out_dir=runs/e1_lenet5   # direct only
   python -m experiments.subset_sum --config=fc2 --dataset=mnist --data_dir=~/mnist \
       --config.target.npz=fc2.npz --out_dir=runs/e1_mnist
+  python -m experiments.subset_sum --config=fc2 --dataset=mnist --data_dir=~/mnist \
+      --download --out_dir=runs/e1_mnist_trained     # fetches MNIST's IDX files if missing
 
 Writes results.jsonl (one row per variant x objective) and table.txt to --out_dir (never
-into a non-empty one without --overwrite). See lth_jax/configs/experiment1.py.
+into a non-empty one without --overwrite). Trained targets are cached under
+config.target.checkpoint_dir (default ~/.cache/lth_jax/targets) and reused. Nothing is
+downloaded without --download. See lth_jax/configs/experiment1.py.
 """
 
 import os
@@ -18,6 +23,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import lth_jax
+from lth_jax import data as data_lib
 from lth_jax import experiment1
 from lth_jax.configs import experiment1 as experiment1_configs
 
@@ -30,6 +36,9 @@ _DATASET = flags.DEFINE_enum("dataset", None, ["fashion_mnist", "mnist", "kmnist
                              "Dataset (overrides config.dataset; mnist needs --data_dir).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None,
                                 "Directory of the dataset's IDX files (overrides config.data_dir).")
+_DOWNLOAD = flags.DEFINE_bool(
+    "download", False, "Download the dataset's standard IDX files into --data_dir when "
+    "missing (config.download; mirror: config.download_url). Off: nothing is downloaded.")
 
 
 def _fail(message: str) -> None:
@@ -92,10 +101,13 @@ def _parse_flags(argv):
     config.dataset = _DATASET.value
   if _DATA_DIR.value:
     config.data_dir = _DATA_DIR.value
+  if _DOWNLOAD.value:
+    config.download = True
   try:
     experiment1.validate_config(config)
   except experiment1.ConfigError as e:
-    if e.field in ("dataset", "data_dir") and (_DATASET.value or _DATA_DIR.value):
+    if e.field in ("dataset", "data_dir", "download") and (
+        _DATASET.value or _DATA_DIR.value or _DOWNLOAD.value):
       _fail(f"--{e.field}: {e}")
     given = [a for a in argv if a.split("=", 1)[0].lstrip("-") == f"config.{e.field}"]
     _fail(f"{given[-1] if given else '--config.' + e.field}: {e}")
@@ -107,6 +119,10 @@ def main(argv):
   out_dir = os.path.expanduser(_OUT_DIR.value)
   try:
     experiment1.run_experiment1(_CONFIG.value, out_dir, overwrite=_OVERWRITE.value)
+  except (data_lib.DownloadError, data_lib.DataError) as e:
+    # Bad or unreachable data, not a bug: one line naming the URL or file, no traceback.
+    sys.stderr.write(f"FATAL {type(e).__name__}: {' '.join(str(e).split())}\n")
+    sys.exit(1)
   except (FileExistsError, FileNotFoundError, experiment1.ConfigError) as e:
     raise app.UsageError(str(e)) from None
   logging.info("results in %s", os.path.abspath(out_dir))

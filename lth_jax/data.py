@@ -1,7 +1,8 @@
 """Image classification data: an IDX reader, (Fashion-/K-)MNIST loaders and a synthetic set.
 
 Everything here is host-side numpy: datasets are small (at most 60000 x 28 x 28) and are fed
-to jitted steps batch by batch. Nothing is downloaded unless `download_dataset` is called.
+to jitted steps batch by batch. Nothing is downloaded unless asked for: `download_dataset`,
+or `resolve_data_dir(..., download=True)` (the experiments' --download flag).
 
 Conventions: images are float32 (N, 28, 28, 1) in [0, 1] (NHWC, what Flax convolutions take),
 labels int32 (N,) in [0, 10).
@@ -10,6 +11,7 @@ labels int32 (N,) in [0, 10).
 from __future__ import annotations
 
 import gzip
+import http.client
 import os
 import pathlib
 import tempfile
@@ -24,12 +26,14 @@ import numpy as np
 
 __all__ = [
     "DataError",
+    "DownloadError",
     "Dataset",
     "DATASET_NAMES",
     "read_idx",
     "write_idx",
     "load_dataset",
     "download_dataset",
+    "resolve_data_dir",
     "batches",
 ]
 
@@ -67,6 +71,10 @@ SYNTHETIC_SIZES = {"train": 2048, "test": 512}
 
 class DataError(ValueError):
   """A data file exists but its contents are malformed or inconsistent."""
+
+
+class DownloadError(OSError):
+  """An opt-in download failed: unreachable server, HTTP error or timeout (names the URL)."""
 
 
 class Dataset(NamedTuple):
@@ -163,7 +171,8 @@ def _find_file(data_dir: pathlib.Path, stem: str, name: str) -> pathlib.Path:
   if name == "fashion_mnist" and data_dir == pathlib.Path(FASHION_MNIST_DIR):
     hint = " (install it with `apt-get install dataset-fashion-mnist`)"
   elif name in DEFAULT_BASE_URLS:
-    hint = f" (fetch it with lth_jax.data.download_dataset({name!r}, {str(data_dir)!r}))"
+    hint = (f" (fetch it with --download, or lth_jax.data.download_dataset({name!r}, "
+            f"{str(data_dir)!r}))")
   raise FileNotFoundError(f"{name}: neither {data_dir / stem} nor {data_dir / stem}.gz "
                           f"exists{hint}")
 
@@ -242,14 +251,32 @@ def load_dataset(name: str = "fashion_mnist", split: str = "test",
 # ----------------------------------------------------------------------------- download
 
 
+def _valid_copy(data_dir: pathlib.Path, stem: str) -> bool:
+  """Whether `stem` is already in data_dir, raw or .gz (as `_find_file` looks), and parses."""
+  for candidate in (data_dir / stem, data_dir / f"{stem}.gz"):
+    if candidate.is_file():
+      try:
+        read_idx(candidate)
+        return True
+      except DataError:
+        pass  # damaged: fetch a fresh .gz
+  return False
+
+
 def download_dataset(name: str, data_dir: str | os.PathLike,
                      base_url: str | None = None, *, timeout: float = 60.0) -> pathlib.Path:
   """Opt-in: fetches the four standard .gz files of `name` from `base_url` into data_dir.
 
   Each file is written to a temporary file in data_dir, parsed with `read_idx`, then renamed
   into place, so a failed or corrupt download never leaves a file under the final name.
-  Files already present and parseable are kept. Returns data_dir; afterwards
-  `load_dataset(name, split, data_dir)` works for both splits.
+  Files already present (raw or .gz) and parseable are kept: only missing ones are fetched.
+  Returns data_dir; afterwards `load_dataset(name, split, data_dir)` works for both splits.
+
+  Raises:
+    DownloadError (an OSError): "could not download <url>: ..." when the server is
+      unreachable, answers with an HTTP error, closes the connection early, or sends
+      nothing for `timeout` seconds (while connecting or mid-transfer).
+    DataError: a downloaded file is not a valid IDX file.
   """
   name = _canonical_name(name)
   if name == "synthetic":
@@ -260,30 +287,62 @@ def download_dataset(name: str, data_dir: str | os.PathLike,
   data_dir = pathlib.Path(data_dir)
   data_dir.mkdir(parents=True, exist_ok=True)
   for stem in (s for pair in _FILE_STEMS.values() for s in pair):
+    if _valid_copy(data_dir, stem):
+      continue
     target = data_dir / f"{stem}.gz"
-    if target.is_file():
-      try:
-        read_idx(target)
-        continue
-      except DataError:
-        pass  # re-fetch a damaged copy
     url = base_url + target.name
     fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{target.name}.", suffix=".part")
     try:
-      with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:
-        while chunk := r.read(1 << 20):
-          out.write(chunk)
-      read_idx(tmp)
+      try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:
+          while chunk := r.read(1 << 20):
+            out.write(chunk)
+      except TimeoutError as e:  # raised bare (not as URLError) once the response started
+        raise DownloadError(f"could not download {url}: no data for {timeout:g} s "
+                            f"({e})") from e
+      except http.client.HTTPException as e:  # e.g. IncompleteRead: connection closed early
+        raise DownloadError(f"could not download {url}: {type(e).__name__}: {e}") from e
+      except OSError as e:  # URLError/HTTPError are OSErrors too
+        reason = getattr(e, "reason", None) or e
+        if isinstance(reason, TimeoutError):
+          reason = f"no answer for {timeout:g} s ({reason})"
+        raise DownloadError(f"could not download {url}: {reason}") from e
+      try:
+        read_idx(tmp)
+      except DataError as e:
+        raise DataError(f"downloaded {url} is not a valid IDX file: {e}") from e
       os.replace(tmp, target)
-    except urllib.error.URLError as e:
-      raise OSError(f"could not download {url}: {e}") from e
-    except DataError as e:
-      raise DataError(f"downloaded {url} is not a valid IDX file: {e}") from e
     finally:
       if os.path.exists(tmp):
         os.remove(tmp)
   for split in _FILE_STEMS:  # images/labels counts and ranges agree
     _read_split(name, split, data_dir)
+  return data_dir
+
+
+def resolve_data_dir(name: str, data_dir: str | os.PathLike | None = None, *,
+                     download: bool = False, base_url: str | None = None,
+                     timeout: float = 60.0) -> pathlib.Path | None:
+  """The directory `load_dataset(name, ..., data_dir)` will read, after an opt-in download.
+
+  Returns None for "synthetic" (no files), data_dir (expanded) if given, else the default
+  location (fashion_mnist only). With download=True, the standard files missing from
+  data_dir are fetched first (`download_dataset`; data_dir is required and created);
+  without it nothing is ever fetched.
+  """
+  name = _canonical_name(name)
+  if name == "synthetic":
+    return None
+  if data_dir is None or str(data_dir) == "":
+    if download:
+      raise ValueError(f"download of {name!r} needs data_dir (the directory to download into)")
+    if name != "fashion_mnist":
+      raise ValueError(f"dataset {name!r} has no default location: pass data_dir "
+                       "(a directory holding its IDX files)")
+    return pathlib.Path(FASHION_MNIST_DIR)
+  data_dir = pathlib.Path(os.path.expanduser(os.fspath(data_dir)))
+  if download:
+    download_dataset(name, data_dir, base_url, timeout=timeout)
   return data_dir
 
 

@@ -5,10 +5,12 @@ The paper's Table (Pensia et al. 2020, Experiment 1; SPEC section 5): a bias-fre
 values, and the approximation is evaluated. One row per (variant, objective):
 
 * variants: ``"direct"`` (the official code's shortcut: ``n`` i.i.d. ``U[low, high]``
-  coefficients per output row, reused along the row; no network) and ``"network"``
-  (Theorem 1: a depth-``2l`` random ReLU network pruned by two SubsetSum problems per
-  weight, evaluated as that pruned network through ``structured_forward`` and checked
-  against the literal dense masked network on a small batch);
+  coefficients per output row, reused along the row; no network; for LeNet5 too, whose
+  conv kernels ``(kh, kw, in, out)`` count as ``(kh * kw * in, out)`` matrices, one row
+  per output channel) and ``"network"`` (MLP targets only; Theorem 1: a depth-``2l``
+  random ReLU network pruned by two SubsetSum problems per weight, evaluated as that
+  pruned network through ``structured_forward`` and checked against the literal dense
+  masked network on a small batch);
 * objectives: ``"min_error"`` (``solve_subset_sum``: the subset closest to the weight) and
   ``"fewest_terms"`` (``solve_fewest_terms``: among subsets within epsilon, the fewest
   terms; where none is within epsilon, the closest one).
@@ -52,9 +54,10 @@ from lth_jax import training
 
 __all__ = [
     "VARIANTS", "OBJECTIVES", "PAPER_FC2_DIRECT", "RESULTS_FILE", "TABLE_FILE",
-    "ConfigError", "CopiesSearch", "validate_config", "load_target", "solve_instances",
-    "direct_ticket", "network_ticket", "search_copies", "kernels_accuracy",
-    "ticket_accuracy", "dense_check", "peak_rss_mb", "run_experiment1", "format_table",
+    "ConfigError", "CopiesSearch", "validate_config", "load_target", "target_checkpoint_dir",
+    "solve_instances", "direct_coefficients", "direct_ticket", "network_ticket",
+    "search_copies", "kernels_accuracy", "ticket_accuracy", "dense_check", "peak_rss_mb",
+    "run_experiment1", "format_table",
 ]
 
 VARIANTS = ("direct", "network")
@@ -168,6 +171,39 @@ def solve_instances(targets: np.ndarray, coefficients: np.ndarray, *, objective:
 # --------------------------------------------------------------------------------------
 
 
+def _as_matrix(kernel) -> np.ndarray:
+  """A kernel as ``(d_in, d_out)``: conv ``(kh, kw, in, out)`` -> ``(kh * kw * in, out)``
+  (the output axis is last for Dense and Conv alike, so each output channel is a row)."""
+  k = np.asarray(kernel, np.float32)
+  return k.reshape(-1, k.shape[-1])
+
+
+def direct_coefficients(seed: int, target: Sequence[jax.Array], copies: int
+                        ) -> construction.DirectCoefficients:
+  """The ``"direct"`` coefficients exactly as ``run_experiment1`` draws them (the benchmark
+  calls this too, so both solve the same instances): key ``fold_in(PRNGKey(seed), 1)``,
+  per layer ``(d_out, copies)`` i.i.d. ``U[low, high]``, ``[low, high]`` = the target's
+  global weight range over ALL its kernels.
+
+  Args:
+    seed: ``config.seed``.
+    target: kernels ``(d_in, d_out)`` (an MLP) or LeNet5's (conv ``(kh, kw, in, out)``).
+    copies: ``n``, coefficients per weight.
+  """
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+  if all(np.ndim(k) == 2 for k in target):
+    return construction.sample_direct_coefficients(key, target, copies)
+  # LeNet5: the layers' matrix views do not chain, so sample layer by layer with the global
+  # range (sample_direct_coefficients checks an MLP chain).
+  mats = [_as_matrix(k) for k in target]
+  all_w = np.concatenate([m.reshape(-1) for m in mats])
+  low, high = float(all_w.min()), float(all_w.max())
+  keys = jax.random.split(key, len(mats))
+  coefs = [construction.sample_direct_coefficients(k, [m], copies, low, high).coefficients[0]
+           for k, m in zip(keys, mats)]
+  return construction.DirectCoefficients(coefs, jnp.float32(low), jnp.float32(high))
+
+
 def direct_ticket(target: Sequence[jax.Array], coefficients: construction.DirectCoefficients,
                   *, objective: str = "min_error", epsilon: float = 0.01,
                   block_keys: int = 1 << 24, progress_name: str | None = None
@@ -178,15 +214,20 @@ def direct_ticket(target: Sequence[jax.Array], coefficients: construction.Direct
   ``objective="min_error"``, but the solver is pluggable and runs in blocks with progress.
 
   Args:
-    target: kernels ``(d_in, d_out)``.
-    coefficients: from ``construction.sample_direct_coefficients`` (per layer ``(d_out, n)``).
+    target: kernels ``(d_in, d_out)``, or conv kernels ``(kh, kw, in, out)`` (solved as
+      ``(kh * kw * in, out)``: one coefficient vector per output channel).
+    coefficients: from ``direct_coefficients`` or
+      ``construction.sample_direct_coefficients`` (per layer ``(d_out, n)``).
     objective: ``"min_error"`` or ``"fewest_terms"``.
     epsilon: the per-weight tolerance (``"fewest_terms"``).
 
   Returns:
-    ``Ticket`` with method ``"direct"`` (masks ``{"coefficients": [(d_out, d_in, n)]}``).
+    ``Ticket`` with method ``"direct"``: masks ``{"coefficients": [(d_out, d_in, n)]}``
+    (``d_in = kh * kw * in`` for conv kernels); ``weight_errors`` and
+    ``effective_kernels`` shaped like the target's kernels.
   """
-  kernels = [np.asarray(k, np.float32) for k in target]
+  shapes = [np.shape(k) for k in target]
+  kernels = [_as_matrix(k) for k in target]
   coefs = [np.asarray(c, np.float32) for c in coefficients.coefficients]
   if len(coefs) != len(kernels):
     raise ValueError(f"{len(coefs)} coefficient layers for {len(kernels)} target layers")
@@ -202,15 +243,15 @@ def direct_ticket(target: Sequence[jax.Array], coefficients: construction.Direct
                                 block_keys=block_keys, progress=progress)
   masks, errors, approx = [], [], []
   start = 0
-  for c, k in zip(coefs, kernels):
+  for c, k, shape in zip(coefs, kernels, shapes):
     d_in, d_out = k.shape
     rows = slice(start, start + d_in * d_out)
     start += d_in * d_out
     m = mask[rows].reshape(d_out, d_in, n)
     masks.append(jnp.asarray(m, jnp.uint8))
-    errors.append(jnp.asarray(error[rows].reshape(d_out, d_in).T))
+    errors.append(jnp.asarray(error[rows].reshape(d_out, d_in).T.reshape(shape)))
     approx.append(jnp.asarray(np.sum(np.where(m, c[:, None, :], np.float32(0)), -1,
-                                     dtype=np.float32).T))
+                                     dtype=np.float32).T.reshape(shape)))
   total = sum(int(k.size) * n for k in kernels)
   return construction.Ticket({"coefficients": masks}, errors, approx, total,
                              jnp.int32(int(mask.sum())), "direct")
@@ -415,6 +456,10 @@ def _kernels_apply(kernels, images):
   return evaluation.forward(kernels, images.reshape(images.shape[0], -1))
 
 
+def _lenet5_apply(kernels, images):
+  return models.LeNet5().apply(models.params_from_kernels(kernels), images)
+
+
 def _network_apply(net_and_masks, images):
   net, masks = net_and_masks
   return evaluation.structured_forward(net, masks, images.reshape(images.shape[0], -1))
@@ -422,14 +467,19 @@ def _network_apply(net_and_masks, images):
 
 def kernels_accuracy(kernels: Sequence[jax.Array], dataset: data_lib.Dataset,
                      batch_size: int = 1000) -> float:
-  """Test accuracy of the bias-free ReLU MLP with these ``(d_in, d_out)`` kernels."""
-  return training.accuracy(_kernels_apply, [jnp.asarray(k) for k in kernels], dataset,
-                           batch_size)
+  """Test accuracy of the bias-free network with these kernels: the ReLU MLP for
+  ``(d_in, d_out)`` kernels, the LeNet5 forward (convs, pools, FC head) for LeNet5's
+  kernels (``models.LENET5_KERNEL_SHAPES``: two conv kernels, then three FC ones)."""
+  kernels = [jnp.asarray(k) for k in kernels]
+  if isinstance(models.model_from_kernels(kernels), models.LeNet5):
+    return training.accuracy(_lenet5_apply, kernels, dataset, batch_size)
+  return training.accuracy(_kernels_apply, kernels, dataset, batch_size)
 
 
 def ticket_accuracy(ticket: construction.Ticket, dataset: data_lib.Dataset, *,
                     net: rn.RandomNetwork | None = None, batch_size: int = 1000) -> float:
-  """Accuracy of the ticket's own forward pass: the approximated kernels (``"direct"``) or
+  """Accuracy of the ticket's own forward pass: the approximated kernels (``"direct"``;
+  for a LeNet5 target, the LeNet5 forward with every conv and FC kernel approximated) or
   the pruned random network through ``structured_forward`` (network methods)."""
   if ticket.method == "direct":
     return kernels_accuracy(ticket.effective_kernels, dataset, batch_size)
@@ -505,10 +555,24 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if str(config.dataset).lower().replace("-", "_") not in data_lib.DATASET_NAMES:
     raise ConfigError("dataset", f"must be one of {data_lib.DATASET_NAMES}, got "
                       f"{config.dataset!r}")
-  if config.data_dir and not os.path.isdir(os.path.expanduser(config.data_dir)):
+  if not isinstance(config.download, bool):
+    raise ConfigError("download", f"must be true or false, got {config.download!r}")
+  if config.download:
+    if config.dataset == "synthetic":
+      raise ConfigError("download", "the synthetic dataset is generated: nothing to download")
+    if not config.data_dir:
+      raise ConfigError("download", "needs data_dir: the directory to download the IDX "
+                        "files into")
+  if config.download_url and not str(config.download_url).startswith(("http://", "https://")):
+    raise ConfigError("download_url", f"must be an http(s) URL, got {config.download_url!r}")
+  data_dir = os.path.expanduser(config.data_dir) if config.data_dir else ""
+  # With download, a missing data_dir is created; an existing non-directory never works.
+  if data_dir and not os.path.isdir(data_dir) and (not config.download
+                                                   or os.path.exists(data_dir)):
     raise ConfigError("data_dir", f"{config.data_dir} is not a directory")
   if config.dataset in ("mnist", "kmnist") and not config.data_dir:
-    raise ConfigError("data_dir", f"dataset {config.dataset!r} needs a data_dir with its IDX files")
+    raise ConfigError("data_dir", f"dataset {config.dataset!r} needs a data_dir with its IDX "
+                      "files (add --download to fetch them into it)")
   for field in ("test_limit",):
     if not isinstance(config[field], int) or config[field] < 0:
       raise ConfigError(field, f"must be an int >= 0, got {config[field]!r}")
@@ -521,8 +585,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if t.npz_layout not in ("torch", "jax"):
       raise ConfigError("target.npz_layout", f"must be 'torch' or 'jax', got {t.npz_layout!r}")
   else:
-    if t.model not in ("fc2", "fc4", "mlp"):
-      raise ConfigError("target.model", f"must be fc2, fc4 or mlp, got {t.model!r}")
+    if t.model not in ("fc2", "fc4", "lenet5", "mlp"):
+      raise ConfigError("target.model", f"must be fc2, fc4, lenet5 or mlp, got {t.model!r}")
+    if t.model == "lenet5" and "network" in variants:
+      raise ConfigError("variants", "the network variant is available for FC2/FC4 (MLP) "
+                        "targets only (Theorem 1's construction is for ReLU MLPs); run "
+                        "lenet5 with variants=direct")
     if t.model == "mlp" and (not _is_int_seq(t.widths) or not t.widths
                              or min(t.widths) < 1 or t.widths[-1] != data_lib.NUM_CLASSES):
       raise ConfigError("target.widths", "must be positive ints ending in "
@@ -571,28 +639,46 @@ def _target_run_name(config) -> str:
   return f"{model}_{config.dataset}_e{t.epochs}_lr{t.learning_rate:g}_s{t.seed}_{digest}"
 
 
-def load_target(config: ml_collections.ConfigDict, *, workdir: str | None = None
-                ) -> tuple[list[jax.Array], dict]:
-  """The target's kernels ``[(d_in, d_out)]`` and a description of where they came from.
+def target_checkpoint_dir(config: ml_collections.ConfigDict, workdir: str | None = None
+                          ) -> str:
+  """The orbax checkpoint directory of ``config``'s trained target (absolute):
+  ``<config.target.checkpoint_dir or workdir/targets>/<run name + hash of the training
+  settings>``, so different targets never share one and the same one is always found."""
+  base = config.target.checkpoint_dir or os.path.join(workdir or ".", "targets")
+  return os.path.abspath(os.path.join(os.path.expanduser(base), _target_run_name(config)))
+
+
+def _data_dir(config) -> str | None:
+  """The directory the dataset is read from (None: the dataset's default, or no files)."""
+  return os.path.expanduser(config.data_dir) if config.data_dir else None
+
+
+def load_target(config: ml_collections.ConfigDict, *, workdir: str | None = None,
+                train: bool = True) -> tuple[list[jax.Array], dict]:
+  """The target's kernels and a description of where they came from.
 
   ``config.target.npz`` set: imported (``targets.load_npz_target``). Otherwise the model is
-  restored from its orbax checkpoint under ``config.target.checkpoint_dir`` (or
-  ``<workdir>/targets``) if finished there, else trained there (``load_or_train_target``).
+  restored from its orbax checkpoint in ``target_checkpoint_dir(config, workdir)`` if
+  finished there, else trained there (``load_or_train_target``); with ``train=False`` a
+  missing checkpoint raises FileNotFoundError instead.
+
+  Returns:
+    kernels ``[(d_in, d_out)]`` for MLPs; for LeNet5 all five kernels
+    (``models.LENET5_KERNEL_SHAPES``: conv ``(kh, kw, in, out)``, then FC), and the info.
   """
   t = config.target
-  data_dir = os.path.expanduser(config.data_dir) if config.data_dir else None
   if t.npz:
     kernels = targets_lib.load_npz_target(os.path.expanduser(t.npz), t.npz_layout)
     return kernels, dict(source="npz", path=os.path.abspath(os.path.expanduser(t.npz)),
                          layout=t.npz_layout)
   model = models.get_model(t.model) if t.model != "mlp" else models.MLP(tuple(t.widths))
-  base = t.checkpoint_dir or os.path.join(workdir or ".", "targets")
-  ckpt = os.path.abspath(os.path.join(os.path.expanduser(base), _target_run_name(config)))
+  ckpt = target_checkpoint_dir(config, workdir)
   t0 = time.perf_counter()
   params, metrics = training.load_or_train_target(
       model, checkpoint_dir=ckpt, key=jax.random.PRNGKey(t.seed), epochs=t.epochs,
-      learning_rate=t.learning_rate, dataset=config.dataset, data_dir=data_dir,
-      batch_size=t.batch_size, momentum=t.momentum, weight_decay=t.weight_decay)
+      learning_rate=t.learning_rate, dataset=config.dataset, data_dir=_data_dir(config),
+      batch_size=t.batch_size, momentum=t.momentum, weight_decay=t.weight_decay,
+      train=train)
   kernels = [jnp.asarray(k, jnp.float32) for k in models.kernels_from_params(params)]
   return kernels, dict(source="checkpoint" if metrics.get("restored") else "trained",
                        checkpoint_dir=ckpt, epochs=t.epochs, learning_rate=t.learning_rate,
@@ -671,8 +757,7 @@ def _prepare_out_dir(out_dir: str, overwrite: bool) -> None:
 
 
 def _test_set(config) -> data_lib.Dataset:
-  data_dir = os.path.expanduser(config.data_dir) if config.data_dir else None
-  return data_lib.load_dataset(config.dataset, "test", data_dir,
+  return data_lib.load_dataset(config.dataset, "test", _data_dir(config),
                                limit=config.test_limit or None)
 
 
@@ -685,6 +770,9 @@ def run_experiment1(config: ml_collections.ConfigDict, out_dir: str, *,
   Returns the rows (dicts; see ``format_table`` for the columns).
   """
   validate_config(config)
+  if config.download:  # opt-in; before out_dir is touched, so a failed fetch leaves nothing
+    data_lib.resolve_data_dir(config.dataset, _data_dir(config), download=True,
+                              base_url=config.download_url or None)
   _prepare_out_dir(out_dir, overwrite)
   eps = float(config.epsilon)
   objectives = _names(config.objectives)
@@ -693,24 +781,37 @@ def run_experiment1(config: ml_collections.ConfigDict, out_dir: str, *,
 
   test_ds = _test_set(config)
   kernels, target_info = load_target(config, workdir=out_dir)
-  sizes = construction.target_layer_sizes(kernels)
-  if sizes[0] != int(np.prod(test_ds.images.shape[1:])):
-    raise ValueError(f"target input size {sizes[0]} does not match {config.dataset}'s "
-                     f"{int(np.prod(test_ds.images.shape[1:]))} pixels")
-  try:
-    caps = _layer_caps(config.network.max_half, len(kernels))
-  except ValueError as e:
-    raise ConfigError("network.max_half", str(e)) from None
+  is_mlp = all(k.ndim == 2 for k in kernels)
+  if is_mlp:
+    sizes = construction.target_layer_sizes(kernels)
+    if sizes[0] != int(np.prod(test_ds.images.shape[1:])):
+      raise ValueError(f"target input size {sizes[0]} does not match {config.dataset}'s "
+                       f"{int(np.prod(test_ds.images.shape[1:]))} pixels")
+  else:  # LeNet5: its forward fixes the input shape
+    sizes = None
+    if test_ds.images.shape[1:] != (*data_lib.IMAGE_SHAPE, 1):
+      raise ValueError(f"LeNet5 needs (28, 28, 1) images, {config.dataset} has "
+                       f"{test_ds.images.shape[1:]}")
+  if "network" in _names(config.variants):  # checked before any solving
+    if not is_mlp:
+      raise ConfigError("variants", "the network variant is available for FC2/FC4 (MLP) "
+                        "targets only (Theorem 1's construction is for ReLU MLPs)")
+    try:
+      caps = _layer_caps(config.network.max_half, len(kernels))
+    except ValueError as e:
+      raise ConfigError("network.max_half", str(e)) from None
   target_params = sum(int(k.size) for k in kernels)
   all_w = np.concatenate([np.asarray(k).reshape(-1) for k in kernels])
   t0 = time.perf_counter()
   target_acc = kernels_accuracy(kernels, test_ds, config.eval_batch_size)
   logging.info("target %s: layer sizes %s, %d weights in [%.4f, %.4f], test accuracy %.4f "
-               "(%d examples, %.1f s)", target_info["source"], sizes, target_params,
+               "(%d examples, %.1f s)", target_info["source"],
+               sizes or [tuple(k.shape) for k in kernels], target_params,
                all_w.min(), all_w.max(), target_acc, len(test_ds.labels),
                time.perf_counter() - t0)
   common = dict(model=config.target.model if not config.target.npz else "npz",
-                layer_sizes=list(sizes), dataset=config.dataset,
+                layer_sizes=list(sizes) if sizes else None,
+                kernel_shapes=[list(k.shape) for k in kernels], dataset=config.dataset,
                 test_examples=len(test_ds.labels), epsilon=eps, target_params=target_params,
                 target_weight_range=[float(all_w.min()), float(all_w.max())],
                 target_accuracy=target_acc, target=target_info, config=cfg)
@@ -739,7 +840,7 @@ def run_experiment1(config: ml_collections.ConfigDict, out_dir: str, *,
 
   if "direct" in _names(config.variants):
     n = int(config.direct.copies)
-    coefs = construction.sample_direct_coefficients(jax.random.fold_in(key, 1), kernels, n)
+    coefs = direct_coefficients(config.seed, kernels, n)  # = fold_in(key, 1), as the benchmark
     for objective in objectives:
       t0 = time.perf_counter()
       ticket = direct_ticket(kernels, coefs, objective=objective, epsilon=eps,

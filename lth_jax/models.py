@@ -5,8 +5,9 @@ Flax linen rather than nnx: these are stateless feed-forward nets, and linen's f
 functions on pytrees of kernels) consumes without any split/merge step.
 
 Inputs are images (N, 28, 28, 1); outputs are logits (N, 10). Kernels follow JAX's
-convention y = x @ K, K of shape (d_in, d_out). Dense layers are named fc1, fc2, ...
-in order, so `kernels_from_params` can find them.
+convention y = x @ K, K of shape (d_in, d_out); conv kernels are (kh, kw, in, out). Layers
+are named conv1, conv2, ... and fc1, fc2, ... in order, so `kernels_from_params` can list
+them all.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ __all__ = [
     "FC4",
     "LeNet5",
     "MODELS",
+    "LENET5_KERNEL_SHAPES",
     "get_model",
     "kernels_from_params",
     "params_from_kernels",
+    "model_from_kernels",
     "count_params",
 ]
 
@@ -79,6 +82,8 @@ class LeNet5(nn.Module):
 
 
 MODELS = {"fc2": FC2, "fc4": FC4, "lenet5": LeNet5}
+# kernels_from_params(LeNet5 variables), in order: conv (kh, kw, in, out), dense (in, out).
+LENET5_KERNEL_SHAPES = ((5, 5, 1, 6), (5, 5, 6, 16), (400, 120), (120, 84), (84, 10))
 
 
 def get_model(name: str) -> nn.Module:
@@ -89,22 +94,17 @@ def get_model(name: str) -> nn.Module:
     raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
 
 
-def _fc_index(name: str) -> int | None:
-  m = re.fullmatch(r"fc(\d+)", name)
+def _indexed(name: str, prefix: str) -> int | None:
+  m = re.fullmatch(prefix + r"(\d+)", name)
   return int(m.group(1)) if m else None
 
 
-def kernels_from_params(params: Mapping) -> list[jax.Array]:
-  """The fully connected kernels, in order: [(d0, d1), (d1, d2), ...].
-
-  Accepts linen variables ({"params": ...}) or the params dict itself, of an MLP/FC2/FC4
-  or a LeNet5 (whose FC part lives under "mlp"; its conv kernels are not returned).
-  """
-  params = params.get("params", params)
-  params = params.get("mlp", params)
-  layers = sorted((i, k) for k in params if (i := _fc_index(k)) is not None)
-  if not layers or [i for i, _ in layers] != list(range(1, len(layers) + 1)):
-    raise ValueError(f"expected dense layers fc1..fcL, found keys {sorted(params)}")
+def _numbered_kernels(params: Mapping, prefix: str, where: str) -> list[jax.Array]:
+  """Kernels of layers prefix1..prefixL in ``params``, in order (bias-free, no gaps)."""
+  layers = sorted((i, k) for k in params if (i := _indexed(k, prefix)) is not None)
+  if [i for i, _ in layers] != list(range(1, len(layers) + 1)):
+    raise ValueError(f"{where}: expected layers {prefix}1..{prefix}L, found keys "
+                     f"{sorted(params)}")
   kernels = []
   for _, k in layers:
     if set(params[k]) != {"kernel"}:
@@ -114,10 +114,67 @@ def kernels_from_params(params: Mapping) -> list[jax.Array]:
   return kernels
 
 
+def kernels_from_params(params: Mapping) -> list[jax.Array]:
+  """EVERY kernel of an MLP/FC2/FC4 or a LeNet5, in forward order.
+
+  Accepts linen variables ({"params": ...}) or the params dict itself.
+  MLP: [(d0, d1), (d1, d2), ...]. LeNet5: [conv1 (5, 5, 1, 6), conv2 (5, 5, 6, 16),
+  fc1 (400, 120), fc2 (120, 84), fc3 (84, 10)] (conv kernels (kh, kw, in, out), dense
+  kernels (d_in, d_out): the output axis is last in both).
+
+  Raises ValueError for a key that is neither a layer of these models nor expected
+  (nothing is silently dropped), a bias, or a gap in the layer numbering.
+  """
+  params = params.get("params", params)
+  convs = [k for k in params if _indexed(k, "conv") is not None]
+  if convs or "mlp" in params:  # LeNet5: conv1, conv2, then its MLP head under "mlp"
+    unknown = sorted(set(params) - set(convs) - {"mlp"})
+    if unknown or "mlp" not in params:
+      raise ValueError(f"LeNet5 params must be conv1..convK and mlp, found keys "
+                       f"{sorted(params)}")
+    kernels = _numbered_kernels({k: params[k] for k in convs}, "conv", "LeNet5")
+    head = _numbered_kernels(params["mlp"], "fc", "LeNet5 mlp")
+    if not head or set(params["mlp"]) != {f"fc{i + 1}" for i in range(len(head))}:
+      raise ValueError(f"LeNet5 mlp must be fc1..fcL, found keys {sorted(params['mlp'])}")
+    return kernels + head
+  kernels = _numbered_kernels(params, "fc", "MLP")
+  unknown = sorted(set(params) - {f"fc{i + 1}" for i in range(len(kernels))})
+  if not kernels or unknown:
+    raise ValueError(f"expected dense layers fc1..fcL only, found keys {sorted(params)}")
+  return kernels
+
+
 def params_from_kernels(kernels: Sequence[jax.Array]) -> dict:
-  """Inverse of `kernels_from_params` for MLPs: variables for `MLP(widths).apply`, with
-  widths = [K.shape[1] for K in kernels] (e.g. to evaluate an imported target)."""
-  return {"params": {f"fc{i + 1}": {"kernel": jnp.asarray(k)} for i, k in enumerate(kernels)}}
+  """Inverse of `kernels_from_params`: variables for `model_from_kernels(kernels).apply`.
+
+  All kernels 2-D: an MLP with widths = [K.shape[1] for K in kernels] (e.g. to evaluate an
+  imported target). Leading 4-D conv kernels: a LeNet5 (conv1, conv2, then mlp fc1..fc3).
+  """
+  num_conv = _num_conv(kernels)
+  conv = {f"conv{i + 1}": {"kernel": jnp.asarray(k)} for i, k in enumerate(kernels[:num_conv])}
+  dense = {f"fc{i + 1}": {"kernel": jnp.asarray(k)} for i, k in enumerate(kernels[num_conv:])}
+  return {"params": dict(conv, mlp=dense) if num_conv else dense}
+
+
+def _num_conv(kernels: Sequence[jax.Array]) -> int:
+  """Number of leading conv kernels; checks they are exactly LeNet5's if there are any."""
+  ndims = [len(k.shape) for k in kernels]
+  num_conv = next((i for i, d in enumerate(ndims) if d != 4), len(ndims))
+  if any(d != 2 for d in ndims[num_conv:]) or not ndims[num_conv:]:
+    raise ValueError(f"expected 4-D conv kernels then 2-D dense kernels, got shapes "
+                     f"{[tuple(k.shape) for k in kernels]}")
+  if num_conv and [tuple(k.shape) for k in kernels] != list(LENET5_KERNEL_SHAPES):
+    raise ValueError("conv kernels are supported for LeNet5 only: expected shapes "
+                     f"{list(LENET5_KERNEL_SHAPES)}, got {[tuple(k.shape) for k in kernels]}")
+  return num_conv
+
+
+def model_from_kernels(kernels: Sequence[jax.Array]) -> nn.Module:
+  """The module whose `apply(params_from_kernels(kernels), x)` runs these kernels:
+  LeNet5 if they start with conv kernels, else MLP(widths)."""
+  if _num_conv(kernels):
+    return LeNet5()
+  return MLP(tuple(int(k.shape[1]) for k in kernels))
 
 
 def count_params(params) -> int:

@@ -2,7 +2,8 @@
 
 `train_classifier` is deterministic given its key: the init key and every epoch's shuffle key
 are derived from it, so a run resumed from an epoch checkpoint ends bit-identical to an
-uninterrupted one. Checkpoints (optional) use orbax-checkpoint, imported only when asked for.
+uninterrupted one. Checkpoints (optional per call) use orbax-checkpoint, a required
+dependency imported lazily (only runs that checkpoint pay its import time).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class _Checkpoints:
   """Per-epoch orbax checkpoints of {params, opt_state} plus JSON {config, metrics}."""
 
   def __init__(self, directory):
-    import orbax.checkpoint as ocp  # optional dependency: only needed here
+    import orbax.checkpoint as ocp  # lazy: importing orbax costs seconds
 
     self._ocp = ocp
     self.manager = ocp.CheckpointManager(
@@ -260,12 +261,14 @@ def load_or_train_target(model: nn.Module, *, checkpoint_dir: str | os.PathLike,
                          key: jax.Array, epochs: int, learning_rate: float,
                          dataset: str = "fashion_mnist", data_dir: str | None = None,
                          normalize: bool = False, batch_size: int = 64,
-                         **train_kwargs) -> tuple[Params, dict]:
+                         train: bool = True, **train_kwargs) -> tuple[Params, dict]:
   """A trained target: restored from `checkpoint_dir` if finished there (reading no training
   data), otherwise trained on `dataset` (checkpointing into the same directory).
 
   Returns (variables, metrics) as `train_classifier`. Extra keyword arguments (momentum,
-  weight_decay, log_every) go to `train_classifier`.
+  weight_decay, log_every) go to `train_classifier`. With train=False, a missing or
+  unfinished checkpoint raises FileNotFoundError instead of training (e.g. a benchmark
+  that must not spend an hour training).
   """
   opt_kwargs = {k: v for k, v in train_kwargs.items() if k in ("momentum", "weight_decay")}
   run_info = {"dataset": dataset, "normalize": normalize}
@@ -273,6 +276,9 @@ def load_or_train_target(model: nn.Module, *, checkpoint_dir: str | os.PathLike,
                          key=key, batch_size=batch_size, run_info=run_info, **opt_kwargs)
   if found is not None:
     return found
+  if not train:
+    raise FileNotFoundError(f"no finished target checkpoint ({epochs} epochs) in "
+                            f"{checkpoint_dir}")
   train_ds = data_lib.load_dataset(dataset, "train", data_dir, normalize)
   test_ds = data_lib.load_dataset(dataset, "test", data_dir, normalize)
   return train_classifier(model, train_ds, test_ds, epochs=epochs, batch_size=batch_size,

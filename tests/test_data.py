@@ -3,8 +3,12 @@
 import functools
 import gzip
 import http.server
+import json
 import os
 import pathlib
+import socket
+import subprocess
+import sys
 import threading
 
 import jax
@@ -12,7 +16,9 @@ import numpy as np
 import pytest
 
 from lth_jax import data
+from lth_jax import targets
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEMS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
@@ -241,6 +247,94 @@ def test_download_rejects_corrupt_and_missing_files(http_dir, tmp_path):
     data.download_dataset("fashion_mnist", dest, url)
   with pytest.raises(ValueError, match="nothing to download"):
     data.download_dataset("synthetic", dest, url)
+
+
+@pytest.mark.parametrize("stall", ["before_headers", "mid_body"])
+def test_download_timeout_names_the_url(tmp_path, stall):
+  """A server that stops sending: a clear error naming the URL after `timeout`, no file."""
+  listener = socket.create_server(("127.0.0.1", 0))
+  release = threading.Event()
+
+  def serve():
+    conn, _ = listener.accept()
+    with conn:
+      conn.recv(65536)  # the request
+      if stall == "mid_body":  # headers and 2 of the promised 100000 bytes, then silence
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 100000\r\n\r\n\x1f\x8b")
+      release.wait(30)
+
+  thread = threading.Thread(target=serve, daemon=True)
+  thread.start()
+  url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+  dest = tmp_path / "dest"
+  try:
+    with pytest.raises(data.DownloadError,
+                       match=rf"could not download {url}train-images-idx3-ubyte.gz: no data "
+                       r"for 0.5 s"):
+      data.download_dataset("mnist", dest, url, timeout=0.5)
+  finally:
+    release.set()
+    thread.join()
+    listener.close()
+  assert issubclass(data.DownloadError, OSError)
+  assert list(dest.iterdir()) == []  # the partial download was removed
+
+
+def test_resolve_data_dir_downloads_only_when_asked(http_dir, tmp_path):
+  served, url = http_dir
+  make_split(served, "train", n=6)
+  make_split(served, "test", n=4)
+  dest = tmp_path / "dest"
+  assert data.resolve_data_dir("mnist", dest, base_url=url) == dest
+  assert not dest.exists()  # download=False: nothing fetched, nothing created
+  assert data.resolve_data_dir("synthetic", None, download=True) is None
+  assert data.resolve_data_dir("fashion_mnist") == pathlib.Path(data.FASHION_MNIST_DIR)
+  with pytest.raises(ValueError, match="needs data_dir"):
+    data.resolve_data_dir("mnist", None, download=True, base_url=url)
+  # Only missing files are fetched: an unpacked (raw) copy counts as present.
+  dest.mkdir()
+  raw_images, _ = make_split(dest, "test", n=4, gz=False, seed=7)
+  (dest / "t10k-labels-idx1-ubyte").unlink()
+  (served / "t10k-images-idx3-ubyte.gz").unlink()  # fetching it would be an HTTP 404
+  assert data.resolve_data_dir("mnist", dest, download=True, base_url=url) == dest
+  np.testing.assert_array_equal(data.load_dataset("mnist", "test", dest).images[..., 0],
+                                raw_images / np.float32(255))
+  assert data.load_dataset("mnist", "train", dest).labels.shape == (6,)
+
+
+def _subset_sum(*args):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", "experiments.subset_sum", *args], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_download_flag_of_the_experiment(http_dir, tmp_path):
+  """experiments/subset_sum.py --download fetches the IDX files into --data_dir from the
+  (loopback) mirror; without the flag nothing is fetched and the error points to it."""
+  served, url = http_dir
+  _, test_labels = make_split(served, "test", n=16)
+  make_split(served, "train", n=8, seed=1)
+  rng = np.random.default_rng(0)
+  npz = targets.save_npz_target(
+      tmp_path / "t.npz", [0.1 * rng.normal(size=(784, 4)), 0.1 * rng.normal(size=(4, 10))])
+  dest = tmp_path / "mnist"
+  dest.mkdir()
+  common = ["--dataset=mnist", f"--data_dir={dest}", f"--config.target.npz={npz}",
+            f"--config.download_url={url}", "--config.variants=direct",
+            "--config.objectives=min_error", "--config.direct.copies=4"]
+  proc = _subset_sum(f"--out_dir={tmp_path / 'no'}", *common)
+  assert proc.returncode != 0
+  assert "t10k-images-idx3-ubyte" in proc.stderr and "--download" in proc.stderr
+  assert list(dest.iterdir()) == []  # nothing was downloaded
+
+  proc = _subset_sum(f"--out_dir={tmp_path / 'yes'}", "--download", *common)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert sorted(p.name for p in dest.iterdir()) == sorted(
+      f"{s}.gz" for pair in STEMS.values() for s in pair)
+  np.testing.assert_array_equal(data.load_dataset("mnist", "test", dest).labels, test_labels)
+  (row,) = [json.loads(l) for l in (tmp_path / "yes" / "results.jsonl").read_text().splitlines()]
+  assert row["dataset"] == "mnist" and row["test_examples"] == 16
+  assert row["config"]["download"] is True
 
 
 # ----------------------------------------------------------------------------- batches

@@ -14,8 +14,10 @@ from lth_jax import construction
 from lth_jax import data as data_lib
 from lth_jax import evaluation
 from lth_jax import experiment1
+from lth_jax import models
 from lth_jax import random_net as rn
 from lth_jax import targets as targets_lib
+from lth_jax import training
 from lth_jax.configs import experiment1 as configs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -197,6 +199,12 @@ def test_run_experiment1_rows_and_files(tmp_path):
   assert [json.loads(l)["objective"] for l in lines] == [r["objective"] for r in rows]
   assert json.loads(lines[0])["config"]["target"]["npz"] == config.target.npz
   assert "remaining" in open(os.path.join(out, experiment1.TABLE_FILE)).read()
+  # The files are written atomically (temporary file + rename) yet get the mode a plain
+  # open() would give under the umask, not mkstemp's private 0600.
+  umask = os.umask(0)
+  os.umask(umask)
+  for name in (experiment1.RESULTS_FILE, experiment1.TABLE_FILE):
+    assert os.stat(os.path.join(out, name)).st_mode & 0o777 == 0o666 & ~umask
 
   # An existing output directory is never clobbered silently.
   with pytest.raises(FileExistsError, match="--overwrite"):
@@ -220,7 +228,120 @@ def test_mnist_test_split_alone_with_an_npz_target(tmp_path):
   config.variants, config.objectives = ("direct",), ("min_error",)
   (row,) = experiment1.run_experiment1(config, str(tmp_path / "out"))
   assert row["dataset"] == "mnist" and row["test_examples"] == 32
-  assert oct(os.stat(tmp_path / "out" / experiment1.RESULTS_FILE).st_mode & 0o777) != "0o600"
+
+
+def test_weights_missing_eps_are_reported_not_fatal(tmp_path):
+  # n = 3 coefficients give only 8 subset sums per row: most weights cannot be met.
+  config = _npz_config(tmp_path)
+  config.variants, config.objectives = ("direct",), ("min_error",)
+  config.direct.copies = 3
+  out = tmp_path / "out"
+  (row,) = experiment1.run_experiment1(config, str(out))
+  assert row["weights_missing_eps"] > 0
+  assert row["worst_missing_error"] == row["max_weight_error"] > EPS
+  assert row["fraction_within_eps"] == pytest.approx(
+      1 - row["weights_missing_eps"] / row["target_params"])
+  (saved,) = [json.loads(l) for l in (out / experiment1.RESULTS_FILE).read_text().splitlines()]
+  assert saved["weights_missing_eps"] == row["weights_missing_eps"]
+  table = (out / experiment1.TABLE_FILE).read_text().splitlines()
+  (line,) = [l for l in table if l.startswith("direct")]
+  assert f" {row['weights_missing_eps']} " in line and "min_error" in line
+  # The run's draw is direct_coefficients(config.seed, ...) (the benchmark's too).
+  kernels, _ = experiment1.load_target(config)
+  coefs = experiment1.direct_coefficients(config.seed, kernels, 3)
+  ref = construction.sample_direct_coefficients(
+      jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), kernels, 3)
+  for a, b in zip(coefs.coefficients, ref.coefficients):
+    np.testing.assert_array_equal(a, b)
+  ticket = experiment1.direct_ticket(kernels, coefs, epsilon=EPS)
+  assert int(ticket.num_params_kept) == row["remaining_params"]
+
+
+def test_lenet5_direct_end_to_end(tmp_path, monkeypatch):
+  config = configs.get_config("lenet5")
+  assert config.variants == ("direct",) and config.target.model == "lenet5"
+  config.dataset, config.test_limit = "synthetic", 256
+  # One epoch = 32 steps on the synthetic set (lr 0.05: above chance after 32 steps),
+  # checkpointed under out_dir.
+  config.target.epochs, config.target.learning_rate = 1, 0.05
+  config.target.checkpoint_dir = ""
+  config.direct.copies, config.objectives = N, ("min_error",)
+  evaluated = []  # kernels of every accuracy evaluation, in order
+
+  def recording(kernels, dataset, batch_size=1000):
+    evaluated.append([np.asarray(k) for k in kernels])
+    return real(kernels, dataset, batch_size)
+
+  real = experiment1.kernels_accuracy
+  monkeypatch.setattr(experiment1, "kernels_accuracy", recording)
+  out = str(tmp_path / "out")
+  (row,) = experiment1.run_experiment1(config, out)
+  shapes = [tuple(s) for s in models.LENET5_KERNEL_SHAPES]
+  weights = sum(int(np.prod(s)) for s in shapes)
+  assert row["target"]["source"] == "trained" and row["model"] == "lenet5"
+  assert [tuple(s) for s in row["kernel_shapes"]] == shapes
+  assert row["target_params"] == weights and row["initial_params"] == N * weights
+  # n = 12 coefficients per output channel/row: 99.6% of the weights within eps measured.
+  assert row["fraction_within_eps"] >= 0.99
+
+  # Rebuild the ticket from the checkpoint (restored, not retrained) and the same draw.
+  kernels, info = experiment1.load_target(config, workdir=out)
+  assert info["source"] == "checkpoint"
+  coefs = experiment1.direct_coefficients(config.seed, kernels, N)
+  assert [c.shape for c in coefs.coefficients] == [(s[-1], N) for s in shapes]
+  ticket = experiment1.direct_ticket(kernels, coefs, epsilon=EPS)
+  assert int(ticket.num_params_kept) == row["remaining_params"]
+  for k, approx, err, c, m in zip(kernels, ticket.effective_kernels, ticket.weight_errors,
+                                  coefs.coefficients, ticket.masks["coefficients"]):
+    assert approx.shape == err.shape == k.shape  # conv kernels stay (kh, kw, in, out)
+    np.testing.assert_allclose(err, np.abs(np.asarray(approx) - np.asarray(k)), atol=1e-6)
+    # Each output channel's weights are subset sums of that channel's one coefficient row.
+    sums = np.einsum("oin,on->io", np.asarray(m, np.float32), np.asarray(c))
+    np.testing.assert_allclose(np.asarray(approx).reshape(-1, k.shape[-1]), sums, atol=1e-5)
+  errors = np.concatenate([np.asarray(e).ravel() for e in ticket.weight_errors])
+  assert row["weights_missing_eps"] == int((errors > EPS).sum())
+
+  # Target accuracy from the target's kernels, ticket accuracy from the approximated ones
+  # through the LeNet5 forward (convs included), never from the target.
+  assert len(evaluated) == 2
+  for a, b in zip(evaluated[0], kernels):
+    np.testing.assert_array_equal(a, b)
+  for a, b, k in zip(evaluated[1], ticket.effective_kernels, kernels):
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, k)
+  test_ds = data_lib.load_dataset("synthetic", "test", limit=256)
+  lenet = training.accuracy(models.LeNet5().apply,
+                            models.params_from_kernels(ticket.effective_kernels), test_ds)
+  assert row["ticket_accuracy"] == lenet
+  assert row["target_accuracy"] == training.accuracy(
+      models.LeNet5().apply, models.params_from_kernels(kernels), test_ds)
+  assert row["target_accuracy"] > 0.2  # chance is 0.1
+  # Almost every weight within eps: the approximated LeNet5 classifies almost alike.
+  assert abs(row["ticket_accuracy"] - row["target_accuracy"]) <= 0.05
+
+
+def test_lenet5_network_variant_is_a_config_error():
+  config = configs.get_config("lenet5")
+  config.variants = ("direct", "network")
+  with pytest.raises(experiment1.ConfigError, match="FC2/FC4") as info:
+    experiment1.validate_config(config)
+  assert info.value.field == "variants"
+
+
+def test_default_target_dir_is_a_user_cache(monkeypatch, tmp_path):
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+  assert configs.get_config("fc2").target.checkpoint_dir == str(
+      tmp_path / "cache" / "lth_jax" / "targets")
+  monkeypatch.delenv("XDG_CACHE_HOME")
+  expected = os.path.join(os.path.expanduser("~"), ".cache", "lth_jax", "targets")
+  for preset in ("fc2", "fc4", "lenet5"):
+    assert configs.get_config(preset).target.checkpoint_dir == expected
+  assert configs.get_config("smoke").target.checkpoint_dir == ""  # tests: <out_dir>/targets
+  config = configs.get_config("fc2")
+  ckpt = experiment1.target_checkpoint_dir(config)
+  assert os.path.dirname(ckpt) == expected  # one subdirectory per training configuration
+  config.target.epochs = 11
+  assert experiment1.target_checkpoint_dir(config) != ckpt
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -231,6 +352,9 @@ def test_mnist_test_split_alone_with_an_npz_target(tmp_path):
     ("network.copies", (0, 8), "network.copies"),
     ("network.max_half", (31,), "network.max_half"),  # beyond solve_fewest_terms' MAX_N
     ("network.max_half", (-1, 4), "network.max_half"),
+    ("download", True, "synthetic"),  # the smoke preset's synthetic data: nothing to fetch
+    ("download_url", "ftp://x/", "download_url"),
+    ("target.model", "resnet", "lenet5"),
 ])
 def test_validate_config_names_the_field(field, value, match):
   config = configs.get_config("smoke")

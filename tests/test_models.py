@@ -41,7 +41,7 @@ def _leaf_paths(tree):
     (models.FC2(), 397_000, [(784, 500), (500, 10)]),
     (models.FC4(), 784 * 500 + 500 * 500 * 2 + 500 * 10,
      [(784, 500), (500, 500), (500, 500), (500, 10)]),
-    (models.LeNet5(), 150 + 2400 + 48000 + 10080 + 840, [(400, 120), (120, 84), (84, 10)]),
+    (models.LeNet5(), 150 + 2400 + 48000 + 10080 + 840, list(models.LENET5_KERNEL_SHAPES)),
 ])
 def test_shapes_counts_and_no_biases(model, n_params, kernel_shapes):
   # eval_shape: shapes only, nothing compiled (eager init costs seconds on a small CPU).
@@ -52,6 +52,8 @@ def test_shapes_counts_and_no_biases(model, n_params, kernel_shapes):
   assert logits.shape == (3, 10)
   kernels = models.kernels_from_params(variables)
   assert [k.shape for k in kernels] == kernel_shapes
+  # Every parameter is one of the kernels: no layer is dropped (LeNet5's convs included).
+  assert sum(int(np.prod(k.shape)) for k in kernels) == n_params
   # Also accepts the inner params dict.
   assert len(models.kernels_from_params(variables["params"])) == len(kernel_shapes)
 
@@ -83,12 +85,40 @@ def test_params_from_kernels_round_trip():
   np.testing.assert_array_equal(mlp.apply(rebuilt, x), models.FC2().apply(variables, x))
 
 
+def test_lenet_params_from_kernels_round_trip():
+  # Shapes from eval_shape, values from numpy: nothing compiled (eager conv init is slow).
+  abstract = jax.eval_shape(lambda: _init(models.LeNet5()))
+  rng = np.random.default_rng(0)
+  kernels = [rng.normal(size=s).astype(np.float32) for s in models.LENET5_KERNEL_SHAPES]
+  assert isinstance(models.model_from_kernels(kernels), models.LeNet5)
+  rebuilt = models.params_from_kernels(kernels)
+  # Exactly the structure LeNet5.apply takes, every kernel where kernels_from_params reads it.
+  assert jax.tree.structure(rebuilt) == jax.tree.structure(abstract)
+  assert jax.tree.map(jnp.shape, rebuilt) == jax.tree.map(lambda x: x.shape, abstract)
+  for a, b in zip(models.kernels_from_params(rebuilt), kernels):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(rebuilt["params"]["conv2"]["kernel"], kernels[1])
+  np.testing.assert_array_equal(rebuilt["params"]["mlp"]["fc1"]["kernel"], kernels[2])
+  assert isinstance(models.model_from_kernels(kernels[2:]), models.MLP)
+  with pytest.raises(ValueError, match="LeNet5 only"):
+    models.params_from_kernels([jnp.ones((3, 3, 1, 2)), jnp.ones((8, 10))])
+  with pytest.raises(ValueError, match="then 2-D dense"):
+    models.params_from_kernels([jnp.ones((400, 120)), jnp.ones((5, 5, 1, 6))])
+
+
 def test_kernels_from_params_errors():
   with pytest.raises(ValueError, match="bias"):
     models.kernels_from_params({"fc1": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}})
   with pytest.raises(ValueError, match="fc1..fcL"):
     models.kernels_from_params({"fc1": {"kernel": jnp.ones((2, 2))},
                                 "fc3": {"kernel": jnp.ones((2, 2))}})
+  # A layer of unknown kind raises instead of being left out.
+  with pytest.raises(ValueError, match="found keys"):
+    models.kernels_from_params({"fc1": {"kernel": jnp.ones((2, 2))},
+                                "norm": {"scale": jnp.ones(2)}})
+  lenet = jax.eval_shape(lambda: _init(models.LeNet5()))["params"]
+  with pytest.raises(ValueError, match="LeNet5"):
+    models.kernels_from_params(dict(lenet, extra={"kernel": jnp.ones((2, 2))}))
 
 
 def test_get_model():

@@ -6,14 +6,35 @@ get_config("fc2"): the paper's setting: FC2 (784-500-10, 397,000 weights), eps =
   n = 21 coefficients per weight for "direct", on Fashion-MNIST (MNIST with
   --dataset=mnist --data_dir=DIR).
 get_config("fc4"): the same for FC4 (784-500-500-500-10, 897,000 weights).
+get_config("lenet5"): LeNet5 (SPEC section 6; 61,470 weights: both conv kernels and the
+  three FC kernels), "direct" only (Theorem 1's network construction is for MLPs): per
+  output channel of each conv kernel (kh, kw, in, out) and per output unit of each FC
+  kernel, one coefficient vector reused along it.
+
+Trained targets are checkpointed (orbax) under target.checkpoint_dir, by default
+default_target_dir() = $XDG_CACHE_HOME/lth_jax/targets (~/.cache/lth_jax/targets), one
+subdirectory per training configuration, and reused by every later run on this machine.
 
 Pick one with --config=lth_jax/configs/experiment1.py:fc2 (or --config=fc2) and override
 fields with --config.<field>=..., e.g. --config.network.copies=(16,24,32).
 """
 
+import os
+
 import ml_collections
 
-PRESETS = ("smoke", "fc2", "fc4")
+PRESETS = ("smoke", "fc2", "fc4", "lenet5")
+
+
+def default_target_dir() -> str:
+  """Where trained targets are cached: $XDG_CACHE_HOME/lth_jax/targets, expanded.
+
+  A per-user cache rather than the output directory, so a target trained once is reused by
+  every later run (and the benchmark) whatever its --out_dir.
+  """
+  # XDG: an unset or empty XDG_CACHE_HOME means ~/.cache.
+  cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+  return os.path.abspath(os.path.expanduser(os.path.join(cache, "lth_jax", "targets")))
 
 
 def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
@@ -27,15 +48,17 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c.objectives = ("min_error", "fewest_terms")
   c.dataset = "fashion_mnist"   # fashion_mnist | mnist | kmnist | synthetic
   c.data_dir = ""               # "" = the dataset's default location
+  c.download = False            # fetch missing standard IDX files into data_dir (opt-in)
+  c.download_url = ""           # "" = the dataset's public mirror (data.DEFAULT_BASE_URLS)
   c.test_limit = 0              # first N test examples (0 = the whole test split)
   c.eval_batch_size = 1000
 
   c.target = ml_collections.ConfigDict()
-  c.target.model = "fc2"        # fc2 | fc4 | mlp (784-widths, bias-free)
+  c.target.model = "fc2"        # fc2 | fc4 | lenet5 | mlp (784-widths, bias-free)
   c.target.widths = (500, 10)   # only for model = "mlp"
   c.target.npz = ""             # import this .npz target instead of training (see targets.py)
   c.target.npz_layout = "torch"  # torch: (d_out, d_in) matrices; jax: (d_in, d_out) kernels
-  c.target.checkpoint_dir = "/work/runs/targets"  # "" = <out_dir>/targets
+  c.target.checkpoint_dir = default_target_dir()  # "" = <out_dir>/targets
   c.target.epochs = 10
   c.target.learning_rate = 0.1
   c.target.batch_size = 64
@@ -85,4 +108,8 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
     c.target.widths = (500, 500, 500, 10)
     c.network.copies = (16, 24, 32, 40, 48, 56, 64, 80)
     c.network.max_half = (24, 24, 24, 30)
+  elif preset == "lenet5":
+    c.target.model = "lenet5"
+    c.target.learning_rate = 0.01  # SPEC section 6's LeNet5 rate (0.1 is for the FC nets)
+    c.variants = ("direct",)
   return c
