@@ -5,17 +5,20 @@ Problem: for each instance, given a target ``t`` and ``n`` coefficients ``c``, f
 
 Algorithm (meet in the middle, sorting networks only):
 
-* The coefficients are split into two halves of ``a = ceil(n / 2)`` (odd ``n`` gets one
-  zero coefficient, which never changes a subset sum).
+* The coefficients are split into half A (the first ``h = floor(n / 2)``) and half B (the
+  other ``a = ceil(n / 2)``). For odd ``n``, B's last coefficient ``c_x`` is either in the
+  subset or not: A is merged against B's first ``h`` coefficients twice, once for target
+  ``t`` and once for ``t - c_x`` (two blocks side by side on the batch axis), which is
+  cheaper than padding ``n`` to even with a zero.
 * Every value is rounded to a per-instance fixed-point grid ``2^-s`` chosen so that all
   partial sums fit in 64-bit integer *keys*; the low ``a + 1`` key bits carry the subset's
   index and an origin bit, so sorting keys sorts sums and carries the subsets along.
-* Each half's ``2^a`` subset sums are generated already sorted: the sorted list ``L`` of
+* Each half's ``2^h`` subset sums are generated already sorted: the sorted list ``L`` of
   the first ``k`` coefficients and ``L + c_k`` are two sorted lists, merged by a bitonic
   network (compare-exchange only: no sort, no gather).
 * The sums of half A (ascending) and ``t - sums`` of half B (descending) form a bitonic
   sequence; one more bitonic merge sorts it, and the optimum is the closest adjacent pair
-  of different origin.
+  of different origin (over both blocks for odd ``n``).
 
 The batch is the minor (SIMD) axis and every step is an elementwise min/max, so XLA
 vectorises it on CPU and it maps directly onto GPU/TPU vector units.
@@ -25,14 +28,24 @@ enabled only inside this module's trace, never globally) and ``"int32x2"`` (a si
 word and an unsigned low word, compared lexicographically; used on TPU, which has no
 native 64-bit integers). Both give bit-identical results.
 
-Exactness: with ``S = |t| + sum|c|`` the grid is ``2^-s`` with ``2^(s + a + 3) * S <=
-2^63``; every float32 input whose magnitude is at least ``2^(24 - s)`` lies exactly on the
-grid, so the optimum over all ``2^n`` subsets is found in exact integer arithmetic. (For
-``n = 21`` and ``|c| <= 1`` the grid step is about ``3e-14``, so every float32 input
-``>= 2^-21`` is exact; smaller inputs are rounded to the grid.) Subnormal float32 inputs
-(``|x| < 1.18e-38``) count as zero, as in all XLA arithmetic (flush-to-zero on CPU, GPU
-and TPU), so ``value`` and ``error`` may differ from a float64 re-evaluation by at most
-that much per term.
+Exactness: with ``S = |t| + sum|c|`` (summed in float32) and ``2^(e - 1) <= S < 2^e``, the
+grid is ``2^-s`` with ``s = 59 - a - e``, so every key is below ``2^(s + a + 3) S < 2^62``.
+A float32 ``x`` with ``|x| >= 2^(24 - s)`` is a multiple of ``2^-s`` (``2^(23 - s)`` would
+do; one bit of slack), so **whenever every nonzero input (target and coefficients) has
+magnitude at least** ``2^(24 - s)``, the optimum over all ``2^n`` subsets is found in exact
+integer arithmetic and ``value``/``error`` are that optimum's, each rounded once to
+float32. (For ``n <= 21`` and ``|t|, |c_i| <= 1``: ``S <= 22``, ``s >= 43``, grid step
+``<= 2^-43 ~ 1.1e-13``, exact whenever every nonzero input is at least ``2^-19 ~ 1.9e-6``
+in magnitude.) Smaller inputs are rounded to the grid, each by at most ``2^-(s + 1)``; the
+rounded instance is solved exactly, so with ``D`` the total rounding (``<= (n + 1)
+2^-(s + 1)``), the returned ``error`` (the rounded instance's) is within ``D`` of the true
+optimum and the mask's true error within ``2 D <= (n + 1) 2^-s`` of it.
+
+Totals ``S`` beyond the float32 maximum (finite inputs such as ``[3e38, 3e38]``) are
+rejected: a ``ValueError`` for concrete inputs, ``nan`` inside ``jit`` (like non-finite
+inputs). Subnormal float32 inputs (``|x| < 1.18e-38``) count as zero, as in all XLA
+arithmetic (flush-to-zero on CPU, GPU and TPU), so ``value`` and ``error`` may differ from
+a float64 re-evaluation by at most that much per term.
 """
 
 from __future__ import annotations
@@ -178,7 +191,22 @@ class _Int32x2Keys:
 
   @staticmethod
   def to_float(x):
-    return x[0].astype(jnp.float32) * _TWO32 + x[1].astype(jnp.float32)
+    """Correctly rounded, like int64 -> float32 (``hi * 2^32 + lo`` would round twice and,
+    for negative keys, cancel: -1 is (-1, 2^32 - 1) and ``f32(2^32 - 1) = 2^32``)."""
+    negative = x[0] < 0
+    neg = _Int32x2Keys.sub((jnp.zeros_like(x[0]), jnp.zeros_like(x[1])), x)
+    hi = jnp.where(negative, neg[0], x[0]).astype(jnp.uint32)  # |x| < 2^63 (or 2^63)
+    lo = jnp.where(negative, neg[1], x[1])
+    # Normalise the magnitude's top 32 bits into one word, with a sticky bit for the rest,
+    # so the single uint32 -> float32 conversion rounds as the exact value would.
+    nlz = jax.lax.clz(hi)  # 32 when hi == 0
+    sh = jnp.minimum(nlz, 31)
+    top = jnp.where(nlz == 0, hi, (hi << sh) | (lo >> (32 - sh)))
+    sticky = jnp.where(nlz == 0, lo, lo << sh) != 0
+    big = jnp.ldexp((top | sticky.astype(jnp.uint32)).astype(jnp.float32),
+                    (32 - nlz).astype(jnp.int32))
+    mag = jnp.where(hi == 0, lo.astype(jnp.float32), big)
+    return jnp.where(negative, -mag, mag)
 
   @staticmethod
   def full(shape, value):
@@ -281,13 +309,59 @@ def _sorted_subset_sums(ops, steps, lst=None):
 # --------------------------------------------------------------------------------------
 
 
+_SCALE_DOWN = 2.0**-64  # |x| * 2^-64 summed over <= MAX_N + 1 terms cannot overflow
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _scaled_total(targets, coefficients, axis):
+  """``(|t| + sum |c|) * 2^-64`` in float32: finite for every finite input.
+
+  Args:
+    targets: float32 batch; coefficients: float32 with the subset axis ``axis``.
+  Returns:
+    float32 batch. Inputs below ``2^-62`` flush to zero here, which is harmless where it
+    is used: only totals far above 1 (the ones that overflow unscaled) read it.
+  """
+  return (jnp.abs(targets) * _SCALE_DOWN
+          + jnp.sum(jnp.abs(coefficients) * _SCALE_DOWN, axis=axis))
+
+
 def _grid_exponent(targets, coefficients, half):
-  """Per-instance fixed-point exponent s: 2^(s + half + 3) * S <= 2^63 (S as in module doc)."""
+  """Per-instance fixed-point exponent ``s = 59 - half - e``, ``2^(e - 1) <= S < 2^e``.
+
+  So ``2^(s + half + 3) * S < 2^62`` (S as in the module doc): every key fits in 63 bits.
+
+  Args:
+    targets: float32 ``(C,)``; coefficients: float32 ``(n, C)``; half: the index bits per
+      key (the larger half's size).
+  Returns:
+    int32 ``(C,)``.
+  """
   total = jnp.abs(targets) + jnp.sum(jnp.abs(coefficients), axis=0)
-  # float32 rounding of `total` is covered by the spare headroom bit.
+  # float32 rounding of `total` is covered by the spare headroom bit. A finite input can
+  # still overflow the float32 sum (S > 3.4e38): then S * 2^-64 gives the exponent.
   _, e = jnp.frexp(total)  # total < 2^e
+  _, e_big = jnp.frexp(_scaled_total(targets, coefficients, 0))
+  e = jnp.where(jnp.isfinite(total), e, e_big + 64)
   s = 60 - (half + 1) - e.astype(jnp.int32)
-  return jnp.clip(s, -200, 200)  # float32 spans 2^-126 .. 2^128
+  return jnp.clip(s, -200, 200)  # normal float32 S: 2^-126 <= S < 37 * 2^128
+
+
+def _total_may_overflow(targets, coefficients):
+  """Instances whose ``S = |t| + sum|c|`` may exceed the float32 maximum (traced inputs).
+
+  A float32 sum of ``k <= 37`` non-negative terms is within a relative ``(k - 1) 2^-24
+  < 2^-18`` of the exact one, so this flags every ``S > 3.4e38`` (and, conservatively,
+  totals within ``2^-18`` below it). Concrete inputs get the exact float64 check in
+  ``validate_batch`` instead.
+
+  Args:
+    targets: float32 ``(B,)``; coefficients: float32 ``(B, n)``.
+  Returns:
+    bool ``(B,)`` (True also for NaN).
+  """
+  scaled = _scaled_total(targets, coefficients, -1)
+  return ~(scaled * (1.0 + 2.0**-18) <= _F32_MAX * _SCALE_DOWN)
 
 
 def _quantise(x, s):
@@ -466,7 +540,8 @@ def validate_batch(targets, coefficients, key_format, *, max_n, why, others=()):
 
   Raises:
     ValueError: empty inputs, ``n`` out of range, shapes that do not broadcast, an unknown
-      key format, or (outside a trace) NaN/Inf targets or coefficients.
+      key format, or (outside a trace) NaN/Inf targets or coefficients, or a total
+      ``|t| + sum|c|`` beyond the float32 maximum (checked in float64).
   """
   targets = jnp.asarray(targets, jnp.float32)
   coefficients = jnp.asarray(coefficients, jnp.float32)
@@ -499,6 +574,15 @@ def validate_batch(targets, coefficients, key_format, *, max_n, why, others=()):
       raise ValueError(
           f"non-finite input: {int(bad_t.sum())} NaN/Inf target(s), {int(bad_c.sum())} "
           "NaN/Inf coefficient(s)")
+    # Float64 cannot overflow here (37 terms < 2^6 times the float32 maximum).
+    total = (np.abs(np.asarray(targets), dtype=np.float64)
+             + np.sum(np.abs(np.asarray(coefficients)), axis=-1, dtype=np.float64))
+    big = total > _F32_MAX
+    if big.any():
+      raise ValueError(
+          f"total magnitude overflows float32: {int(big.sum())} instance(s) have "
+          f"|target| + sum|coefficients| up to {total.max():.4g} > {_F32_MAX:.4g}; rescale "
+          "the targets and coefficients, e.g. by a power of two (errors scale with them)")
   return targets, coefficients, batch, key_format
 
 
@@ -521,14 +605,26 @@ def solve_subset_sum(
     chunk_keys: memory bound: keys per chunk of instances processed together (peak
       memory is a small multiple of ``8 * chunk_keys`` bytes plus the inputs/outputs).
 
+  Guarantee: per instance, with ``2^-s`` its fixed-point grid (module doc: ``s = 59 -
+  ceil(n / 2) - e``, ``2^(e - 1) <= |t| + sum|c| < 2^e``), the mask is a global optimum over
+  all ``2^n`` subsets in exact arithmetic on the float32 inputs whenever every nonzero input
+  has magnitude at least ``2^(24 - s)`` (for ``n <= 21`` and ``|t|, |c_i| <= 1``: every
+  nonzero input at least ``2^-19``), and ``value``/``error`` are its exact sum and error,
+  each rounded once. Smaller inputs are rounded to the grid: then ``error`` is within
+  ``(n + 1) 2^-(s + 1)`` of the true optimum and the mask's true error within
+  ``(n + 1) 2^-s`` of it.
+
   Returns:
     ``SubsetSumResult(mask bool batch+(n,), value float32 batch, error float32 batch)``.
     Ties go to a fixed pair (first by merge block, then by sorted position): deterministic.
 
   Raises:
     ValueError: empty inputs, ``n`` out of range, shapes that do not broadcast, or
-      (when called outside a trace) NaN/Inf inputs. Inside ``jit`` the finiteness check
-      cannot raise; non-finite instances then return ``error = nan``.
+      (when called outside a trace) NaN/Inf inputs or a total ``|t| + sum|c|`` beyond
+      the float32 maximum (rescale such instances). Inside ``jit`` these checks cannot
+      raise; such instances then return ``error = value = nan`` and an empty mask (the
+      in-``jit`` overflow test is float32 and also flags totals within a relative
+      ``2^-18`` below the maximum).
   """
   targets, coefficients, batch, key_format = validate_batch(
       targets, coefficients, key_format, max_n=MAX_N,
@@ -540,6 +636,9 @@ def solve_subset_sum(
   chunk = _chunk_size(n + n % 2, size, chunk_keys)
   mask, value, error = _solve_flat(flat_t, flat_c, key_format=key_format, chunk=chunk)
   finite = jnp.isfinite(flat_t) & jnp.all(jnp.isfinite(flat_c), axis=-1)
+  if not (_is_concrete(targets) and _is_concrete(coefficients)):
+    # validate_batch could not check S <= float32 max exactly: mark these like NaN inputs.
+    finite = finite & ~_total_may_overflow(flat_t, flat_c)
   error = jnp.where(finite, error, jnp.nan)
   value = jnp.where(finite, value, jnp.nan)
   mask = mask & finite[:, None]
