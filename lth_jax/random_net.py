@@ -25,6 +25,7 @@ from typing import Sequence
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 DISTRIBUTIONS = ("uniform", "normal")
@@ -68,19 +69,38 @@ class RandomNetwork:
     return len(self.layer_sizes) - 1
 
 
+def _is_int(x) -> bool:
+  return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
 def _check_sizes(layer_sizes, copies):
-  sizes = tuple(int(d) for d in layer_sizes)
-  if len(sizes) < 2 or any(d < 1 for d in sizes):
-    raise ValueError(f"layer_sizes must list >= 2 positive sizes (d_0..d_l), got {layer_sizes}")
+  """Validated ``(sizes, copies)`` tuples of ints (one ``copies`` entry per layer)."""
+  try:
+    sizes = tuple(layer_sizes)
+  except TypeError:
+    sizes = None
+  if sizes is None or len(sizes) < 2 or not all(_is_int(d) and d >= 1 for d in sizes):
+    raise ValueError(f"layer_sizes must list >= 2 positive int sizes (d_0..d_l), got "
+                     f"{layer_sizes!r}")
+  sizes = tuple(int(d) for d in sizes)
   num = len(sizes) - 1
-  if isinstance(copies, int):
+  given = copies
+  if _is_int(copies):
     copies = (copies,) * num
-  copies = tuple(int(c) for c in copies)
+  else:
+    try:
+      copies = None if isinstance(copies, str) else tuple(copies)
+    except TypeError:  # not iterable, e.g. 2.5
+      copies = None
+    if copies is None:
+      raise ValueError(f"copies must be a positive int or a sequence of {num} (one per "
+                       f"target layer), got {given!r}")
   if len(copies) != num:
-    raise ValueError(f"copies has {len(copies)} entries for {num} target layers")
-  if any(c < 1 for c in copies):
-    raise ValueError(f"copies must be positive, got {copies}")
-  return sizes, copies
+    raise ValueError(f"copies has {len(copies)} entries for {num} target layers: give one "
+                     f"int or {num}")
+  if not all(_is_int(c) and c >= 1 for c in copies):
+    raise ValueError(f"copies must be positive ints, got {given!r}")
+  return sizes, tuple(int(c) for c in copies)
 
 
 def sample_random_network(
@@ -99,6 +119,11 @@ def sample_random_network(
 
   Returns:
     RandomNetwork; width of odd layer i is ``copies[i] * d_{i-1}``.
+
+  Raises:
+    ValueError: fewer than two or non-positive or non-int ``layer_sizes``; ``copies``
+      not a positive int or a sequence of one positive int per target layer (e.g. 2.5,
+      0, or the wrong length); an unknown ``distribution``.
   """
   if distribution not in DISTRIBUTIONS:
     raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")

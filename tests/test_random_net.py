@@ -59,7 +59,27 @@ def test_param_count_matches_dense():
     ((5, 4), 0, "uniform", "copies"),
     ((5, 4, 3), (2,), "uniform", "copies"),
     ((5, 4), 2, "cauchy", "distribution"),
+    ((5, 4), 2.5, "uniform", "copies must be a positive int or a sequence of 1"),
+    ((5, 4, 3), 2.0, "uniform", "copies must be"),
+    ((5, 4, 3), (2, 2.5), "uniform", "positive ints"),
+    ((5, 4, 3), (2, -1), "uniform", "positive ints"),
+    ((5, 4, 3), (2, 3, 4), "uniform", "3 entries for 2 target layers"),
+    ((5, 4), "3", "uniform", "copies must be"),
+    ((5, 4), True, "uniform", "copies must be"),
+    ((5, 4.5), 3, "uniform", "layer_sizes"),
+    (5, 3, "uniform", "layer_sizes"),
 ])
 def test_bad_input(sizes, copies, dist, message):
   with pytest.raises(ValueError, match=message):
     L.sample_random_network(jax.random.key(0), sizes, copies, dist)
+
+
+def test_copies_accepts_numpy_ints_and_sequences():
+  a = L.sample_random_network(jax.random.key(4), SIZES, (4, 2))
+  b = L.sample_random_network(jax.random.key(4), SIZES, np.array([4, 2]))
+  c = L.sample_random_network(jax.random.key(4), SIZES, [np.int64(4), 2])
+  assert a.copies == b.copies == c.copies == (4, 2)
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  with pytest.raises(ValueError, match="copies"):
+    L.truncate_copies(a, 1.5)
