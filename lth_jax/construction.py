@@ -32,6 +32,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from lth_jax import random_net as rn
@@ -153,6 +154,51 @@ def check_target(target: Sequence[jax.Array],
       if not bool(jnp.all(jnp.isfinite(k))):
         raise ValueError(f"target layer {i} contains NaN or Inf")
   return kernels
+
+
+def _is_traced(*arrays) -> bool:
+  return any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+@jax.jit
+def _all_finite(arrays):
+  return [jnp.all(jnp.isfinite(a)) for a in arrays]  # one dispatch for all leaves
+
+
+def _check_finite(named: Sequence[tuple[str, jax.Array]], what: str) -> None:
+  """ValueError naming the first non-finite array (when all are concrete: traced values
+  are unknown here)."""
+  arrays = [a for _, a in named]
+  if not arrays or _is_traced(*arrays):
+    return
+  for (name, _), ok in zip(named, _all_finite(arrays)):
+    if not bool(ok):
+      raise ValueError(f"{what} {name} contains NaN or Inf")
+
+
+def check_random_network(net: rn.RandomNetwork) -> None:
+  """Validates a ``RandomNetwork``: per layer ``i``, ``u`` of shape ``(d_{i-1}, n_i)`` and
+  ``v`` of shape ``(d_i, d_{i-1}, n_i)`` with ``n_i >= 1`` (``layer_sizes``), finite
+  entries (when concrete).
+
+  Raises:
+    ValueError: naming the offending layer (a NaN in ``u`` or ``v`` would otherwise give
+      silently empty or wrong SubsetSum instances).
+  """
+  us, vs = net.params.get("u", []), net.params.get("v", [])
+  sizes = net.layer_sizes
+  if len(us) != len(sizes) - 1 or len(vs) != len(sizes) - 1:
+    raise ValueError(f"random network has {len(us)} u and {len(vs)} v layers for layer "
+                     f"sizes {tuple(sizes)} ({len(sizes) - 1} layers)")
+  for i, (u, v) in enumerate(zip(us, vs)):
+    d_in, d_out = sizes[i], sizes[i + 1]
+    n = u.shape[-1] if u.ndim == 2 else -1
+    if u.shape != (d_in, n) or v.shape != (d_out, d_in, n) or n < 1:
+      raise ValueError(f"random network layer {i}: u {u.shape} and v {v.shape} must be "
+                       f"(d_in, n) = ({d_in}, n) and (d_out, d_in, n) = ({d_out}, {d_in}, n), "
+                       "n >= 1")
+  _check_finite([(f"{name}[{i}]", a) for name in ("u", "v")
+                 for i, a in enumerate(net.params[name])], "random network params")
 
 
 def target_layer_sizes(target: Sequence[jax.Array]) -> tuple[int, ...]:
@@ -328,8 +374,8 @@ def sample_direct_coefficients(
   """The ``"direct"`` variant's random coefficients: per layer ``(d_out, copies)``
   i.i.d. ``U[low, high]``, default range = the target's global weight range."""
   kernels = check_target(target)
-  if copies < 1:
-    raise ValueError(f"copies must be positive, got {copies}")
+  if isinstance(copies, bool) or not isinstance(copies, (int, np.integer)) or copies < 1:
+    raise ValueError(f"copies must be a positive int, got {copies!r}")
   all_w = jnp.concatenate([k.reshape(-1) for k in kernels])
   low = jnp.min(all_w) if low is None else jnp.asarray(low, jnp.float32)
   high = jnp.max(all_w) if high is None else jnp.asarray(high, jnp.float32)
@@ -370,6 +416,12 @@ def find_ticket(
 
   Returns:
     Ticket (masks 0/1 uint8, per-weight errors, effective kernels, parameter counts).
+
+  Raises:
+    ValueError: an unknown method or objective, a bad ``max_half``, a target that is
+      empty, does not chain or does not match the network's ``layer_sizes``, params of
+      the wrong shapes, or (for concrete arrays) NaN/Inf in the target, the random
+      network's ``u``/``v`` or the direct coefficients.
   """
   if method not in METHODS:
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -386,6 +438,7 @@ def find_ticket(
   if not isinstance(random_net, rn.RandomNetwork):
     raise ValueError(f"method {method!r} needs a RandomNetwork (sample_random_network)")
   kernels = check_target(target, random_net.layer_sizes)
+  check_random_network(random_net)
   copies = random_net.copies
   if max_half is None:
     caps = [default_max_half(n) for n in copies]
@@ -440,12 +493,17 @@ def _direct_ticket(coefs: DirectCoefficients, target, solve_fn) -> Ticket:
     raise ValueError(f"{len(coefs.coefficients)} coefficient layers for {len(kernels)} "
                      "target layers")
   total = 0
-  for c, k in zip(coefs.coefficients, kernels):
-    if c.ndim != 2 or c.shape[0] != k.shape[1]:
-      raise ValueError(f"coefficients {c.shape} do not match kernel {k.shape} (need d_out rows)")
+  for i, (c, k) in enumerate(zip(coefs.coefficients, kernels)):
+    if jnp.ndim(c) != 2 or c.shape[0] != k.shape[1]:
+      raise ValueError(f"coefficients {jnp.shape(c)} do not match kernel {k.shape} (need "
+                       "d_out rows)")
+    if c.shape[1] < 1:
+      raise ValueError(f"coefficient layer {i} has no coefficients per weight: {c.shape}")
     total += int(k.size) * int(c.shape[1])
   if len({int(c.shape[1]) for c in coefs.coefficients}) != 1:
     raise ValueError("all layers need the same number of coefficients per weight")
+  _check_finite([(f"[{i}]", c) for i, c in enumerate(coefs.coefficients)],
+                "direct coefficients")
   t, c = _direct_instances(coefs.coefficients, kernels)
   res = solve_fn(t, c)  # all layers' weights in one solver call
   masks, errors, approx, kept = _direct_assemble(res.mask, res.error, c, kernels)

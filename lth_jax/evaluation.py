@@ -16,6 +16,7 @@ from typing import NamedTuple, Sequence
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lth_jax import construction
 from lth_jax import random_net as rn
@@ -169,11 +170,37 @@ def approximation_error(
     num_points: random unit vectors before the gradient ascent.
     net: the pruned ``RandomNetwork`` (required for ``"network"``/``"single"``).
     ascent_steps: projected gradient ascent steps from the worst points.
+
+  Returns:
+    ``ErrorReport`` (scalars, and the worst input ``(d_0,)``).
+
+  Raises:
+    ValueError: ``num_points < 1`` or ``ascent_steps < 0`` (or not ints), a missing
+      ``net``, a target whose layer sizes differ from the ticket's (``net.layer_sizes``,
+      or the ``"direct"`` ticket's kernels), a ticket that does not fit ``net``, or (when
+      concrete) NaN/Inf in the target.
   """
-  target = [jnp.asarray(k, jnp.float32) for k in target]
+  for name, value, low in (("num_points", num_points, 1), ("ascent_steps", ascent_steps, 0)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+      raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
   if pruned.method != "direct" and net is None:
     raise ValueError(f"method {pruned.method!r}: pass net=, the RandomNetwork the ticket prunes")
-  return _approximation_error(target, pruned, net, key, num_points, ascent_steps)
+  if pruned.method == "direct":
+    sizes = construction.target_layer_sizes(pruned.effective_kernels)
+  else:
+    sizes = net.layer_sizes
+    for name in ("u", "v"):
+      got = [tuple(m.shape) for m in pruned.masks[name]]
+      want = [tuple(p.shape) for p in net.params[name]]
+      if got != want:
+        raise ValueError(f"ticket masks {name} {got} do not fit the network's params {want}: "
+                         "pass the RandomNetwork the ticket was found for")
+  target = construction.check_target(target, sizes)  # shapes, chaining, finite
+  errors = [tuple(e.shape) for e in pruned.weight_errors]
+  if errors != [tuple(k.shape) for k in target]:
+    raise ValueError(f"ticket weight_errors shapes {errors} do not match the target's "
+                     f"{[tuple(k.shape) for k in target]}")
+  return _approximation_error(target, pruned, net, key, int(num_points), int(ascent_steps))
 
 
 @functools.partial(jax.jit, static_argnames=("num_points", "ascent_steps"))

@@ -154,6 +154,90 @@ def test_bad_input(target):
     L.find_ticket(net, [])
 
 
+def _with_param(net, name, layer, value, index=(0, 0)):
+  params = {k: list(v) for k, v in net.params.items()}
+  params[name][layer] = params[name][layer].at[index].set(value)
+  return net.replace(params=params)
+
+
+@pytest.mark.parametrize("method", ["network", "single"])
+@pytest.mark.parametrize("name, layer, value", [
+    ("u", 0, np.nan), ("v", 1, np.nan), ("u", 1, np.inf), ("v", 0, -np.inf)])
+def test_non_finite_random_network_raises(target, method, name, layer, value):
+  """Once silently empty SubsetSum instances (finite-looking errors, wrong ticket)."""
+  net = _with_param(L.sample_random_network(jax.random.key(1), SIZES, 8), name, layer, value)
+  with pytest.raises(ValueError, match=rf"random network params {name}\[{layer}\].*NaN or Inf"):
+    L.find_ticket(net, target, method)
+
+
+def test_malformed_random_network_raises(target):
+  net = L.sample_random_network(jax.random.key(1), SIZES, 8)
+  bad = net.replace(params={"u": net.params["u"], "v": [net.params["v"][0][:, :, :5],
+                                                        net.params["v"][1]]})
+  with pytest.raises(ValueError, match="layer 0: u .* and v"):
+    L.find_ticket(bad, target)
+  with pytest.raises(ValueError, match="1 u and 2 v layers"):
+    L.find_ticket(net.replace(params={"u": net.params["u"][:1], "v": net.params["v"]}), target)
+
+
+def test_bad_target_raises(target):
+  net = L.sample_random_network(jax.random.key(1), SIZES, 8)
+  with pytest.raises(ValueError, match="layer 1 contains NaN or Inf"):
+    L.find_ticket(net, [target[0], target[1].at[2, 3].set(jnp.inf)])
+  with pytest.raises(ValueError, match="non-empty"):
+    L.find_ticket(net, [jnp.ones((16, 0)), jnp.ones((0, 8))])
+  with pytest.raises(ValueError, match="non-empty"):
+    L.find_ticket(net, [target[0], jnp.ones(8)])
+  coefs = L.sample_direct_coefficients(jax.random.key(5), target, 6)
+  with pytest.raises(ValueError, match="layer 0 contains NaN or Inf"):
+    L.find_ticket(coefs, [target[0].at[0, 0].set(-jnp.inf), target[1]], "direct")
+  with pytest.raises(ValueError, match="non-empty"):
+    L.sample_direct_coefficients(jax.random.key(5), [jnp.zeros((0, 4))], 6)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_direct_coefficients_raise(target, value):
+  coefs = L.sample_direct_coefficients(jax.random.key(5), target, 6)
+  bad = coefs.replace(coefficients=[coefs.coefficients[0],
+                                    coefs.coefficients[1].at[3, 2].set(value)])
+  with pytest.raises(ValueError, match=r"direct coefficients \[1\] contains NaN or Inf"):
+    L.find_ticket(bad, target, "direct")
+  empty = coefs.replace(coefficients=[c[:, :0] for c in coefs.coefficients])
+  with pytest.raises(ValueError, match="no coefficients per weight"):
+    L.find_ticket(empty, target, "direct")
+  with pytest.raises(ValueError, match="positive int"):
+    L.sample_direct_coefficients(jax.random.key(5), target, 2.5)
+
+
+def test_approximation_error_bad_input(target, tickets):
+  net, ticket, _ = tickets[8]
+  key = jax.random.key(4)
+  with pytest.raises(ValueError, match="num_points must be an int >= 1"):
+    L.approximation_error(target, ticket, key, 0, net=net)
+  with pytest.raises(ValueError, match="num_points"):
+    L.approximation_error(target, ticket, key, 2.5, net=net)
+  with pytest.raises(ValueError, match="ascent_steps"):
+    L.approximation_error(target, ticket, key, 8, net=net, ascent_steps=-1)
+  with pytest.raises(ValueError, match="pass net="):
+    L.approximation_error(target, ticket, key, 8)
+  with pytest.raises(ValueError, match="layer sizes"):
+    L.approximation_error([jnp.ones((16, 30)), jnp.ones((30, 8))], ticket, key, 8, net=net)
+  with pytest.raises(ValueError, match="d_in"):
+    L.approximation_error([target[0], jnp.ones((31, 8))], ticket, key, 8, net=net)
+  with pytest.raises(ValueError, match="layer 0 contains NaN or Inf"):
+    L.approximation_error([target[0].at[1, 1].set(jnp.nan), target[1]], ticket, key, 8,
+                          net=net)
+  other = L.sample_random_network(jax.random.key(1), SIZES, 24)  # wrong net for the ticket
+  with pytest.raises(ValueError, match="do not fit the network"):
+    L.approximation_error(target, ticket, key, 8, net=other)
+  coefs = L.sample_direct_coefficients(jax.random.key(5), target, 6)
+  direct = L.find_ticket(coefs, target, "direct")
+  with pytest.raises(ValueError, match="layer sizes"):
+    L.approximation_error([jnp.ones((16, 30)), jnp.ones((30, 8))], direct, key, 8)
+  with pytest.raises(ValueError, match="no layers"):
+    L.approximation_error([], direct, key, 8)
+
+
 # ------------------------------------------------------------------ the solver option
 
 
