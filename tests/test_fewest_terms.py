@@ -211,11 +211,12 @@ def test_small_chunks_scalar_jit_and_vmap():
 
 
 def test_non_finite_inside_jit_gives_nan():
-  c = jnp.ones((3, 4), jnp.float32).at[1, 0].set(jnp.nan)
-  eps = jnp.array([0.1, 0.1, -1.0], jnp.float32)
-  res = jax.jit(lambda c, e: solve_fewest_terms(jnp.full(3, 2.0), c, e))(c, eps)
+  # Row 3: finite, but |t| + sum|c| overflows float32 (no valid grid): NaN, not garbage.
+  c = jnp.ones((4, 4), jnp.float32).at[1, 0].set(jnp.nan).at[3].set(3e38)
+  eps = jnp.array([0.1, 0.1, -1.0, 0.1], jnp.float32)
+  res = jax.jit(lambda c, e: solve_fewest_terms(jnp.full(4, 2.0), c, e))(c, eps)
   assert bool(res.feasible[0]) and int(res.count[0]) == 2
-  for i in (1, 2):
+  for i in (1, 2, 3):
     assert np.isnan(float(res.error[i])) and not bool(res.feasible[i])
     assert int(res.count[i]) == 0
 
