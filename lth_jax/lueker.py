@@ -21,11 +21,13 @@ the truth; with ``h = epsilon / 4`` they rarely differ).
 
 Solver limit (``MAX_N = 36``): a products half of n = 44 copies has about 22 +- 3.3 members
 (more than 36 with probability ~3e-6 per trial), so n = 44 is within reach of the solver
-itself; only the cost grows (2^(m/2 + 1) keys per instance for the largest half m; n = 44 at
-100 trials took ~10 minutes on 2 busy CPU cores). Measured (100 trials, epsilon 0.01, h =
-0.0025, ``--config=lth_jax/configs/sweep.py:lueker``): U[-1, 1] n = 12/16/20 -> 0.67-0.69 /
-0.97 / 1.00; products n = 20/28/36/44 -> 0.17-0.18 / 0.61-0.63 / 0.85-0.87 / 0.91 (SPEC:
-0.74/0.98/1.0 and 0.21/0.60/0.82/0.94: within sampling error). Larger
+itself; only the cost grows (2^(m/2 + 1) keys per instance for the largest half m). Measured
+with ``python -m experiments.sweep --config=lth_jax/configs/sweep.py:lueker`` (exactly these
+sizes, 100 trials, epsilon 0.01, h = 0.0025): U[-1, 1] n = 12/16/20 -> 0.67-0.69 / 0.97 /
+1.00; products n = 20/28/36/44 -> 0.17-0.18 / 0.61-0.63 / 0.85-0.87 / 0.91 (SPEC:
+0.74/0.98/1.0 and 0.21/0.60/0.82/0.94: within sampling error); 18.6 minutes wall (6.3
+CPU-minutes, peak RSS 0.55 GB) on 2 heavily shared CPU cores, 14 of them products n = 44.
+The sweep's config accepts sizes up to ``max_size`` (expected instance within MAX_N). Larger
 instances use an exact reduction: with the coefficients split into the first
 ``m <= solver_max_n`` and the ``e`` others, ``min over subsets |z - sum| = min over the
 2^e subset sums s of the others of (best error for z - s over the first m)``, one solver
@@ -107,6 +109,25 @@ def solver_keys(n: int, trials: int, grid_points: int, solver_max_n: int = subse
   m = min(n, solver_max_n)
   extra = n - m
   return float(trials) * grid_points * 2 ** extra * 2 ** ((m + 1) // 2 + 1)
+
+
+def instance_size(kind: str, n: int) -> int:
+  """The (expected) solver instance size of one draw: ``n`` for ``"uniform"``; for
+  ``"products"`` the largest of ~100 trials' sign halves, about ``n/2 + 1.3 sqrt(n)``
+  (``Binomial(n, 1/2)``: mean plus ~2.6 standard deviations)."""
+  if kind not in KINDS:
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+  return int(n) if kind == "uniform" else int(n / 2 + 1.3 * math.sqrt(n)) + 1
+
+
+def max_size(kind: str, solver_max_n: int = subset_sum.MAX_N) -> int:
+  """The largest ``n`` whose ``instance_size`` fits ``solver_max_n`` (36 for ``"uniform"``,
+  53 for ``"products"``): larger ``n`` are exact too, but each extra coefficient doubles the
+  cost (the module doc's reduction), so the sweep's config rejects them."""
+  n = 1
+  while instance_size(kind, n + 1) <= solver_max_n:
+    n += 1
+  return n
 
 
 @functools.partial(jax.jit, static_argnames=("solver_max_n",))

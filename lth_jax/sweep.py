@@ -46,6 +46,8 @@ import functools
 import json
 import math
 import os
+import pathlib
+import re
 import time
 from collections.abc import Mapping, Sequence
 
@@ -59,6 +61,7 @@ from lth_jax import construction
 from lth_jax import evaluation
 from lth_jax import random_net as rn
 from lth_jax import subset_sum
+from lth_jax import theory
 
 METHODS = construction.METHODS
 # Traces of the grid program (one per distinct static configuration); tests read it.
@@ -155,11 +158,9 @@ def _caps(method, widths, max_half):
 
 
 def random_params(layer_sizes: Sequence[int], width: int, method: str) -> int:
-  """Parameters of the random object at ``width`` copies (see ``SweepResult``)."""
-  sizes = tuple(layer_sizes)
-  if method == "direct":
-    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) * width
-  return sum(width * a * (a + b) for a, b in zip(sizes[:-1], sizes[1:]))
+  """Parameters of the random object at ``width`` copies (see ``SweepResult``); the same
+  count as ``theory.random_params``, which the summary compares it with."""
+  return theory.random_params(layer_sizes, width, method)
 
 
 def width_factor(layer_sizes: Sequence[int], width: int, method: str) -> float:
@@ -496,6 +497,12 @@ def _sharded_grid(mesh, targets, key, epsilon, data, *, specs, num_seeds, opts, 
   from lth_jax import distributed  # pylint: disable=g-import-not-at-top  (sharded runs only)
   padded = distributed.padded_size(num_seeds, mesh)
   seed_keys = jnp.stack([_seed_keys(key, t, padded) for t in range(len(targets))])
+  if jax.process_count() > 1:
+    # Multi-host: place the keys as a global array from every process's identical copy
+    # (a plain device_put cannot target other processes' devices).
+    sharding = jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec(None, mesh.axis_names[0]))
+    seed_keys = distributed.put_sharded_tree(seed_keys, sharding)
   out = distributed.sharded_grid_program(_grid_body, mesh, targets, epsilon, data, seed_keys,
                                          specs=specs, opts=opts, compiler_options=options)
   if padded != num_seeds:
@@ -624,7 +631,10 @@ def sweep_targets(
     program = _program_with_options(options) if options else _grid_program
     raw = program(kernels, key, jnp.float32(epsilon), data, specs=specs,
                   num_seeds=int(num_seeds), opts=opts)
-  raw = jax.device_get(raw)
+  # Multi-host: outputs sharded over other processes' devices are not addressable here,
+  # so gather them to every process (numpy) instead of jax.device_get.
+  from lth_jax import distributed  # pylint: disable=g-import-not-at-top  (calls back into sweep)
+  raw = jax.tree.map(distributed.to_host, raw)
   results = [dict() for _ in kernels]
   for (t, method, ws, _, _), r in zip(specs, raw):
     target_params = sum(a * b for a, b in zip(sizes[t][:-1], sizes[t][1:]))
@@ -719,6 +729,7 @@ def summarize(result: SweepResult) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------------------
 
 DATASETS = ("fashion_mnist", "mnist", "kmnist", "synthetic")
+DONE_FILE = "done.json"  # written last by run_experiment: the run finished
 
 
 def validate_config(config) -> None:
@@ -778,13 +789,86 @@ def validate_config(config) -> None:
       bad("lueker.epsilon", f"must be in (0, 1), got {lu.epsilon}")
     if not 0.0 < lu.spacing < lu.epsilon:
       bad("lueker.spacing", f"must be in (0, lueker.epsilon), got {lu.spacing}")
-    for field in ("uniform_sizes", "product_sizes"):
-      if any((not isinstance(n, int)) or n < 1 for n in lu[field]):
-        bad(f"lueker.{field}", f"sizes must be positive integers, got {tuple(lu[field])}")
+  # Sizes are checked even when the check is skipped: a bad one is a typo either way.
+  from lth_jax import lueker  # pylint: disable=g-import-not-at-top
+  for field, kind in (("uniform_sizes", "uniform"), ("product_sizes", "products")):
+    if any((not isinstance(n, int)) or isinstance(n, bool) or n < 1 for n in lu[field]):
+      bad(f"lueker.{field}", f"sizes must be positive integers, got {tuple(lu[field])}")
+    # Beyond the solver's size the check still runs (an exact reduction), but every extra
+    # coefficient doubles its cost: n = 60 would start a job of years.
+    top = lueker.max_size(kind)
+    if any(n > top for n in lu[field]):
+      why = (f"the solver's MAX_N = {subset_sum.MAX_N}" if kind == "uniform" else
+             f"the expected largest sign half must fit the solver's MAX_N = "
+             f"{subset_sum.MAX_N}")
+      bad(f"lueker.{field}", f"sizes at most {top} ({why}), got {tuple(lu[field])}")
+  dev = config.get("devices", None) or {}
+  num_proc, proc_id = dev.get("num_processes", 0), dev.get("process_id", -1)
+  if num_proc < 0:
+    bad("devices.num_processes", f"must be >= 0 (0: from the environment), got {num_proc}")
+  if proc_id < -1 or (num_proc and proc_id >= num_proc):
+    bad("devices.process_id", f"must be -1 (from the environment) or in [0, num_processes), "
+        f"got {proc_id}")
   if not sw.methods and not lu.trials:
     bad("sweep.methods", "nothing to do: no methods and lueker.trials = 0")
   if sw.methods and not config.targets.sizes and not config.targets.npz and not config.data.name:
     bad("targets.sizes", "no targets: give sizes, an npz file or a dataset")
+
+
+def check_config_args(argv: Sequence[str], default_config: str, name: str = "config") -> None:
+  """Checks ``argv``'s ``--config`` flags before absl defines and parses them.
+
+  ml_collections loads ``--config=file.py:preset`` and resolves every ``--config.<field>``
+  override while the flag is defined or parsed, and reports an unknown preset or field with
+  a traceback. This raises ``ValueError`` starting with ``config:`` / ``config.<field>:``
+  instead, like ``validate_config`` (the entry point prints it as one line). Values are
+  left to ml_collections and ``validate_config``.
+
+  Args:
+    argv: the command line, program name first.
+    default_config: the ``--config`` value used when ``argv`` gives none.
+    name: the config flag's name.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top  (entry point only)
+  from ml_collections import config_dict
+  from ml_collections.config_flags import config_flags  # ConfigFileFlagParser: not re-exported
+  from ml_collections.config_flags import config_path
+  try:
+    argv = flags.FLAGS.read_flags_from_files(list(argv), force_gnu=False)  # --flagfile=
+  except flags.Error:
+    return  # absl reports it
+  spec, overrides, args = default_config, [], list(argv[1:])
+  for i, arg in enumerate(args):
+    if arg == "--":
+      break
+    if re.fullmatch(rf"--?{name}(=.*)?", arg):  # --config=x or --config x
+      spec = arg.split("=", 1)[1] if "=" in arg else (args[i + 1] if i + 1 < len(args) else spec)
+    elif re.match(rf"--?(no)?{name}\.", arg):  # the pattern ml_collections matches
+      overrides.append(arg.split("=", 1)[0].split(".", 1)[1])
+  try:
+    config = config_flags.ConfigFileFlagParser(name).parse(spec)
+    config.keys()  # a file that failed to load comes back as a placeholder that raises
+  except OSError as e:  # the loader's last line says why: "[Errno 2] No such file ..."
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    raise ValueError(f"{name}: cannot load {spec!r}: {lines[-1] if lines else e}") from None
+  except (TypeError, ValueError) as e:
+    # ml_collections re-raises get_config's error with a traceback text; report the original.
+    raise ValueError(f"{name}: {e.__context__ or e}") from None
+  for path in overrides:
+    try:
+      config_path.get_type(path, config)
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+      node, where = config, name
+      msg = f"cannot override {path!r}"
+      for part in re.sub(r"\[[^\]]*\]", "", path).split("."):
+        if not isinstance(node, config_dict.ConfigDict):
+          msg = f"{where} is a value ({type(node).__name__}), not a group of fields"
+          break
+        if part not in node:
+          msg = f"unknown field {part!r} in {where} (fields: {', '.join(node.keys())})"
+          break
+        node, where = node[part], f"{where}.{part}"
+      raise ValueError(f"{name}.{path}: {msg}") from None
 
 
 def _target_name(sizes):
@@ -853,8 +937,13 @@ def _median_row(result, field):
 
 
 def summary_rows(named_results, epsilon) -> list[dict]:
-  """Per (target, method): copies needed (median over seeds) beside the theory numbers."""
-  from lth_jax import theory
+  """Per (target, method): copies needed (median over seeds) beside the theory numbers.
+
+  Parameter counts: ``params_needed_median`` is the measured random object's size
+  (``SweepResult.params_random``) at each seed's copies needed, median over seeds (None if
+  most seeds never reached epsilon); ``theory_params`` is ``theory.construction_size``'s at
+  the theory copies; ``lower_bound_params`` the counting bound P summed over layers.
+  """
   out = []
   for name, per_method in named_results:
     for method, r in per_method.items():
@@ -862,14 +951,20 @@ def summary_rows(named_results, epsilon) -> list[dict]:
       needed = copies_needed(r, epsilon)
       med = float(np.median(needed))
       const = theory.C_DIRECT if method == "direct" else theory.C_NETWORK
-      cs = theory.construction_size(sizes, epsilon, const)
+      cs = theory.construction_size(sizes, epsilon, const, method)
       lower = [theory.counting_lower_bound(a, b, epsilon) for a, b in zip(sizes[:-1], sizes[1:])]
+      # needed[s] is a grid width (or inf): look its measured parameter count up.
+      by_width = dict(zip((int(w) for w in r.widths), (int(p) for p in r.params_random)))
+      params_needed = float(np.median([by_width[int(n)] if math.isfinite(n) else math.inf
+                                       for n in needed]))
       out.append(dict(
           target=name, method=method, layer_sizes=list(sizes), epsilon=epsilon,
           copies_needed_median=med if math.isfinite(med) else None,
           copies_needed_per_seed=[float(x) if math.isfinite(x) else None for x in needed],
           max_width=int(max(r.widths)),
-          theory_copies=list(cs.copies), theory_constant=const,
+          params_needed_median=params_needed if math.isfinite(params_needed) else None,
+          max_params=int(max(r.params_random)),
+          theory_copies=list(cs.copies), theory_constant=const, theory_params=int(cs.params),
           fitted_constant=(med / max(theory.log_term(sizes, epsilon))
                            if math.isfinite(med) else None),
           lower_bound_per_input=max(lb.per_input for lb in lower),
@@ -916,24 +1011,37 @@ def format_grid_table(named_results, epsilon) -> str:
 
 
 def format_summary_table(summary) -> str:
-  """Copies needed to reach ``sup error <= epsilon`` beside the theory's numbers."""
+  """Copies needed to reach ``sup error <= epsilon`` and the random object's parameters at
+  them, beside the theory's numbers (construction size, counting lower bound, Malach)."""
   def fmt(x, spec=".1f"):
     return "-" if x is None else format(x, spec)
-  head = (f"{'target':<18} {'method':<8} {'needed':>7} {'theory n':>8} {'C':>4} "
-          f"{'C fit':>6} {'LB n/input':>10} {'LB width':>8} {'Malach factor':>13}")
+
+  def needed(value, limit, spec):  # '>W': not reached within the grid
+    return fmt(value, spec) if value is not None else f">{limit}"
+
+  copies = f"{'needed':>7} {'theory':>6} {'C':>4} {'C fit':>5} {'LB':>5}"
+  params = f"{'needed':>8} {'theory':>8} {'LB P':>7}"
   lines = [f"copies per input needed for sup_(|x|<=1) |f(x) - g(x)| <= eps "
-           f"(median over seeds; '>W': not reached within the grid's max width W)", head]
+           f"(median over seeds; '>W': not reached within the grid's max width W)",
+           f"{'':<27} {'copies per input n':^{len(copies)}} | "
+           f"{'params':^{len(params)}} |",
+           f"{'target':<18} {'method':<8} {copies} | {params} | {'LB width':>8} {'Malach':>8}"]
   for row in summary:
-    needed = (fmt(row["copies_needed_median"], ".0f") if row["copies_needed_median"] is not None
-              else f">{row['max_width']}")
     lines.append(
-        f"{row['target']:<18} {row['method']:<8} {needed:>7} "
-        f"{max(row['theory_copies']):>8d} {row['theory_constant']:>4g} "
-        f"{fmt(row['fitted_constant'], '.2f'):>6} {row['lower_bound_per_input']:>10.2f} "
-        f"{row['lower_bound_width']:>8.1f} {row['malach_width_factor']:>13.3g}")
-  lines.append("theory n = ceil(C log2(d_in d_out l / eps)) (lth_jax.theory; C fit = needed / "
-               "log2(...)); LB = counting lower bound (d_in d_out log2(1/(2 eps)) params, width "
-               "/(d_in + d_out)); Malach factor = d^4 l^2 (constant 1, no eps term)")
+        f"{row['target']:<18} {row['method']:<8} "
+        f"{needed(row['copies_needed_median'], row['max_width'], '.0f'):>7} "
+        f"{max(row['theory_copies']):>6d} {row['theory_constant']:>4g} "
+        f"{fmt(row['fitted_constant'], '.2f'):>5} {row['lower_bound_per_input']:>5.2f} | "
+        f"{needed(row['params_needed_median'], row['max_params'], '.0f'):>8} "
+        f"{row['theory_params']:>8d} {row['lower_bound_params']:>7.0f} | "
+        f"{row['lower_bound_width']:>8.1f} {row['malach_width_factor']:>8.3g}")
+  lines.append(
+      "copies: theory = ceil(C log2(d_in d_out l / eps)) (lth_jax.theory; C fit = needed / "
+      "log2(...)); LB = counting lower bound per input (LB width / d_in)\n"
+      "params: random network (direct: coefficients) at the copies needed (measured) and at "
+      "the theory copies; LB P = d_in d_out log2(1/(2 eps)) summed over layers\n"
+      "LB width = P / (d_in + d_out) hidden units; Malach = width factor d^4 l^2 (constant "
+      "1, no eps term)")
   return "\n".join(lines)
 
 
@@ -992,7 +1100,6 @@ def plot_overparam_vs_d(named_results, summary, epsilon, path=None):
     matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from lth_jax import results as results_lib
-  from lth_jax import theory
   fig, ax = plt.subplots(figsize=(9.0, 4.6))
   colors = {"network": "tab:blue", "direct": "tab:green", "single": "tab:red"}
   shift = {"network": 0.96, "direct": 1.0, "single": 1.04}  # keep markers apart
@@ -1060,8 +1167,7 @@ def run_lueker(config, progress=True):
   jobs = [("uniform", n) for n in lu.uniform_sizes] + [("products", n) for n in lu.product_sizes]
 
   def cost(kind, n):
-    m = n if kind == "uniform" else int(n / 2 + 1.3 * math.sqrt(n)) + 1
-    return lueker.solver_keys(m, lu.trials, grid_points)
+    return lueker.solver_keys(lueker.instance_size(kind, n), lu.trials, grid_points)
 
   total = sum(cost(k, n) for k, n in jobs)
   meter = results_lib.Progress(total, "lueker check", min_interval=0.0 if progress else 1e9)
@@ -1074,28 +1180,91 @@ def run_lueker(config, progress=True):
   return out
 
 
-def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
-  """Runs the sweep (and Lueker check) of ``config`` and writes into ``out_dir``:
-  ``results.jsonl`` (one row per target x method x width x seed, each with the config),
-  ``summary.json`` (copies needed vs theory), ``lueker.jsonl``, and the PNG figures
-  ``error_vs_copies.png``, ``overparam_vs_d.png``, ``lueker.png``. Returns a dict with
-  ``results`` ([(name, {method: SweepResult})]), ``summary``, ``lueker``, ``tables`` (text),
-  ``files`` and ``seconds``."""
-  from lth_jax import lueker
-  from lth_jax import results as results_lib
-  from lth_jax import theory
-  validate_config(config)
-  out = results_lib.prepare_out_dir(out_dir, overwrite)
-  t0 = time.perf_counter()
+def sweep_widths(config) -> dict[str, tuple[int, ...]]:
+  """``method -> widths`` of ``config.sweep`` (``"direct"`` has its own)."""
   sw = config.sweep
   widths = {"network": tuple(sw.widths), "single": tuple(sw.widths),
             "direct": tuple(sw.direct_widths)}
-  widths = {m: widths[m] for m in sw.methods}
-  kwargs = dict(key=jax.random.key(config.seed), epsilon=sw.epsilon, num_points=sw.num_points,
-                ascent_steps=sw.ascent_steps, max_half=sw.max_half or None,
-                distribution=sw.distribution, eval_batch=sw.eval_batch,
-                compiler_options=(None if sw.xla_opt_level < 0 else
-                                  {"xla_backend_optimization_level": sw.xla_opt_level}))
+  return {m: widths[m] for m in sw.methods}
+
+
+def sweep_kwargs(config) -> dict:
+  """The keyword arguments ``run_experiment`` gives ``sweep_targets`` (all but ``dataset``
+  and ``mesh``), compiler options from ``config.sweep.xla_opt_level`` included."""
+  sw = config.sweep
+  return dict(key=jax.random.key(config.seed), epsilon=sw.epsilon, num_points=sw.num_points,
+              ascent_steps=sw.ascent_steps, max_half=sw.max_half or None,
+              distribution=sw.distribution, eval_batch=sw.eval_batch,
+              compiler_options=(None if sw.xla_opt_level < 0 else
+                                {"xla_backend_optimization_level": sw.xla_opt_level}))
+
+
+def _devices(config):
+  """(shard, distributed, initialize kwargs) of ``config.devices`` (absent in older configs)."""
+  dev = config.get("devices", None) or {}
+  multi = bool(dev.get("distributed", False))
+  kwargs = {}
+  if dev.get("coordinator_address", ""):
+    kwargs["coordinator_address"] = dev["coordinator_address"]
+  if dev.get("num_processes", 0) > 0:
+    kwargs["num_processes"] = int(dev["num_processes"])
+  if dev.get("process_id", -1) >= 0:
+    kwargs["process_id"] = int(dev["process_id"])
+  return bool(dev.get("shard", False)) or multi, multi, kwargs
+
+
+def _initialize_distributed(kwargs):
+  """``distributed.initialize_distributed(True, **kwargs)`` once per process, its failure
+  as a ``config.devices.distributed`` error."""
+  from lth_jax import distributed  # pylint: disable=g-import-not-at-top  (calls back into sweep)
+  if getattr(jax.distributed, "is_initialized", lambda: False)():
+    return
+  try:
+    distributed.initialize_distributed(True, **kwargs)
+  except (ValueError, RuntimeError) as e:
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise ValueError(f"config.devices.distributed: jax.distributed.initialize failed: {msg} "
+                     "(outside a managed cluster set config.devices.coordinator_address, "
+                     "num_processes and process_id)") from None
+
+
+def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
+  """Runs the sweep (and Lueker check) of ``config`` and writes into ``out_dir``:
+  ``results.jsonl`` (one row per target x method x width x seed, each with the config),
+  ``summary.json`` (copies needed vs theory), ``lueker.jsonl``, the PNG figures
+  ``error_vs_copies.png``, ``overparam_vs_d.png``, ``lueker.png``, and last ``done.json``
+  (the marker of a finished run: a directory without it holds a killed or failed run).
+
+  ``config.devices.shard``: every grid's seeds split over all devices
+  (``distributed.make_instance_mesh``); ``config.devices.distributed``: first
+  ``jax.distributed.initialize()`` (multi-host; implies ``shard``; arguments from the cluster
+  or ``config.devices.coordinator_address`` etc.). Every process computes
+  everything (the sharded programs need all of them); only process 0 prepares ``out_dir``
+  and writes files.
+
+  Returns:
+    a dict with ``results`` ([(name, {method: SweepResult})]), ``summary``, ``lueker``,
+    ``tables`` (text), ``files`` (those written by this process), ``seconds``, ``out_dir``
+    and ``primary`` (whether this process wrote them).
+  """
+  from lth_jax import distributed  # pylint: disable=g-import-not-at-top  (calls back into sweep)
+  from lth_jax import lueker
+  from lth_jax import results as results_lib
+  validate_config(config)
+  shard, multi, init_kwargs = _devices(config)
+  if multi:
+    _initialize_distributed(init_kwargs)  # before anything touches a device
+  primary = distributed.is_primary()
+  out = (results_lib.prepare_out_dir(out_dir, overwrite) if primary
+         else pathlib.Path(out_dir).expanduser())
+  t0 = time.perf_counter()
+  sw = config.sweep
+  widths = sweep_widths(config)
+  kwargs = sweep_kwargs(config)
+  if shard:
+    kwargs["mesh"] = distributed.make_instance_mesh()
+    logging.info("sweep: seeds split over %d devices (%d process(es))",
+                 distributed.num_devices(kwargs["mesh"]), jax.process_count())
   experiments = []  # (targets [(name, kernels)], dataset)
   if sw.methods:
     named = build_targets(config)
@@ -1130,12 +1299,13 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
   tables = {}
   summary = summary_rows(named_results, sw.epsilon) if named_results else []
   if named_results:
+    tables["grid"] = format_grid_table(named_results, sw.epsilon)
+    tables["summary"] = format_summary_table(summary)
+  if named_results and primary:
     files.append(results_lib.write_jsonl(out / "results.jsonl", rows))
     files.append(results_lib.atomic_write_text(
         out / "summary.json", json.dumps(results_lib.to_jsonable(
             dict(config=cfg, summary=summary)), indent=1, sort_keys=True)))
-    tables["grid"] = format_grid_table(named_results, sw.epsilon)
-    tables["summary"] = format_summary_table(summary)
     import matplotlib.pyplot as plt
     fig = plot_error_vs_copies(named_results, out / "error_vs_copies.png", sw.epsilon)
     plt.close(fig)
@@ -1148,13 +1318,15 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
     files.append(out / "overparam_vs_d.png")
   coverage = []
   if config.lueker.trials:
-    coverage = run_lueker(config)
+    # Every process runs it (unsharded), so all of them reach the end together.
+    coverage = run_lueker(config, progress=primary)
+    tables["lueker"] = format_lueker_table(coverage)
+  if coverage and primary:
     lrows = [dict(kind=c.kind, n=c.n, epsilon=c.epsilon, trials=c.trials, spacing=c.spacing,
                   covered=c.covered, covered_upper=c.covered_upper,
                   reference=lueker.REFERENCE.get(c.kind, {}).get(c.n), config=cfg)
              for c in coverage]
     files.append(results_lib.write_jsonl(out / "lueker.jsonl", lrows))
-    tables["lueker"] = format_lueker_table(coverage)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -1164,8 +1336,17 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
     ax.set_title(f"Lueker check: every z in [-1,1] within {config.lueker.epsilon:g}", fontsize=10)
     files.append(results_lib.save_figure(ax.figure, out / "lueker.png"))
     plt.close(ax.figure)
+  seconds = time.perf_counter() - t0
+  if primary:  # last: its presence says every other file is complete
+    done = dict(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds=seconds,
+                files=sorted(pathlib.Path(f).name for f in files), preset=config.preset,
+                devices=jax.device_count(), processes=jax.process_count(),
+                sharded=shard)
+    files.append(results_lib.atomic_write_text(
+        out / DONE_FILE, json.dumps(done, indent=1, sort_keys=True)))
   return dict(results=named_results, summary=summary, lueker=coverage, tables=tables,
-              files=[str(f) for f in files], seconds=time.perf_counter() - t0, out_dir=str(out))
+              files=[str(f) for f in files], seconds=seconds, out_dir=str(out),
+              primary=primary)
 
 
 def format_lueker_table(coverage) -> str:

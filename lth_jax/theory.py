@@ -79,20 +79,50 @@ class ConstructionSize(NamedTuple):
 
   copies: tuple[int, ...]         # n_i per target layer
   hidden_widths: tuple[int, ...]  # n_i d_{i-1}: the odd layers' widths
-  params: int                     # every entry of the 2l dense kernels
-  width_factor: float             # max hidden width / max_i d_i
+  params: int                     # random_params(layer_sizes, copies, method)
+  width_factor: float             # max hidden width / max_i d_i ("direct": max_i n_i)
+
+
+METHODS = ("network", "single", "direct")
+
+
+def random_params(layer_sizes: Sequence[int], copies: int | Sequence[int],
+                  method: str = "network") -> int:
+  """Parameters of the random object with ``copies`` per input (one int, or one per layer).
+
+  ``"network"`` / ``"single"``: every entry of the dense depth-2l network's kernels,
+  ``sum_i n_i d_{i-1} (d_{i-1} + d_i)``; ``"direct"``: ``n_i`` coefficients per target
+  weight, ``sum_i n_i d_{i-1} d_i``.
+  """
+  sizes = _sizes(layer_sizes)
+  if method not in METHODS:
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+  num = len(sizes) - 1
+  copies = (tuple(int(n) for n in copies) if hasattr(copies, "__len__")
+            else (int(copies),) * num)
+  if len(copies) != num or any(n < 0 for n in copies):
+    raise ValueError(f"copies must be one non-negative count or {num} of them, got {copies}")
+  if method == "direct":
+    return sum(n * a * b for n, a, b in zip(copies, sizes[:-1], sizes[1:]))
+  return sum(n * a * (a + b) for n, a, b in zip(copies, sizes[:-1], sizes[1:]))
 
 
 def construction_size(layer_sizes: Sequence[int], epsilon: float,
-                      constant: float = C_NETWORK) -> ConstructionSize:
-  """``n_i = ceil(constant * log2(d_{i-1} d_i l / epsilon))`` and what follows from it."""
+                      constant: float = C_NETWORK, method: str = "network"
+                      ) -> ConstructionSize:
+  """``n_i = ceil(constant * log2(d_{i-1} d_i l / epsilon))`` and what follows from it.
+
+  ``method`` only changes what ``params`` and ``width_factor`` count (``random_params``;
+  ``"direct"`` builds no network, so its width factor is the coefficients per weight, as
+  ``sweep.width_factor``); pass ``C_DIRECT`` as ``constant`` for ``"direct"``.
+  """
   sizes = _sizes(layer_sizes)
   if not constant > 0:
     raise ValueError(f"constant must be positive, got {constant}")
   copies = tuple(max(1, math.ceil(constant * t - 1e-9)) for t in log_term(sizes, epsilon))
   hidden = tuple(n * a for n, a in zip(copies, sizes[:-1]))
-  params = sum(n * a * (a + b) for n, a, b in zip(copies, sizes[:-1], sizes[1:]))
-  return ConstructionSize(copies, hidden, params, max(hidden) / max(sizes))
+  factor = float(max(copies)) if method == "direct" else max(hidden) / max(sizes)
+  return ConstructionSize(copies, hidden, random_params(sizes, copies, method), factor)
 
 
 def malach_width_factor(layer_sizes: Sequence[int], constant: float = MALACH_CONSTANT) -> float:

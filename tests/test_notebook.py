@@ -41,3 +41,54 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
   text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
   assert "kept by the ticket" in text and "copies per input needed" in text
   assert any("image/png" in o.get("data", {}) for o in outputs), "the figure was not shown"
+  setup = "".join(o.get("text", "") for o in nb.cells[0].get("outputs", []))
+  assert setup.startswith("lth_jax ") and "installed" not in setup  # importable: a no-op
+
+
+def _setup_cell(source_override=None):
+  """The notebook's first (setup) cell as plain Python (IPython's own transform of %pip)."""
+  ipython = pytest.importorskip("IPython.core.inputtransformer2")
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  cell = nb.cells[0]
+  assert cell.cell_type == "code" and "LTH_JAX_SOURCE" in cell.source
+  source = cell.source
+  if source_override is not None:
+    source = source.replace('LTH_JAX_SOURCE = ""', f"LTH_JAX_SOURCE = {source_override!r}", 1)
+  return ipython.TransformerManager().transform_cell(source)
+
+
+class _FakeIPython:
+  """Records line magics, expanding ``{name}`` from the cell's namespace as IPython does."""
+
+  def __init__(self, namespace):
+    self.namespace, self.magics = namespace, []
+
+  def run_line_magic(self, name, line, *args, **kwargs):
+    self.magics.append((name, line.format(**self.namespace)))
+
+
+@pytest.mark.parametrize("importable", [True, False])
+@pytest.mark.parametrize("source", ["", "git+https://example.org/me/lth_jax.git"])
+def test_setup_cell_installs_only_when_lth_jax_is_missing(monkeypatch, capsys, importable,
+                                                          source):
+  code = _setup_cell(source)
+  if not importable:  # as on a fresh Colab runtime
+    monkeypatch.setitem(sys.modules, "lth_jax", None)  # `import lth_jax` -> ImportError
+  scope = {}
+  fake = _FakeIPython(scope)
+  scope["get_ipython"] = lambda: fake
+  if importable:
+    exec(code, scope)  # pylint: disable=exec-used
+    assert fake.magics == []  # never installs over an importable lth_jax
+    assert "lth_jax 0.1.0 from" in capsys.readouterr().out
+  elif not source:
+    with pytest.raises(ImportError, match="see the instructions above"):
+      exec(code, scope)  # pylint: disable=exec-used
+    out = capsys.readouterr().out
+    assert "not on PyPI" in out and "LTH_JAX_SOURCE" in out and "pip install -e ." in out
+    assert fake.magics == []
+  else:
+    # %pip with the user's source; the re-import still fails here (nothing was installed)
+    with pytest.raises(ImportError):
+      exec(code, scope)  # pylint: disable=exec-used
+    assert fake.magics == [("pip", f"install {source}")]

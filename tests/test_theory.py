@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lth_jax import lueker
+from lth_jax import subset_sum
 from lth_jax import theory
 
 
@@ -31,6 +32,22 @@ def test_construction_size_two_layers():
   assert theory.log_term((8, 4, 2), 0.1) == pytest.approx((math.log2(640), math.log2(160)))
   # an exact integer product is not rounded up: log2(2*2*1/0.25) = 4, C = 1.5 -> 6
   assert theory.construction_size((2, 2), 0.25, constant=1.5).copies == (6,)
+
+
+def test_random_params_and_direct_construction_size():
+  # network: n d_in (d_in + d_out) per layer; direct: n coefficients per target weight
+  assert theory.random_params((8, 4, 2), (10, 8)) == 10 * 8 * 12 + 8 * 4 * 6
+  assert theory.random_params((8, 4, 2), 3, "single") == 3 * (8 * 12 + 4 * 6)
+  assert theory.random_params((8, 4, 2), (10, 8), "direct") == 10 * 32 + 8 * 8
+  net = theory.construction_size((8, 4, 2), 0.1, constant=1.0)
+  assert net.params == theory.random_params((8, 4, 2), net.copies)
+  direct = theory.construction_size((8, 4, 2), 0.1, constant=1.0, method="direct")
+  assert direct.copies == net.copies == (10, 8)  # the method changes only what is counted
+  assert direct.params == 10 * 32 + 8 * 8 and direct.width_factor == 10.0
+  with pytest.raises(ValueError, match="copies"):
+    theory.random_params((8, 4, 2), (10,))
+  with pytest.raises(ValueError, match="method"):
+    theory.random_params((4, 4), 3, "best")
 
 
 def test_counting_lower_bound():
@@ -86,6 +103,19 @@ def test_lueker_reduction_beyond_solver_size_is_exact():
   direct = lueker._worst_errors(coefs, z, solver_max_n=36)
   reduced = lueker._worst_errors(coefs, z, solver_max_n=5)  # 2^3 shifts of 5-coefficient sums
   np.testing.assert_allclose(reduced, direct, atol=1e-6)
+
+
+def test_lueker_size_limits_fit_the_solver():
+  assert lueker.max_size("uniform") == subset_sum.MAX_N
+  top = lueker.max_size("products")
+  assert lueker.instance_size("products", top) <= subset_sum.MAX_N
+  assert lueker.instance_size("products", top + 1) > subset_sum.MAX_N
+  assert top >= max(lueker.REFERENCE["products"])  # the SPEC's n = 44 stays allowed
+  # the expected largest of 100 halves: above the Binomial(n, 1/2) mean, below n
+  draws = np.asarray(lueker.draw_coefficients(jax.random.key(2), "products", 100, 44))
+  largest = int((draws != 0).sum(1).max())
+  assert 22 < lueker.instance_size("products", 44) < 44
+  assert abs(largest - lueker.instance_size("products", 44)) <= 4, largest
 
 
 def test_products_are_one_sign_half():
