@@ -151,28 +151,6 @@ def _abs(ops, x):
   return _select(negative, ops.sub(ops.full(negative.shape, 0), x), x)
 
 
-def _to_float(ops, x):
-  """Key -> float32, correctly rounded (round half to even) in both formats.
-
-  ``int64`` converts directly. For ``int32x2``, ``hi * 2^32 + lo`` in float32 would round
-  twice; instead the magnitude's top 32 bits are normalised into one uint32, with a
-  sticky bit for anything below, converted once and scaled by a power of two.
-  """
-  if ops is _Int64Keys:
-    return x.astype(jnp.float32)
-  negative = x[0] < 0
-  hi, lo = _select(negative, ops.sub(ops.full(negative.shape, 0), x), x)
-  hi = hi.astype(jnp.uint32)
-  nlz = jax.lax.clz(hi).astype(jnp.uint32)  # 32 when hi == 0
-  safe = jnp.minimum(nlz, 31)
-  top = jnp.where(nlz == 0, hi, (hi << safe) | (lo >> (32 - safe)))
-  sticky = jnp.where(nlz == 0, lo, lo << safe) != 0
-  big = jnp.ldexp((top | sticky.astype(jnp.uint32)).astype(jnp.float32),
-                  (32 - nlz).astype(jnp.int32))
-  mag = jnp.where(hi == 0, lo.astype(jnp.float32), big)
-  return jnp.where(negative, -mag, mag)
-
-
 def _best(ops, gap, code, valid):
   """Lexicographic min of (gap, code) over axis 0 among ``valid`` rows.
 
@@ -398,7 +376,7 @@ def _assemble(ops, s, q_keys, gap, code):
   mask = mask == 1
   chosen = _select(mask, q_keys, ops.full((n, c), 0))
   value_q = functools.reduce(ops.add, [_tmap(lambda v: v[i], chosen) for i in range(n)])
-  return mask, jnp.ldexp(_to_float(ops, value_q), -s), jnp.ldexp(_to_float(ops, gap), -s)
+  return mask, jnp.ldexp(ops.to_float(value_q), -s), jnp.ldexp(ops.to_float(gap), -s)
 
 
 def _none(ops, c):
