@@ -5,6 +5,8 @@
   XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.solve_stream \
       --out_dir=/tmp/stream --num_weights=1000000 --shard      # split chunks over devices
   python -m experiments.solve_stream --distributed --shard ...  # multi-host (process 0 writes)
+  python -m experiments.solve_stream --distributed --shard --coordinator_address=host0:1234 \
+      --num_processes=2 --process_id=0 ...   # outside a managed cluster, once per process
 
 Writes chunk_*.npz (bit-packed masks, errors, values) and manifest.json to --out_dir. A run
 that is killed and restarted with the same command keeps every finished chunk and ends with
@@ -31,7 +33,12 @@ _CHUNK = flags.DEFINE_integer("chunk_size", 1 << 16, "Instances per saved chunk.
 _EPSILON = flags.DEFINE_float("epsilon", 0.01, "Threshold of the summary's fraction.")
 _PACK = flags.DEFINE_bool("pack_masks", True, "Store masks bit-packed.")
 _SHARD = flags.DEFINE_bool("shard", False, "Split every chunk over all devices.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize().")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
+                                  "(multi-host; every process runs the same command).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "With --distributed outside "
+                                   "a managed cluster: host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed: processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this process.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a different run in --out_dir.")
 _PAUSE = flags.DEFINE_float("pause_s", 0.0, "Sleep after each chunk (share the machine).")
 
@@ -39,7 +46,12 @@ _PAUSE = flags.DEFINE_float("pause_s", 0.0, "Sleep after each chunk (share the m
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  distributed.initialize_distributed(_DISTRIBUTED.value)
+  init = {k: v for k, v in (("coordinator_address", _COORDINATOR.value),
+                            ("num_processes", _NUM_PROCESSES.value),
+                            ("process_id", _PROCESS_ID.value)) if v is not None}
+  if init and not _DISTRIBUTED.value:
+    raise app.UsageError(f"--{'/--'.join(init)} need --distributed")
+  distributed.initialize_distributed(_DISTRIBUTED.value, **init)
   weights = None
   if _WEIGHTS.value:
     weights = np.load(_WEIGHTS.value, mmap_mode="r").reshape(-1)

@@ -20,11 +20,17 @@ SubsetSum instances are independent, so the work splits along one axis:
   outputs ``(widths, seeds, ...)`` stay sharded on the seed axis.
 
 Per-instance results do not depend on how instances are grouped, so the solver and tickets
-are bit-identical to their single-device counterparts, and so are a sweep's solver-derived
-numbers (max error, fraction within epsilon, kept counts, per-weight errors). Float32
-reductions over a sweep's grid (mean error, sup-error estimate, bound) can differ in the
-last bit, because XLA vectorises them according to the per-device grid shape
-(tests/test_distributed.py checks all of this on 4 forced CPU devices).
+are bit-identical to their single-device counterparts, and so are a sweep's per-(width,
+seed) numbers: every grid reduction (max / mean error, fraction within epsilon, kept counts)
+is over one grid point's own weights, never across seeds, and the bound is computed on the
+host from the per-weight errors. tests/test_distributed.py checks all of this, with exact
+equality, on 4 forced CPU devices. One known exception: ``sup_error`` can differ in its
+last bit on some grids (seen: ``"direct"``, sizes (6, 5, 3), widths [3, 8], 7 seeds, 2 of
+14 entries, 1 ulp), because XLA's algebraic simplifier rewrites the gradient of
+``jnp.linalg.norm`` inside ``evaluation.sup_output_error``'s ascent differently when it
+compiles for several partitions (``0.5 / sqrt(s)`` instead of ``0.5 * rsqrt(s)``). No
+grouping of the work fixes that here; with a norm whose derivative is spelled out with
+``lax.rsqrt`` (``jax.custom_jvp``) in ``evaluation``, that grid came out bit-identical too.
 
 Multi-host: every process calls the same functions with the same host inputs; results are
 global arrays, and ``to_host`` gathers one to every process. Only process 0 should write
@@ -110,24 +116,27 @@ def padded_size(count: int, mesh: Mesh) -> int:
 
 
 def put_sharded(x, sharding: NamedSharding) -> jax.Array:
-  """Host array -> global array with ``sharding`` (each process supplies its own shards
-  from the same host copy, so this works on one host and on many)."""
+  """Host array or ``jax.Array`` (PRNG key arrays included) -> array with ``sharding``.
+
+  On many hosts every process passes the same host copy and supplies its own shards from
+  it (``jax.device_put`` cannot reach other processes' devices); a global array is
+  resharded as it is.
+  """
   if isinstance(x, jax.Array):
-    return jax.device_put(x, sharding) if x.is_fully_addressable else x
+    if x.sharding == sharding:
+      return x
+    if not x.is_fully_addressable or sharding.is_fully_addressable:
+      return jax.device_put(x, sharding)
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      data = put_sharded(np.asarray(jax.random.key_data(x)), sharding)
+      return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
   x = np.asarray(x)
   return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
 
 def put_sharded_tree(tree, sharding: NamedSharding):
-  """``put_sharded`` on every leaf (PRNG key arrays included)."""
-  def one(x):
-    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      impl = jax.random.key_impl(x)
-      return jax.random.wrap_key_data(put_sharded(np.asarray(jax.random.key_data(x)),
-                                                  sharding), impl=impl)
-    return put_sharded(x, sharding)
-
-  return jax.tree.map(one, tree)
+  """``put_sharded`` on every leaf."""
+  return jax.tree.map(lambda x: put_sharded(x, sharding), tree)
 
 
 def to_host(x) -> np.ndarray:
@@ -278,29 +287,33 @@ def _sweep_module():
 last_grid_shardings: list = []
 
 
+def _grid_spec(axis: str, ndim: int) -> P:
+  """Grid outputs ``(widths, seeds, ...)`` are split on the seed axis; the rest (per
+  target) are replicated."""
+  return P(None, axis) if ndim >= 2 else P()
+
+
 @functools.lru_cache(maxsize=None)
-def _sharded_grid(body, mesh: Mesh, specs, opts, per_device: int, compiler_options):
-  """jit(shard_map(body)): every device runs ``body`` on its block of seeds."""
+def _sharded_grid(body, mesh: Mesh, specs, opts, compiler_options, in_avals):
+  """jit(shard_map(body)) with explicit in/out shardings: every device runs ``body`` on
+  its block of seeds.
+
+  ``in_avals``: ``(treedef, leaves)`` of the abstract per-device arguments
+  ``(targets, epsilon, data, seed_keys (T, S / devices))``; the output shardings follow
+  from ``body``'s output shapes, so they are part of the cache key through these.
+  """
   axis = _mesh_axis(mesh)
-
-  def local(targets, epsilon, data, seed_keys):
-    # seed_keys: (T, per_device) typed keys of this device's seeds.
-    return body(targets, epsilon, data, seed_keys, specs=specs, opts=opts)
-
-  def out_spec(leaf):  # grid outputs are (widths, seeds, ...); scalars are per target
-    return P(None, axis) if leaf.ndim >= 2 else P()
-
-  def run(targets, epsilon, data, seed_keys):
-    shapes = jax.eval_shape(local, targets, epsilon, data,
-                            jax.ShapeDtypeStruct(seed_keys.shape[:1] + (per_device,),
-                                                 seed_keys.dtype))
-    out_specs = jax.tree.map(out_spec, shapes)
-    in_specs = (P(), P(), P(), P(None, axis))
-    return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs)(
-        targets, epsilon, data, seed_keys)
-
-  return jax.jit(run, compiler_options=None if compiler_options is None
-                 else dict(compiler_options))
+  local = functools.partial(body, specs=specs, opts=opts)
+  shapes = jax.eval_shape(local, *jax.tree.unflatten(*in_avals))
+  out_specs = jax.tree.map(lambda s: _grid_spec(axis, s.ndim), shapes)
+  in_specs = (P(), P(), P(), P(None, axis))
+  sharded = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
+  rep = replicated(mesh)
+  return jax.jit(
+      sharded,
+      in_shardings=(rep, rep, rep, NamedSharding(mesh, in_specs[3])),
+      out_shardings=jax.tree.map(lambda spec: NamedSharding(mesh, spec), out_specs),
+      compiler_options=None if compiler_options is None else dict(compiler_options))
 
 
 def sharded_grid_program(body, mesh: Mesh, targets, epsilon, data, seed_keys, *, specs,
@@ -308,7 +321,9 @@ def sharded_grid_program(body, mesh: Mesh, targets, epsilon, data, seed_keys, *,
   """A sweep's grid program with its seed axis split over ``mesh`` (``jax.shard_map``).
 
   ``sweep.sweep_targets(..., mesh=)`` calls this; ``sharded_sweep_targets`` is the usual
-  entry point.
+  entry point. One ``jax.jit`` with explicit ``NamedSharding`` in/out shardings: the
+  targets, epsilon and data replicated, the seed keys and the grid outputs split on the
+  seed axis.
 
   Args:
     body: the grid program, ``body(targets, epsilon, data, seed_keys, *, specs, opts)``
@@ -329,9 +344,14 @@ def sharded_grid_program(body, mesh: Mesh, targets, epsilon, data, seed_keys, *,
   if seed_keys.ndim != 2 or seed_keys.shape[1] % devices:
     raise ValueError(f"seed_keys must be (targets, seeds) with seeds a multiple of the "
                      f"{devices} devices, got shape {seed_keys.shape}")
-  seed_keys = jax.device_put(seed_keys, NamedSharding(mesh, P(None, _mesh_axis(mesh))))
-  fn = _sharded_grid(body, mesh, specs, opts, seed_keys.shape[1] // devices,
-                     compiler_options)
+  rep = replicated(mesh)
+  targets, epsilon, data = put_sharded_tree((targets, epsilon, data), rep)
+  seed_keys = put_sharded(seed_keys, NamedSharding(mesh, P(None, _mesh_axis(mesh))))
+  local_keys = jax.ShapeDtypeStruct((seed_keys.shape[0], seed_keys.shape[1] // devices),
+                                    seed_keys.dtype)
+  leaves, tree = jax.tree.flatten((targets, epsilon, data, local_keys))
+  in_avals = (tree, tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves))
+  fn = _sharded_grid(body, mesh, specs, opts, compiler_options, in_avals)
   out = fn(targets, epsilon, data, seed_keys)
   last_grid_shardings[:] = [a.sharding for a in jax.tree.leaves(out)]
   return out
@@ -339,9 +359,9 @@ def sharded_grid_program(body, mesh: Mesh, targets, epsilon, data, seed_keys, *,
 
 def sharded_sweep_targets(*args, mesh: Mesh | None = None, **kwargs):
   """``sweep.sweep_targets`` with every grid's seeds split over ``mesh`` (default: all
-  devices): ``sweep_targets(..., mesh=mesh)``. Same arguments and results (float32 grid
-  reductions up to the last bit, see the module doc); the seed count is padded to a
-  multiple of the device count (extra seeds are computed and dropped)."""
+  devices): ``sweep_targets(..., mesh=mesh)``. Same arguments and bit-identical results
+  (but for a rare last-bit ``sup_error`` difference, see the module doc); the seed count
+  is padded to a multiple of the device count (extra seeds are computed and dropped)."""
   mesh = make_instance_mesh() if mesh is None else mesh
   return _sweep_module().sweep_targets(*args, mesh=mesh, **kwargs)
 

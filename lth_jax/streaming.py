@@ -20,7 +20,8 @@ Sources (``InstanceSource``) describe the instances without materialising them:
 Output directory:
 
 * ``manifest.json``: the run's configuration (source fingerprint, ``n``, ``N``, chunk size)
-  and, once complete, a summary. A restart with a different configuration is refused.
+  and, once complete, a summary. A restart with a different configuration is refused
+  (on every process of a multi-host job: process 0 checks and shares the verdict).
 * ``chunk_000000.npz`` ...: per chunk ``start``, ``count``, ``n``, ``error``, ``value``
   (float32 ``(count,)``), ``kept`` and the mask, bit-packed (``mask_bits``: ``np.packbits``
   of the flattened bool ``(count, n)`` mask) or plain (``mask``). Written to a temporary
@@ -418,6 +419,39 @@ def _done_chunks(out_dir, num_chunks: int) -> np.ndarray:
   return done
 
 
+_OK, _REFUSED, _FAILED = 0, 1, 2
+
+
+def _prepare_out_dir(out_dir: pathlib.Path, config: dict, overwrite: bool) -> list[str]:
+  """Process 0: readies ``out_dir`` for ``config`` (keeps a same-config run's chunks,
+  deletes a different run's files when ``overwrite``, writes the manifest).
+
+  Returns:
+    the sorted config keys in which a run already in ``out_dir`` differs, when it is
+    refused (then nothing was changed); ``[]`` when the directory is ready.
+  """
+  out_dir.mkdir(parents=True, exist_ok=True)
+  old = _read_manifest(out_dir)
+  old_config = None if old is None else {k: old.get(k) for k in config}
+  if old is not None and old_config != config and not overwrite:
+    return sorted(k for k in config if old_config[k] != config[k])
+  for path in out_dir.glob(".chunk_*.tmp"):  # left by a killed run
+    path.unlink()
+  if old is None or old_config != config:
+    for path in out_dir.glob("chunk_*.npz"):
+      path.unlink()
+    _write_manifest(out_dir, dict(config, complete=False))
+  return []
+
+
+def _broadcast_verdict(status: int, differs: list[str], keys: list[str]):
+  """Process 0's ``(status, differing keys)`` on every process (a collective: everyone
+  waits here until process 0 has prepared the directory)."""
+  flags = np.array([status] + [k in differs for k in keys], np.int32)
+  flags = np.asarray(multihost_utils.broadcast_one_to_all(flags))
+  return int(flags[0]), [k for k, f in zip(keys, flags[1:]) if f]
+
+
 def solve_stream(
     source: InstanceSource,
     out_dir: str | os.PathLike,
@@ -471,24 +505,26 @@ def solve_stream(
             "num_instances": total, "chunk_size": int(chunk_size), "num_chunks": num_chunks,
             "pack_masks": bool(pack_masks)}
   primary = distributed.is_primary()
+  # Only process 0 looks at out_dir; its verdict is shared before anyone goes on, so a
+  # refused resume (or a failure) raises on every process instead of leaving the others
+  # waiting for process 0 in a collective.
+  status, differs, error = _OK, [], None
   if primary:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    old = _read_manifest(out_dir)
-    old_config = None if old is None else {k: old.get(k) for k in config}
-    if old is not None and old_config != config:
-      if not overwrite:
-        raise ValueError(
-            f"{out_dir} holds a different run ({MANIFEST} differs in "
-            f"{sorted(k for k in config if old_config[k] != config[k])}); use another "
-            "directory or overwrite=True")
-    for path in out_dir.glob(".chunk_*.tmp"):  # left by a killed run
-      path.unlink()
-    if old is None or old_config != config:
-      for path in out_dir.glob("chunk_*.npz"):
-        path.unlink()
-      _write_manifest(out_dir, dict(config, complete=False))
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices("lth_jax.streaming: manifest ready")
+    try:
+      differs = _prepare_out_dir(out_dir, config, overwrite)
+      status = _REFUSED if differs else _OK
+    except Exception as e:  # pylint: disable=broad-except  (re-raised below)
+      status, error = _FAILED, e
+  if jax.process_count() > 1:  # also the barrier: the manifest is ready after it
+    status, differs = _broadcast_verdict(status, differs, sorted(config))
+  if status == _FAILED:
+    if error is not None:
+      raise error
+    raise RuntimeError(f"solve_stream: process 0 could not prepare {out_dir} (its error is "
+                       "in its log)")
+  if status == _REFUSED:
+    raise ValueError(f"{out_dir} holds a different run ({MANIFEST} differs in {differs}); "
+                     "use another directory or overwrite=True")
 
   done = _done_chunks(out_dir, num_chunks)
   todo = [i for i in range(num_chunks) if not done[i]]

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -166,7 +167,13 @@ def test_killed_process_resumes_with_same_command(tmp_path):
   assert not json.loads((out / "manifest.json").read_text())["complete"]
 
   # --pause_s is not part of the run's configuration: the same run, restarted.
-  subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+  restart = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True,
+                           text=True, timeout=300)
+  # The restart's own counts (solve_stream's log, the report's chunks_solved): it found
+  # every finished chunk and solved only the others.
+  done, log = len(before), restart.stderr
+  assert f"resuming, {done} of 12 chunks already done" in log, log[-3000:]
+  assert f"solved {12 - done} chunks ({done} already done)" in log, log[-3000:]
   after = _mtimes(out)
   assert len(after) == 12 and all(after[name] == t for name, t in before.items())
   assert not list(out.glob(".chunk_*"))  # no temporary file left behind
@@ -176,3 +183,70 @@ def test_killed_process_resumes_with_same_command(tmp_path):
   _assert_same(streaming.load_stream(out), streaming.load_stream(tmp_path / "ref"))
   ref_manifest = json.loads((tmp_path / "ref" / "manifest.json").read_text())
   assert json.loads((out / "manifest.json").read_text()) == ref_manifest
+
+
+_TWO_PROCESS_WORKER = r"""
+import json, sys
+import jax
+port, pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
+                           process_id=pid)
+from lth_jax import distributed, streaming
+writes = []  # every file this process writes goes through one of these two
+for name in ("_atomic_savez", "_write_manifest"):
+  def wrapped(path, arrays, orig=getattr(streaming, name)):
+    writes.append(str(path))
+    return orig(path, arrays)
+  setattr(streaming, name, wrapped)
+mesh = distributed.make_instance_mesh()
+src = streaming.DirectSource(%(n)d, 11, num_weights=700, group_size=3)
+report = streaming.solve_stream(src, out, chunk_size=128, mesh=mesh)
+refused = None
+try:  # a different configuration: refused on every process, nobody left waiting
+  streaming.solve_stream(src, out, chunk_size=256, mesh=mesh)
+except ValueError as e:
+  refused = str(e)
+print("RESULT " + json.dumps(dict(
+    process=jax.process_index(), processes=jax.process_count(), devices=jax.device_count(),
+    writes=writes, solved=report.chunks_solved, refused=refused)), flush=True)
+"""
+
+
+def test_two_processes_only_process_zero_writes_and_refusals_are_shared(tmp_path):
+  """Two local processes (jax.distributed on CPU, one device each) split every chunk over
+  both devices: only process 0 writes, the files equal a one-process run's, and a resume
+  with a different configuration raises on both processes (it used to hang process 1)."""
+  with socket.socket() as sock:  # a free port for the coordinator
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+  out = tmp_path / "two"
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  env.pop("XLA_FLAGS", None)  # one CPU device per process
+  code = _TWO_PROCESS_WORKER % {"n": N}
+  procs = [subprocess.Popen([sys.executable, "-c", code, str(port), str(i), str(out)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    outputs = [proc.communicate(timeout=150) for proc in procs]
+  except subprocess.TimeoutExpired:
+    for proc in procs:
+      proc.kill()
+    pytest.fail("a process hung (waiting for the other in a collective)")
+  rows = []
+  for proc, (stdout, stderr) in zip(procs, outputs):
+    assert proc.returncode == 0, stderr[-3000:]
+    rows.append(json.loads(stdout.split("RESULT ", 1)[1]))
+  assert [(r["process"], r["processes"], r["devices"]) for r in rows] == [(0, 2, 2), (1, 2, 2)]
+  assert [r["solved"] for r in rows] == [6, 6]  # both computed every chunk
+  chunks = [str(streaming.chunk_path(out, i)) for i in range(6)]
+  assert rows[0]["writes"] == [str(out)] + chunks + [str(out)]  # manifest, chunks, manifest
+  assert rows[1]["writes"] == []
+  for r in rows:
+    assert r["refused"] is not None and "chunk_size" in r["refused"], r
+
+  src = streaming.DirectSource(N, 11, num_weights=700, group_size=3)
+  streaming.solve_stream(src, tmp_path / "one", chunk_size=128)
+  _assert_same(streaming.load_stream(out), streaming.load_stream(tmp_path / "one"))
+  assert (json.loads((out / "manifest.json").read_text())
+          == json.loads((tmp_path / "one" / "manifest.json").read_text()))
