@@ -24,13 +24,9 @@ are bit-identical to their single-device counterparts, and so are a sweep's per-
 seed) numbers: every grid reduction (max / mean error, fraction within epsilon, kept counts)
 is over one grid point's own weights, never across seeds, and the bound is computed on the
 host from the per-weight errors. tests/test_distributed.py checks all of this, with exact
-equality, on 4 forced CPU devices. One known exception: ``sup_error`` can differ in its
-last bit on some grids (seen: ``"direct"``, sizes (6, 5, 3), widths [3, 8], 7 seeds, 2 of
-14 entries, 1 ulp), because XLA's algebraic simplifier rewrites the gradient of
-``jnp.linalg.norm`` inside ``evaluation.sup_output_error``'s ascent differently when it
-compiles for several partitions (``0.5 / sqrt(s)`` instead of ``0.5 * rsqrt(s)``). No
-grouping of the work fixes that here; with a norm whose derivative is spelled out with
-``lax.rsqrt`` (``jax.custom_jvp``) in ``evaluation``, that grid came out bit-identical too.
+equality, on 4 forced CPU devices. (``sup_error`` once differed in its last bit on one grid,
+because XLA rewrote the gradient of ``jnp.linalg.norm`` differently when compiling for
+several partitions; ``evaluation`` now spells that derivative out with ``lax.rsqrt``.)
 
 Multi-host: every process calls the same functions with the same host inputs; results are
 global arrays, and ``to_host`` gathers one to every process. Only process 0 should write
