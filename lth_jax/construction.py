@@ -32,7 +32,6 @@ from typing import Any, Callable, NamedTuple, Sequence
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
 from lth_jax import random_net as rn
@@ -149,15 +148,8 @@ def check_target(target: Sequence[jax.Array],
   if layer_sizes is not None and tuple(layer_sizes) != sizes:
     raise ValueError(f"target layer sizes {sizes} do not match the random network's "
                      f"{tuple(layer_sizes)}")
-  if not any(isinstance(k, jax.core.Tracer) for k in kernels):
-    for i, k in enumerate(kernels):
-      if not bool(jnp.all(jnp.isfinite(k))):
-        raise ValueError(f"target layer {i} contains NaN or Inf")
+  _check_finite([(f"layer {i}", k) for i, k in enumerate(kernels)], "target")
   return kernels
-
-
-def _is_traced(*arrays) -> bool:
-  return any(isinstance(a, jax.core.Tracer) for a in arrays)
 
 
 @jax.jit
@@ -169,7 +161,7 @@ def _check_finite(named: Sequence[tuple[str, jax.Array]], what: str) -> None:
   """ValueError naming the first non-finite array (when all are concrete: traced values
   are unknown here)."""
   arrays = [a for _, a in named]
-  if not arrays or _is_traced(*arrays):
+  if not arrays or not all(subset_sum._is_concrete(a) for a in arrays):
     return
   for (name, _), ok in zip(named, _all_finite(arrays)):
     if not bool(ok):
@@ -374,7 +366,7 @@ def sample_direct_coefficients(
   """The ``"direct"`` variant's random coefficients: per layer ``(d_out, copies)``
   i.i.d. ``U[low, high]``, default range = the target's global weight range."""
   kernels = check_target(target)
-  if isinstance(copies, bool) or not isinstance(copies, (int, np.integer)) or copies < 1:
+  if not rn._is_int(copies) or copies < 1:
     raise ValueError(f"copies must be a positive int, got {copies!r}")
   all_w = jnp.concatenate([k.reshape(-1) for k in kernels])
   low = jnp.min(all_w) if low is None else jnp.asarray(low, jnp.float32)

@@ -16,7 +16,6 @@ from typing import NamedTuple, Sequence
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from lth_jax import construction
 from lth_jax import random_net as rn
@@ -198,7 +197,7 @@ def approximation_error(
       concrete) NaN/Inf in the target.
   """
   for name, value, low in (("num_points", num_points, 1), ("ascent_steps", ascent_steps, 0)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    if not rn._is_int(value) or value < low:
       raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
   if pruned.method != "direct" and net is None:
     raise ValueError(f"method {pruned.method!r}: pass net=, the RandomNetwork the ticket prunes")

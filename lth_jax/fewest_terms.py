@@ -84,7 +84,6 @@ from lth_jax.subset_sum import (
     _Int64Keys,
     _chunk_size,
     _grid_exponent,
-    _total_may_overflow,
     _is_concrete,
     _quantise,
     _reduce_min,
@@ -535,9 +534,8 @@ def solve_fewest_terms(
   chunk = _chunk_size(n + n % 2, size, chunk_keys)
   mask, value, error, feasible = _solve_flat(flat_t, flat_c, flat_e, key_format=key_format,
                                              chunk=chunk, depth=depth)
-  # Traced inputs skip validate_batch's host checks: mark them as solve_subset_sum does.
-  ok = (jnp.isfinite(flat_t) & jnp.all(jnp.isfinite(flat_c), axis=-1)
-        & ~_total_may_overflow(flat_t, flat_c) & jnp.isfinite(flat_e) & (flat_e > 0))
+  ok = (_ss.valid_instances(targets, coefficients, flat_t, flat_c)
+        & jnp.isfinite(flat_e) & (flat_e > 0))
   error = jnp.where(ok, error, jnp.nan)
   value = jnp.where(ok, value, jnp.nan)
   mask = mask & ok[:, None]

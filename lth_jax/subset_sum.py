@@ -525,6 +525,22 @@ def _is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
 
+def valid_instances(targets, coefficients, flat_t, flat_c):
+  """bool ``(B,)``: the instances a solver may answer (the others get NaN).
+
+  Finite inputs and, when ``validate_batch`` could not check ``|t| + sum|c| <=`` the
+  float32 maximum exactly (traced ``targets``/``coefficients``), no possible overflow.
+
+  Args:
+    targets, coefficients: the validated inputs (to tell traced from concrete).
+    flat_t: float32 ``(B,)``; flat_c: float32 ``(B, n)``: the flattened batch.
+  """
+  ok = jnp.isfinite(flat_t) & jnp.all(jnp.isfinite(flat_c), axis=-1)
+  if not (_is_concrete(targets) and _is_concrete(coefficients)):
+    ok = ok & ~_total_may_overflow(flat_t, flat_c)
+  return ok
+
+
 def validate_batch(targets, coefficients, key_format, *, max_n, why, others=()):
   """Shared input checks of the exact solvers; returns float32 inputs and the batch shape.
 
@@ -635,10 +651,7 @@ def solve_subset_sum(
   flat_c = jnp.broadcast_to(coefficients, batch + (n,)).reshape(-1, n)
   chunk = _chunk_size(n + n % 2, size, chunk_keys)
   mask, value, error = _solve_flat(flat_t, flat_c, key_format=key_format, chunk=chunk)
-  finite = jnp.isfinite(flat_t) & jnp.all(jnp.isfinite(flat_c), axis=-1)
-  if not (_is_concrete(targets) and _is_concrete(coefficients)):
-    # validate_batch could not check S <= float32 max exactly: mark these like NaN inputs.
-    finite = finite & ~_total_may_overflow(flat_t, flat_c)
+  finite = valid_instances(targets, coefficients, flat_t, flat_c)
   error = jnp.where(finite, error, jnp.nan)
   value = jnp.where(finite, value, jnp.nan)
   mask = mask & finite[:, None]
