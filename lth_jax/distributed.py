@@ -355,8 +355,7 @@ def sharded_grid_program(body, mesh: Mesh, targets, epsilon, data, seed_keys, *,
 
 def sharded_sweep_targets(*args, mesh: Mesh | None = None, **kwargs):
   """``sweep.sweep_targets`` with every grid's seeds split over ``mesh`` (default: all
-  devices): ``sweep_targets(..., mesh=mesh)``. Same arguments and bit-identical results
-  (but for a rare last-bit ``sup_error`` difference, see the module doc); the seed count
+  devices): ``sweep_targets(..., mesh=mesh)``. Same arguments and bit-identical results; the seed count
   is padded to a multiple of the device count (extra seeds are computed and dropped)."""
   mesh = make_instance_mesh() if mesh is None else mesh
   return _sweep_module().sweep_targets(*args, mesh=mesh, **kwargs)

@@ -497,12 +497,6 @@ def _sharded_grid(mesh, targets, key, epsilon, data, *, specs, num_seeds, opts, 
   from lth_jax import distributed  # pylint: disable=g-import-not-at-top  (sharded runs only)
   padded = distributed.padded_size(num_seeds, mesh)
   seed_keys = jnp.stack([_seed_keys(key, t, padded) for t in range(len(targets))])
-  if jax.process_count() > 1:
-    # Multi-host: place the keys as a global array from every process's identical copy
-    # (a plain device_put cannot target other processes' devices).
-    sharding = jax.sharding.NamedSharding(
-        mesh, jax.sharding.PartitionSpec(None, mesh.axis_names[0]))
-    seed_keys = distributed.put_sharded_tree(seed_keys, sharding)
   out = distributed.sharded_grid_program(_grid_body, mesh, targets, epsilon, data, seed_keys,
                                          specs=specs, opts=opts, compiler_options=options)
   if padded != num_seeds:
