@@ -69,7 +69,6 @@ may differ from ``int64`` in the last bit.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from typing import NamedTuple
 
