@@ -150,7 +150,7 @@ def main(argv):
   if "n" in FLAGS.only:
     for n in FLAGS.n:
       rows.append(_run_row("n", 1, FLAGS.n_count_weights, int(n)))
-  from lth_jax import results  # atomic JSON write
+  from lth_jax import files as files_lib  # atomic JSON write
 
   merged = _merge(FLAGS.out, rows)
   print(_table(merged))
@@ -162,7 +162,7 @@ def main(argv):
     meta["jax"] = jax.__version__
   except ImportError:
     pass
-  results.atomic_write_text(FLAGS.out, json.dumps({"meta": meta, "rows": merged}, indent=1)
+  files_lib.atomic_write_text(FLAGS.out, json.dumps({"meta": meta, "rows": merged}, indent=1)
                             + "\n")
   print(f"wrote {FLAGS.out}")
 

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from lth_jax import _checks
 from lth_jax import random_net as rn
 from lth_jax import subset_sum
 
@@ -148,24 +149,8 @@ def check_target(target: Sequence[jax.Array],
   if layer_sizes is not None and tuple(layer_sizes) != sizes:
     raise ValueError(f"target layer sizes {sizes} do not match the random network's "
                      f"{tuple(layer_sizes)}")
-  _check_finite([(f"layer {i}", k) for i, k in enumerate(kernels)], "target")
+  _checks.check_finite([(f"layer {i}", k) for i, k in enumerate(kernels)], "target")
   return kernels
-
-
-@jax.jit
-def _all_finite(arrays):
-  return [jnp.all(jnp.isfinite(a)) for a in arrays]  # one dispatch for all leaves
-
-
-def _check_finite(named: Sequence[tuple[str, jax.Array]], what: str) -> None:
-  """ValueError naming the first non-finite array (when all are concrete: traced values
-  are unknown here)."""
-  arrays = [a for _, a in named]
-  if not arrays or not all(subset_sum._is_concrete(a) for a in arrays):
-    return
-  for (name, _), ok in zip(named, _all_finite(arrays)):
-    if not bool(ok):
-      raise ValueError(f"{what} {name} contains NaN or Inf")
 
 
 def check_random_network(net: rn.RandomNetwork) -> None:
@@ -189,7 +174,7 @@ def check_random_network(net: rn.RandomNetwork) -> None:
       raise ValueError(f"random network layer {i}: u {u.shape} and v {v.shape} must be "
                        f"(d_in, n) = ({d_in}, n) and (d_out, d_in, n) = ({d_out}, {d_in}, n), "
                        "n >= 1")
-  _check_finite([(f"{name}[{i}]", a) for name in ("u", "v")
+  _checks.check_finite([(f"{name}[{i}]", a) for name in ("u", "v")
                  for i, a in enumerate(net.params[name])], "random network params")
 
 
@@ -366,7 +351,7 @@ def sample_direct_coefficients(
   """The ``"direct"`` variant's random coefficients: per layer ``(d_out, copies)``
   i.i.d. ``U[low, high]``, default range = the target's global weight range."""
   kernels = check_target(target)
-  if not rn._is_int(copies) or copies < 1:
+  if not _checks.is_int(copies) or copies < 1:
     raise ValueError(f"copies must be a positive int, got {copies!r}")
   all_w = jnp.concatenate([k.reshape(-1) for k in kernels])
   low = jnp.min(all_w) if low is None else jnp.asarray(low, jnp.float32)
@@ -494,7 +479,7 @@ def _direct_ticket(coefs: DirectCoefficients, target, solve_fn) -> Ticket:
     total += int(k.size) * int(c.shape[1])
   if len({int(c.shape[1]) for c in coefs.coefficients}) != 1:
     raise ValueError("all layers need the same number of coefficients per weight")
-  _check_finite([(f"[{i}]", c) for i, c in enumerate(coefs.coefficients)],
+  _checks.check_finite([(f"[{i}]", c) for i, c in enumerate(coefs.coefficients)],
                 "direct coefficients")
   t, c = _direct_instances(coefs.coefficients, kernels)
   res = solve_fn(t, c)  # all layers' weights in one solver call

@@ -50,7 +50,7 @@ import optax
 from absl import logging
 
 from lth_jax import masks as masks_lib
-from lth_jax import results, supermask
+from lth_jax import files as files_lib, supermask
 
 ARCHS = ("fc2", "fc4", "lenet5")
 VARIANTS = ("linear", "relu", "wide", "dense")
@@ -736,7 +736,7 @@ def _prepare_out_dir(out_dir: pathlib.Path, fingerprint: dict, overwrite: bool) 
                               "pass --overwrite to replace it")
       logging.info("resuming the run in %s", out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  results.atomic_write_text(out_dir / _RUN_FILE,
+  files_lib.atomic_write_text(out_dir / _RUN_FILE,
                             json.dumps(fingerprint, indent=1, sort_keys=True))
 
 
@@ -792,7 +792,7 @@ def run_experiment(config, out_dir: str | os.PathLike, *, dataset: str = "fashio
     lr = config.optim.lr_lenet5 if arch == "lenet5" else config.optim.lr_fc
 
     def epoch_done(epoch, rows, _name=name):
-      results.write_jsonl(out_dir / "results.jsonl", done_rows + rows)
+      files_lib.write_jsonl(out_dir / "results.jsonl", done_rows + rows)
       if on_epoch_end is not None:
         on_epoch_end(_name, epoch)
 
@@ -808,14 +808,14 @@ def run_experiment(config, out_dir: str | os.PathLike, *, dataset: str = "fashio
         log_every_seconds=log_every_seconds, progress=progress)
     if config.export_masks and net.is_supermask:
       export_sweep_masks(result, out_dir / "masks" / name, method=config.topk_method)
-    results.atomic_write_text(done_file, json.dumps(result.rows))
+    files_lib.atomic_write_text(done_file, json.dumps(result.rows))
     done_rows += result.rows
-    results.write_jsonl(out_dir / "results.jsonl", done_rows)
+    files_lib.write_jsonl(out_dir / "results.jsonl", done_rows)
     if not config.keep_checkpoints:
       shutil.rmtree(out_dir / "checkpoints" / name, ignore_errors=True)
     plot_accuracy_vs_params([r for r in done_rows if r["arch"] == arch],
                             out_dir / f"edge_popup_{arch}.png", dataset=dataset)
-  results.write_jsonl(out_dir / "results.jsonl", done_rows)
+  files_lib.write_jsonl(out_dir / "results.jsonl", done_rows)
   for arch in config.archs:  # also (re)draws figures of sweeps finished by an earlier run
     plot_accuracy_vs_params([r for r in done_rows if r["arch"] == arch],
                             out_dir / f"edge_popup_{arch}.png", dataset=dataset)
@@ -897,6 +897,6 @@ def plot_accuracy_vs_params(rows: Sequence[dict], path: str | os.PathLike, *,
   ax.legend(fontsize=8, loc="best")
   fig.tight_layout()
   try:
-    return results.save_figure(fig, path, dpi=120, bbox_inches=None)
+    return files_lib.save_figure(fig, path, dpi=120, bbox_inches=None)
   finally:
     plt.close(fig)

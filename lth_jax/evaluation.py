@@ -17,6 +17,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from lth_jax import _checks
 from lth_jax import construction
 from lth_jax import random_net as rn
 from lth_jax.masks import apply_masks
@@ -197,7 +198,7 @@ def approximation_error(
       concrete) NaN/Inf in the target.
   """
   for name, value, low in (("num_points", num_points, 1), ("ascent_steps", ascent_steps, 0)):
-    if not rn._is_int(value) or value < low:
+    if not _checks.is_int(value) or value < low:
       raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
   if pruned.method != "direct" and net is None:
     raise ValueError(f"method {pruned.method!r}: pass net=, the RandomNetwork the ticket prunes")

@@ -47,7 +47,7 @@ from lth_jax import data as data_lib
 from lth_jax import evaluation
 from lth_jax import models
 from lth_jax import random_net as rn
-from lth_jax import results
+from lth_jax import files as files_lib
 from lth_jax import subset_sum
 from lth_jax import targets as targets_lib
 from lth_jax import training
@@ -831,7 +831,7 @@ def run_experiment1(config: ml_collections.ConfigDict, out_dir: str, *,
                peak_rss_mb=peak_rss_mb(), **common)
     _check_finite(row)
     rows.append(row)
-    results.write_jsonl(results_path, rows)
+    files_lib.write_jsonl(results_path, rows)
     logging.info("%s/%s: %d of %d weights within eps (worst error %.3g), remaining %d "
                  "params (%.2fx target), ticket accuracy %.4f (target %.4f), solve %.1f s",
                  row["variant"], row["objective"], target_params - row["weights_missing_eps"],
@@ -892,6 +892,6 @@ def run_experiment1(config: ml_collections.ConfigDict, out_dir: str, *,
       finish(row, ticket, solve, evaluate)
 
   table = format_table(rows)
-  results.atomic_write_text(os.path.join(out_dir, TABLE_FILE), table + "\n")
+  files_lib.atomic_write_text(os.path.join(out_dir, TABLE_FILE), table + "\n")
   print(table, flush=True)
   return rows

@@ -77,13 +77,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lth_jax import _checks
 from lth_jax import subset_sum as _ss
 from lth_jax.subset_sum import (
     _KEYS,
     _Int64Keys,
     _chunk_size,
     _grid_exponent,
-    _is_concrete,
     _quantise,
     _reduce_min,
     _tmap,
@@ -521,7 +521,7 @@ def solve_fewest_terms(
   if not isinstance(depth, (int, np.integer)) or depth < 0:
     raise ValueError(f"max_enumerated_terms must be an int >= 0, got {depth!r}")
   depth = min(int(depth), n)
-  if _is_concrete(epsilon):
+  if _checks.is_concrete(epsilon):
     e = np.asarray(epsilon)
     if not np.all(np.isfinite(e) & (e > 0)):
       raise ValueError(

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lth_jax import random_net as rn
-from lth_jax import results
+from lth_jax import files as files_lib
 
 
 def _is_none(x):
@@ -123,7 +123,7 @@ def save_masks_npz(path: str | os.PathLike, masks, pack: bool = False) -> pathli
   arrays[_NPZ_META_KEY] = np.array(json.dumps(meta))
   buffer = io.BytesIO()
   np.savez_compressed(buffer, **arrays)
-  return results.atomic_write_bytes(path, buffer.getvalue())
+  return files_lib.atomic_write_bytes(path, buffer.getvalue())
 
 
 def _read_leaf(data, meta, name: str, shape) -> np.ndarray:

@@ -26,6 +26,8 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from lth_jax import _checks
 from flax import struct
 
 DISTRIBUTIONS = ("uniform", "normal")
@@ -69,23 +71,19 @@ class RandomNetwork:
     return len(self.layer_sizes) - 1
 
 
-def _is_int(x) -> bool:
-  return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-
 def _check_sizes(layer_sizes, copies):
   """Validated ``(sizes, copies)`` tuples of ints (one ``copies`` entry per layer)."""
   try:
     sizes = tuple(layer_sizes)
   except TypeError:
     sizes = None
-  if sizes is None or len(sizes) < 2 or not all(_is_int(d) and d >= 1 for d in sizes):
+  if sizes is None or len(sizes) < 2 or not all(_checks.is_int(d) and d >= 1 for d in sizes):
     raise ValueError(f"layer_sizes must list >= 2 positive int sizes (d_0..d_l), got "
                      f"{layer_sizes!r}")
   sizes = tuple(int(d) for d in sizes)
   num = len(sizes) - 1
   given = copies
-  if _is_int(copies):
+  if _checks.is_int(copies):
     copies = (copies,) * num
   else:
     try:
@@ -98,7 +96,7 @@ def _check_sizes(layer_sizes, copies):
   if len(copies) != num:
     raise ValueError(f"copies has {len(copies)} entries for {num} target layers: give one "
                      f"int or {num}")
-  if not all(_is_int(c) and c >= 1 for c in copies):
+  if not all(_checks.is_int(c) and c >= 1 for c in copies):
     raise ValueError(f"copies must be positive ints, got {given!r}")
   return sizes, tuple(int(c) for c in copies)
 

@@ -52,7 +52,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from lth_jax import distributed
-from lth_jax import results
+from lth_jax import files as files_lib
+from lth_jax import progress as progress_lib
 from lth_jax import subset_sum
 
 FORMAT = "lth_jax.stream/1"
@@ -279,8 +280,8 @@ def _read_manifest(out_dir) -> dict | None:
 
 
 def _write_manifest(out_dir, manifest: dict) -> None:
-  results.atomic_write_text(pathlib.Path(out_dir) / MANIFEST,
-                            json.dumps(results.to_jsonable(manifest), indent=1, sort_keys=True)
+  files_lib.atomic_write_text(pathlib.Path(out_dir) / MANIFEST,
+                            json.dumps(files_lib.to_jsonable(manifest), indent=1, sort_keys=True)
                             + "\n")
 
 
@@ -584,8 +585,8 @@ def solve_stream(
     del example
     cpu_start = time.process_time()
     pending = dispatch(todo[0])
-    progress = results.Progress(instances_todo, what=f"solve_stream {out_dir.name}",
-                                min_interval=log_every_s)
+    progress = progress_lib.Progress(instances_todo, what=f"solve_stream {out_dir.name}",
+                                     unit="instances", every=log_every_s)
     for k in range(len(todo)):
       nxt = dispatch(todo[k + 1]) if k + 1 < len(todo) else None  # overlaps the save
       i, start, count, out = pending

@@ -59,6 +59,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lth_jax import _checks
+
 MAX_N = 36  # 2^(ceil(36/2)+1) = 2^19 keys per instance (4 MiB): beyond this, say so.
 _TWO32 = 4294967296.0
 
@@ -521,10 +523,6 @@ def _solve_flat(targets, coefficients, key_format, chunk):
   return mask, value.reshape(-1)[:b], error.reshape(-1)[:b]
 
 
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
-
-
 def valid_instances(targets, coefficients, flat_t, flat_c):
   """bool ``(B,)``: the instances a solver may answer (the others get NaN).
 
@@ -536,7 +534,7 @@ def valid_instances(targets, coefficients, flat_t, flat_c):
     flat_t: float32 ``(B,)``; flat_c: float32 ``(B, n)``: the flattened batch.
   """
   ok = jnp.isfinite(flat_t) & jnp.all(jnp.isfinite(flat_c), axis=-1)
-  if not (_is_concrete(targets) and _is_concrete(coefficients)):
+  if not (_checks.is_concrete(targets) and _checks.is_concrete(coefficients)):
     ok = ok & ~_total_may_overflow(flat_t, flat_c)
   return ok
 
@@ -583,7 +581,7 @@ def validate_batch(targets, coefficients, key_format, *, max_n, why, others=()):
   key_format = key_format or default_key_format()
   if key_format not in _KEYS:
     raise ValueError(f"key_format must be one of {sorted(_KEYS)}, got {key_format!r}")
-  if _is_concrete(targets) and _is_concrete(coefficients):
+  if _checks.is_concrete(targets) and _checks.is_concrete(coefficients):
     bad_t = ~np.isfinite(np.asarray(targets))
     bad_c = ~np.isfinite(np.asarray(coefficients))
     if bad_t.any() or bad_c.any():

@@ -1046,7 +1046,7 @@ def plot_error_vs_copies(named_results, path=None, epsilon=None):
   if path is not None:
     matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  from lth_jax import results as results_lib
+  from lth_jax import files as files_lib
   num = len(named_results)
   cols = min(num, 4)
   rows = -(-num // cols)
@@ -1081,7 +1081,7 @@ def plot_error_vs_copies(named_results, path=None, epsilon=None):
                "best single unit: ~1/n", fontsize=11)
   fig.tight_layout()
   if path is not None:
-    results_lib.save_figure(fig, path)
+    files_lib.save_figure(fig, path)
   return fig
 
 
@@ -1093,7 +1093,7 @@ def plot_overparam_vs_d(named_results, summary, epsilon, path=None):
   if path is not None:
     matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  from lth_jax import results as results_lib
+  from lth_jax import files as files_lib
   fig, ax = plt.subplots(figsize=(9.0, 4.6))
   colors = {"network": "tab:blue", "direct": "tab:green", "single": "tab:red"}
   shift = {"network": 0.96, "direct": 1.0, "single": 1.04}  # keep markers apart
@@ -1147,14 +1147,15 @@ def plot_overparam_vs_d(named_results, summary, epsilon, path=None):
                "C log2(d^2/eps)", fontsize=9)
   fig.tight_layout()
   if path is not None:
-    results_lib.save_figure(fig, path)
+    files_lib.save_figure(fig, path)
   return fig
 
 
 def run_lueker(config, progress=True):
   """The Lueker coverage check of ``config.lueker``; list of ``lueker.Coverage``."""
   from lth_jax import lueker
-  from lth_jax import results as results_lib
+  from lth_jax import files as files_lib
+  from lth_jax import progress as progress_lib
   lu = config.lueker
   key = jax.random.fold_in(jax.random.key(config.seed), 2_000_003)
   grid_points = len(lueker.grid(lu.epsilon, lu.spacing))
@@ -1164,7 +1165,8 @@ def run_lueker(config, progress=True):
     return lueker.solver_keys(lueker.instance_size(kind, n), lu.trials, grid_points)
 
   total = sum(cost(k, n) for k, n in jobs)
-  meter = results_lib.Progress(total, "lueker check", min_interval=0.0 if progress else 1e9)
+  meter = progress_lib.Progress(total, "lueker check", "solver keys",
+                                every=0.0 if progress else math.inf)
   done, out = 0.0, []
   for kind, n in jobs:
     out.append(lueker.coverage(jax.random.fold_in(jax.random.fold_in(key, n), len(kind)), n,
@@ -1243,13 +1245,14 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
   """
   from lth_jax import distributed  # pylint: disable=g-import-not-at-top  (calls back into sweep)
   from lth_jax import lueker
-  from lth_jax import results as results_lib
+  from lth_jax import files as files_lib
+  from lth_jax import progress as progress_lib
   validate_config(config)
   shard, multi, init_kwargs = _devices(config)
   if multi:
     _initialize_distributed(init_kwargs)  # before anything touches a device
   primary = distributed.is_primary()
-  out = (results_lib.prepare_out_dir(out_dir, overwrite) if primary
+  out = (files_lib.prepare_out_dir(out_dir, overwrite)[0] if primary
          else pathlib.Path(out_dir).expanduser())
   t0 = time.perf_counter()
   sw = config.sweep
@@ -1268,7 +1271,7 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
       name, kernels, data = _data_target(config)
       experiments.append(([(name, kernels)], data))
   named_results, rows = [], []
-  cfg = results_lib.to_jsonable(config)
+  cfg = files_lib.to_jsonable(config)
   for named, data in experiments:
     sizes = [construction.target_layer_sizes(k) for _, k in named]
     keys = sum(estimated_keys(sizes, widths[m], sw.num_seeds, m, sw.max_half or None)
@@ -1278,7 +1281,7 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
                  "solver keys, as one XLA program (compiled once)", len(named),
                  ", ".join(n for n, _ in named), "/".join(sw.methods), sw.num_seeds, points, keys)
     estimate = keys / 50e6 + 3 * len(named) + 5  # idle: 12 s, 5.7e8 keys, 4 targets
-    with results_lib.Heartbeat("sweep program", estimate=estimate,
+    with progress_lib.Heartbeat("sweep program", estimate=estimate,
                                interval=max(10.0, estimate / 20)):
       res = sweep_targets([k for _, k in named], widths, sw.num_seeds, tuple(sw.methods),
                           dataset=data, **kwargs)
@@ -1288,7 +1291,7 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
         rows += r.rows(experiment=name, config=cfg)
   fields = ("max_weight_error", "mean_weight_error", "fraction_within_epsilon", "sup_error",
             "bound", "accuracy")
-  results_lib.check_finite_rows(rows, fields)
+  files_lib.check_finite_rows(rows, fields)
   files = []
   tables = {}
   summary = summary_rows(named_results, sw.epsilon) if named_results else []
@@ -1296,9 +1299,9 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
     tables["grid"] = format_grid_table(named_results, sw.epsilon)
     tables["summary"] = format_summary_table(summary)
   if named_results and primary:
-    files.append(results_lib.write_jsonl(out / "results.jsonl", rows))
-    files.append(results_lib.atomic_write_text(
-        out / "summary.json", json.dumps(results_lib.to_jsonable(
+    files.append(files_lib.write_jsonl(out / "results.jsonl", rows))
+    files.append(files_lib.atomic_write_text(
+        out / "summary.json", json.dumps(files_lib.to_jsonable(
             dict(config=cfg, summary=summary)), indent=1, sort_keys=True)))
     import matplotlib.pyplot as plt
     fig = plot_error_vs_copies(named_results, out / "error_vs_copies.png", sw.epsilon)
@@ -1320,7 +1323,7 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
                   covered=c.covered, covered_upper=c.covered_upper,
                   reference=lueker.REFERENCE.get(c.kind, {}).get(c.n), config=cfg)
              for c in coverage]
-    files.append(results_lib.write_jsonl(out / "lueker.jsonl", lrows))
+    files.append(files_lib.write_jsonl(out / "lueker.jsonl", lrows))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -1328,7 +1331,7 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
     ax = lueker.plot_coverage(curves, {"uniform": theory.C_LUEKER_UNIFORM,
                                        "products": theory.C_LUEKER_HALF})
     ax.set_title(f"Lueker check: every z in [-1,1] within {config.lueker.epsilon:g}", fontsize=10)
-    files.append(results_lib.save_figure(ax.figure, out / "lueker.png"))
+    files.append(files_lib.save_figure(ax.figure, out / "lueker.png"))
     plt.close(ax.figure)
   seconds = time.perf_counter() - t0
   if primary:  # last: its presence says every other file is complete
@@ -1336,7 +1339,7 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
                 files=sorted(pathlib.Path(f).name for f in files), preset=config.preset,
                 devices=jax.device_count(), processes=jax.process_count(),
                 sharded=shard)
-    files.append(results_lib.atomic_write_text(
+    files.append(files_lib.atomic_write_text(
         out / DONE_FILE, json.dumps(done, indent=1, sort_keys=True)))
   return dict(results=named_results, summary=summary, lueker=coverage, tables=tables,
               files=[str(f) for f in files], seconds=seconds, out_dir=str(out),

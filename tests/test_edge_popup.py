@@ -402,7 +402,7 @@ def test_run_experiment_resumes_after_interruption(reference_run, tmp_path):
   assert not (out / "done" / "fc2-dense.json").exists()
   assert not (out / "checkpoints" / "fc2-relu").exists()
   assert _checkpoint(out / "checkpoints" / "fc2-dense")[0] == [1]
-  assert results.read_jsonl(out / "results.jsonl") == relu + dense1
+  assert files_lib.read_jsonl(out / "results.jsonl") == relu + dense1
   # As if also killed between writing a done file and removing that sweep's checkpoint.
   (out / "checkpoints" / "fc2-relu").mkdir()
 

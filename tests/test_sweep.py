@@ -19,7 +19,7 @@ import pytest
 from lth_jax import construction
 from lth_jax import evaluation
 from lth_jax import random_net as rn
-from lth_jax import results
+from lth_jax import files as files_lib
 from lth_jax import subset_sum
 from lth_jax.configs import sweep as sweep_configs
 
@@ -287,21 +287,6 @@ def test_bad_arguments(kwargs, match):
     sweep_lib.sweep(**args)
 
 
-def test_out_dir_guard_and_atomic_writes(tmp_path):
-  out = tmp_path / "run"
-  results.prepare_out_dir(out)
-  results.write_jsonl(out / "a.jsonl", [{"x": np.float32(1.5), "y": np.arange(2)}])
-  assert results.read_jsonl(out / "a.jsonl") == [{"x": 1.5, "y": [0, 1]}]
-  assert sorted(os.listdir(out)) == ["a.jsonl"]  # no temporary files left behind
-  with pytest.raises(FileExistsError, match="--overwrite"):
-    results.prepare_out_dir(out)
-  assert (out / "a.jsonl").exists()
-  results.prepare_out_dir(out, overwrite=True)
-  assert not any(out.iterdir())
-  with pytest.raises(FloatingPointError, match="sup_error"):
-    results.check_finite_rows([{"sup_error": float("nan")}], ["sup_error"])
-
-
 def _run(args, cwd=REPO, env=None):
   env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
   return subprocess.Popen([sys.executable, "-m", "experiments.sweep", *args], cwd=cwd,
@@ -313,7 +298,7 @@ def test_entry_point_quick_preset_writes_jsonl_and_png(tmp_path):
   proc = _run(["--config=lth_jax/configs/sweep.py:quick", f"--out_dir={out}"])
   stdout, stderr = proc.communicate(timeout=600)
   assert proc.returncode == 0, stderr[-3000:]
-  rows = results.read_jsonl(out / "results.jsonl")
+  rows = files_lib.read_jsonl(out / "results.jsonl")
   config = sweep_configs.get_config("quick")
   per_target = sum(len(config.sweep.direct_widths if m == "direct" else config.sweep.widths)
                    for m in config.sweep.methods) * config.sweep.num_seeds
@@ -350,7 +335,7 @@ def _assert_same_rows(out_a, out_b):
   """Equal results.jsonl: solver-derived numbers bit for bit, float32 grid reductions up
   to their last bits (XLA vectorises them by the per-device shape; lth_jax.distributed)."""
   key = lambda r: (r["experiment"], r["method"], r["width"], r["seed"])
-  rows_a, rows_b = (sorted(results.read_jsonl(o / "results.jsonl"), key=key)
+  rows_a, rows_b = (sorted(files_lib.read_jsonl(o / "results.jsonl"), key=key)
                     for o in (out_a, out_b))
   assert len(rows_a) == len(rows_b) > 0
   for a, b in zip(rows_a, rows_b):

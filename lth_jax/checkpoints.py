@@ -1,0 +1,100 @@
+"""One orbax checkpoint wrapper: a pytree state plus JSON metadata per step.
+
+Used by target training (per epoch) and edge-popup sweeps (per epoch). The metadata holds
+a ``settings`` dict; restoring a checkpoint written with other settings raises instead of
+silently mixing two runs.
+
+Infrastructure stage: imports no lth_jax module (orbax is imported on first use: it costs
+seconds).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+
+
+class SettingsMismatch(ValueError):
+  """A checkpoint directory holds a run written with other settings."""
+
+
+class Checkpoints:
+  """orbax ``CheckpointManager`` of ``{state pytree} + {meta JSON}`` per integer step.
+
+  Args:
+    directory: where the steps live (created).
+    max_to_keep: the newest steps kept on disk.
+    settings: JSON-able dict stored in every step's meta as ``"settings"``; ``latest``
+      refuses a step whose settings differ (``SettingsMismatch``, naming the fields).
+  """
+
+  def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 1,
+               settings: dict | None = None):
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    self._ocp = ocp
+    self.settings = settings
+    self.manager = ocp.CheckpointManager(
+        os.path.abspath(os.fspath(directory)),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                             enable_async_checkpointing=False))
+
+  @property
+  def directory(self):
+    return self.manager.directory
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def restore_meta(self, step: int) -> dict:
+    ocp = self._ocp
+    return self.manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))["meta"]
+
+  def restore_state(self, step: int, template: Any) -> Any:
+    """The state of ``step``, with the shapes and dtypes of ``template``."""
+    ocp = self._ocp
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    return self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))["state"]
+
+  def latest(self, template: Any) -> tuple[Any, dict, int] | None:
+    """``(state, meta, step)`` of the newest step, or None when there is none.
+
+    Raises:
+      SettingsMismatch: the step was written with other ``settings``.
+    """
+    step = self.latest_step()
+    if step is None:
+      return None
+    meta = self.restore_meta(step)
+    if self.settings is not None:
+      saved = meta.get("settings") or {}
+      diff = {k: (saved.get(k), v) for k, v in self.settings.items() if saved.get(k) != v}
+      if diff:
+        raise SettingsMismatch(
+            f"checkpoint in {self.directory} was written with other settings "
+            f"(saved, wanted): {diff}; use another directory or remove it")
+    return self.restore_state(step, template), meta, step
+
+  def save(self, step: int, state: Any, meta: dict | None = None) -> None:
+    """Saves ``state`` and ``meta`` (plus ``settings``) as ``step``; returns when written."""
+    ocp = self._ocp
+    meta = dict(meta or {})
+    if self.settings is not None:
+      meta["settings"] = self.settings
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+    return False
