@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import chex
 import jax
@@ -36,14 +36,14 @@ from flax import struct
 
 from lth_jax import _checks
 from lth_jax import random_net as rn
+from lth_jax import objectives
 from lth_jax import subset_sum
 
 METHODS = ("network", "single", "direct")
-OBJECTIVES = ("min_error", "fewest_terms")
-
-# solve_fn(targets (B,), coefficients (B, m)) -> result with .mask bool (B, m) and
-# .error (B,) (like subset_sum.SubsetSumResult / fewest_terms.FewestTermsResult).
-SolveFn = Callable[[jax.Array, jax.Array], Any]
+OBJECTIVES = objectives.OBJECTIVES
+SolveFn = objectives.SolveFn
+objective_solver = objectives.objective_solver
+objective_max_n = objectives.objective_max_n
 
 
 @struct.dataclass
@@ -271,76 +271,6 @@ def layer_masks(chosen: jax.Array, targets: jax.Array, prods: jax.Array, valid: 
   return LayerMasks(mask_u.astype(jnp.uint8), mask_v.astype(jnp.uint8), errors, effective)
 
 
-def objective_max_n(objective: str = "min_error") -> int:
-  """The largest instance size ``m`` (coefficients per instance) ``objective`` solves."""
-  if objective == "min_error":
-    return subset_sum.MAX_N
-  if objective == "fewest_terms":
-    from lth_jax import fewest_terms  # pylint: disable=g-import-not-at-top
-    return fewest_terms.MAX_N
-  raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-
-
-@jax.jit
-def _min_error(targets, coefficients):
-  # jit: no host round trip for the finiteness check (inputs are checked or sampled)
-  return subset_sum.solve_subset_sum(targets, coefficients)
-
-
-@jax.jit
-def _fewest_terms(targets, coefficients, epsilon):
-  from lth_jax import fewest_terms  # pylint: disable=g-import-not-at-top
-  return fewest_terms.solve_fewest_terms(targets, coefficients, epsilon)
-
-
-def objective_solver(objective: str = "min_error", epsilon: float | None = None) -> SolveFn:
-  """The ``solve_fn`` of a named objective.
-
-  Args:
-    objective: ``"min_error"`` (``subset_sum.solve_subset_sum``: the subset closest to the
-      target) or ``"fewest_terms"`` (``fewest_terms.solve_fewest_terms``: among subsets
-      within ``epsilon``, one with the fewest terms; where none is, the closest one).
-    epsilon: the tolerance of ``"fewest_terms"`` (required there; ignored otherwise).
-
-  Returns:
-    ``solve_fn(targets (B,), coefficients (B, m))`` -> result with ``.mask``,
-    ``.value``, ``.error``.
-  """
-  objective_max_n(objective)  # validates the name
-  if objective == "min_error":
-    return _min_error
-  if epsilon is None:
-    raise ValueError("objective 'fewest_terms' needs epsilon")
-  if not isinstance(epsilon, jax.core.Tracer) and not 0.0 < float(epsilon) < math.inf:
-    raise ValueError(f"epsilon must be finite and positive, got {epsilon}")
-  return functools.partial(_fewest_terms, epsilon=jnp.float32(epsilon))
-
-
-def _solve_grouped(problems, solve_fn):
-  """One ``solve_fn`` call per distinct instance size, over all layers' instances.
-
-  Args:
-    problems: list of (targets, products) per layer.
-    solve_fn: ``(targets (B,), coefficients (B, m)) -> .mask (B, m)``.
-  Returns:
-    list of chosen masks, shaped like each layer's products.
-  """
-  chosen = [None] * len(problems)
-  sizes = sorted({p.shape[-1] for _, p in problems})
-  for m in sizes:
-    layers = [i for i, (_, p) in enumerate(problems) if p.shape[-1] == m]
-    t = jnp.concatenate([problems[i][0].reshape(-1) for i in layers])
-    c = jnp.concatenate([problems[i][1].reshape(-1, m) for i in layers])
-    mask = solve_fn(t, c).mask
-    start = 0
-    for i in layers:
-      shape = problems[i][1].shape
-      count = problems[i][0].size
-      chosen[i] = mask[start:start + count].reshape(shape)
-      start += count
-  return chosen
-
-
 def sample_direct_coefficients(
     key: chex.PRNGKey,
     target: Sequence[jax.Array],
@@ -429,7 +359,7 @@ def find_ticket(
     caps = list(copies)  # one product per half: no instance-size cost to cap
   layers = _network_instances(random_net.params, kernels, caps=tuple(caps))
   if method == "network":
-    chosen = _solve_grouped([(inst.targets, inst.products) for inst in layers], solve_fn)
+    chosen = objectives.solve_masks([(inst.targets, inst.products) for inst in layers], solve_fn)
   else:
     chosen = _single_choices(layers)
   masks, errors, effective, kept = _network_assemble(chosen, layers)

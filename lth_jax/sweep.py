@@ -59,6 +59,7 @@ from absl import logging
 
 from lth_jax import construction
 from lth_jax import evaluation
+from lth_jax import objectives
 from lth_jax import random_net as rn
 from lth_jax import subset_sum
 from lth_jax import theory
@@ -267,33 +268,6 @@ def _grid_direct(coefs, kernels, widths):
   return [over_grid(c, k, widths) for c, k in zip(coefs, kernels)]
 
 
-def _solve_all(problems):
-  """One ``solve_subset_sum`` call per even instance size over every problem.
-
-  Args:
-    problems: list of ``(targets, coefficients)``, coefficients ``targets.shape + (m,)``.
-  Returns:
-    list of ``(mask, error)`` shaped like each problem's coefficients / targets.
-  """
-  out = [None] * len(problems)
-  sizes = sorted({p.shape[-1] + p.shape[-1] % 2 for _, p in problems})
-  for size in sizes:
-    members = [i for i, (_, p) in enumerate(problems) if p.shape[-1] + p.shape[-1] % 2 == size]
-    t = jnp.concatenate([problems[i][0].reshape(-1) for i in members])
-    c = jnp.concatenate([
-        jnp.pad(problems[i][1].reshape(-1, problems[i][1].shape[-1]),
-                ((0, 0), (0, size - problems[i][1].shape[-1]))) for i in members])
-    res = subset_sum.solve_subset_sum(t, c)
-    start = 0
-    for i in members:
-      tgt, coef = problems[i]
-      count = tgt.size
-      mask = res.mask[start:start + count, :coef.shape[-1]].reshape(coef.shape)
-      out[i] = (mask, res.error[start:start + count].reshape(tgt.shape))
-      start += count
-  return out
-
-
 # --------------------------------------------------------------------------------------
 # Metrics and evaluation.
 # --------------------------------------------------------------------------------------
@@ -429,7 +403,7 @@ def _grid_body(targets, epsilon, data, seed_keys, *, specs, opts):
         owners += [j] * len(grid)
     grids.append(grid)
   solved = collections.defaultdict(list)
-  for j, sol in zip(owners, _solve_all(problems)):
+  for j, sol in zip(owners, objectives.solve_grouped(problems, subset_sum.solve_subset_sum, size_multiple=2)):
     solved[j].append(sol)
 
   grid_vmap = lambda fn: jax.vmap(jax.vmap(fn))
