@@ -39,7 +39,6 @@ setup(
             "matplotlib>=3.8",
         ],
         "plots": ["matplotlib>=3.8"],
-        "checkpoints": [],  # kept so `pip install lth_jax[checkpoints]` still works: orbax is core
         "benchmarks": ["gurobipy>=11", "highspy>=1.7"],
         "cuda": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
