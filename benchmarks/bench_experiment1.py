@@ -5,7 +5,7 @@ r"""Benchmark: Experiment 1 "direct" at paper scale (FC2, 397,000 weights, n = 2
 
 The paper's official run solved one Gurobi MIP per weight: 77,266 s on 36 cores. Goal here:
 the whole network in <= 15 s on this 2-core CPU. Each row solves every weight of the FC2
-target with ``experiment1.direct_ticket`` (blocks of instances with progress, as the
+target with ``run.experiment1_direct.direct_ticket`` (blocks of instances with progress, as the
 experiment runs it); the first repeat includes XLA compilation ("cold"), later ones do not
 ("warm", the best of them is reported). ``construction.find_ticket(..., "direct")`` (one
 solver call) is timed as a reference. Wall time, process CPU time and the load average
@@ -17,7 +17,7 @@ same cache as ``experiments.subset_sum``: ``config.target.checkpoint_dir``, defa
 ``~/.cache/lth_jax/targets``) when finished there (never trained here), else (``--target=auto``
 only, with a WARNING and ``target.fallback`` in the JSON) a synthetic FC2 with the trained
 target's statistics (N(0, 0.03) weights clipped to the paper's range [-0.464, 0.541]).
-The coefficients are ``experiment1.direct_coefficients(config.seed, ...)``, the very draw
+The coefficients are ``run.experiment1_direct.direct_coefficients(config.seed, ...)``, the very draw
 ``experiments.subset_sum`` solves, so on the trained target the remaining counts coincide
 with the experiment's. ``min_error``'s time does not depend on the weights (sorting
 networks); ``fewest_terms``'s does (small subsets are found early). Results go to ``--out``
