@@ -5,7 +5,7 @@ r"""Benchmark: Experiment 1 "direct" at paper scale (FC2, 397,000 weights, n = 2
 
 The paper's official run solved one Gurobi MIP per weight: 77,266 s on 36 cores. Goal here:
 the whole network in <= 15 s on this 2-core CPU. Each row solves every weight of the FC2
-target with ``experiment1.direct_ticket`` (blocks of instances with progress, as the
+target with ``run.experiment1_direct.direct_ticket`` (blocks of instances with progress, as the
 experiment runs it); the first repeat includes XLA compilation ("cold"), later ones do not
 ("warm", the best of them is reported). ``construction.find_ticket(..., "direct")`` (one
 solver call) is timed as a reference. Wall time, process CPU time and the load average
@@ -17,7 +17,7 @@ same cache as ``experiments.subset_sum``: ``config.target.checkpoint_dir``, defa
 ``~/.cache/lth_jax/targets``) when finished there (never trained here), else (``--target=auto``
 only, with a WARNING and ``target.fallback`` in the JSON) a synthetic FC2 with the trained
 target's statistics (N(0, 0.03) weights clipped to the paper's range [-0.464, 0.541]).
-The coefficients are ``experiment1.direct_coefficients(config.seed, ...)``, the very draw
+The coefficients are ``run.experiment1_direct.direct_coefficients(config.seed, ...)``, the very draw
 ``experiments.subset_sum`` solves, so on the trained target the remaining counts coincide
 with the experiment's. ``min_error``'s time does not depend on the weights (sorting
 networks); ``fewest_terms``'s does (small subsets are found early). Results go to ``--out``
@@ -53,8 +53,8 @@ def _target(kind: str, config):
   """(kernels, info): the trained target of ``config`` or a synthetic FC2 (see above)."""
   import jax
   import numpy as np
-  from lth_jax import experiment1
   from lth_jax.configs import experiment1 as configs
+  from lth_jax.run import experiment1
 
   if kind in ("auto", "trained"):
     if not config.target.checkpoint_dir:  # "" means <out_dir>/targets: no out_dir here
@@ -107,12 +107,13 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   import jax
   import numpy as np
-  from lth_jax import construction, experiment1
+  from lth_jax import construction, objectives
   from lth_jax.configs import experiment1 as configs
+  from lth_jax.run import experiment1_direct
 
-  bad = [o for o in FLAGS.objectives if o not in experiment1.OBJECTIVES]
+  bad = [o for o in FLAGS.objectives if o not in objectives.OBJECTIVES]
   if bad:
-    raise app.UsageError(f"--objectives: unknown {bad}; choose from {list(experiment1.OBJECTIVES)}")
+    raise app.UsageError(f"--objectives: unknown {bad}; choose from {list(objectives.OBJECTIVES)}")
   if FLAGS.repeats < 1:
     raise app.UsageError("--repeats must be >= 1")
   config = configs.get_config(FLAGS.config)
@@ -120,7 +121,7 @@ def main(argv):
   weights = sum(int(np.size(k)) for k in kernels)
   # The experiment's own draw (same function, same seed): identical instances, so the
   # remaining counts match the experiment's table on the trained target.
-  coefs = experiment1.direct_coefficients(config.seed, kernels, FLAGS.copies)
+  coefs = experiment1_direct.direct_coefficients(config.seed, kernels, FLAGS.copies)
   eps = float(config.epsilon)
   rows = []
 
@@ -144,7 +145,7 @@ def main(argv):
   for objective in FLAGS.objectives:
     times = []
     for _ in range(FLAGS.repeats):
-      ticket, wall, cpu, load = _timed(lambda o=objective: experiment1.direct_ticket(
+      ticket, wall, cpu, load = _timed(lambda o=objective: experiment1_direct.direct_ticket(
           kernels, coefs, objective=o, epsilon=eps))
       times.append((wall, cpu, load))
     record("experiment1.direct_ticket", objective, times, ticket)

@@ -24,7 +24,8 @@ from ml_collections import config_flags
 
 import lth_jax
 from lth_jax import data as data_lib
-from lth_jax import experiment1
+from lth_jax.run import experiment1
+from lth_jax.run import experiment1_checks
 from lth_jax.configs import experiment1 as experiment1_configs
 
 _CONFIG_FILE = os.path.join(os.path.dirname(lth_jax.__file__), "configs", "experiment1.py")
@@ -104,8 +105,8 @@ def _parse_flags(argv):
   if _DOWNLOAD.value:
     config.download = True
   try:
-    experiment1.validate_config(config)
-  except experiment1.ConfigError as e:
+    experiment1_checks.validate_config(config)
+  except experiment1_checks.ConfigError as e:
     if e.field in ("dataset", "data_dir", "download") and (
         _DATASET.value or _DATA_DIR.value or _DOWNLOAD.value):
       _fail(f"--{e.field}: {e}")
@@ -123,7 +124,7 @@ def main(argv):
     # Bad or unreachable data, not a bug: one line naming the URL or file, no traceback.
     sys.stderr.write(f"FATAL {type(e).__name__}: {' '.join(str(e).split())}\n")
     sys.exit(1)
-  except (FileExistsError, FileNotFoundError, experiment1.ConfigError) as e:
+  except (FileExistsError, FileNotFoundError, experiment1_checks.ConfigError) as e:
     raise app.UsageError(str(e)) from None
   logging.info("results in %s", os.path.abspath(out_dir))
 

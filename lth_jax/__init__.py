@@ -34,7 +34,7 @@ from lth_jax.theory import construction_size, counting_lower_bound, malach_width
 __version__ = "0.1.0"
 
 _LAZY = ("data", "models", "training", "targets", "theory", "lueker", "files", "progress", "checkpoints",
-         "experiment1", "edge_popup", "supermask", "distributed", "streaming",
+         "sizing", "objectives", "run", "edge_popup", "supermask", "distributed", "streaming",
          "configs")
 
 

@@ -1,4 +1,5 @@
-"""Tests for lth_jax.experiment1 and the experiments.subset_sum entry point (Experiment 1)."""
+"""Tests for lth_jax.run.experiment1 (with its config checks and interim direct variant) and
+the experiments.subset_sum entry point (Experiment 1)."""
 
 import json
 import os
@@ -13,12 +14,16 @@ import pytest
 from lth_jax import construction
 from lth_jax import data as data_lib
 from lth_jax import evaluation
-from lth_jax import experiment1
+from lth_jax import files
 from lth_jax import models
 from lth_jax import random_net as rn
+from lth_jax import sizing
 from lth_jax import targets as targets_lib
 from lth_jax import training
 from lth_jax.configs import experiment1 as configs
+from lth_jax.run import experiment1
+from lth_jax.run import experiment1_checks
+from lth_jax.run import experiment1_direct
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPS = 0.01
@@ -49,7 +54,7 @@ def _labelled_by(kernels, n=64, seed=0):
 def test_direct_min_error_is_find_tickets_ticket():
   target = _tiny_target()
   coefs = construction.sample_direct_coefficients(jax.random.PRNGKey(1), target, N)
-  ours = experiment1.direct_ticket(target, coefs, objective="min_error", epsilon=EPS)
+  ours = experiment1_direct.direct_ticket(target, coefs, objective="min_error", epsilon=EPS)
   ref = construction.find_ticket(coefs, target, "direct")
   for a, b in zip(ours.masks["coefficients"], ref.masks["coefficients"]):
     np.testing.assert_array_equal(a, b)
@@ -60,25 +65,11 @@ def test_direct_min_error_is_find_tickets_ticket():
   assert ours.num_params_random == ref.num_params_random == N * (30 + 15)
 
 
-def test_network_min_error_is_find_tickets_ticket():
-  target = _tiny_target()
-  net = rn.sample_random_network(jax.random.PRNGKey(2), (6, 5, 3), (16, 12))
-  ours = experiment1.network_ticket(net, target, objective="min_error", epsilon=EPS,
-                                    max_half=MAX_HALF)
-  ref = construction.find_ticket(net, target, "network", max_half=MAX_HALF)
-  for a, b in zip(jax.tree.leaves(ours.masks), jax.tree.leaves(ref.masks)):
-    np.testing.assert_array_equal(a, b)
-  for a, b in zip(ours.weight_errors, ref.weight_errors):
-    np.testing.assert_allclose(a, b, atol=1e-6)  # float32 summation order
-  assert int(ours.num_params_kept) == int(ref.num_params_kept)
-  assert ours.num_params_random == rn.num_params(net)
-
-
 def test_fewest_terms_keeps_fewer_within_eps():
   target = _tiny_target()
   coefs = construction.sample_direct_coefficients(jax.random.PRNGKey(1), target, N)
-  dense = experiment1.direct_ticket(target, coefs, objective="min_error", epsilon=EPS)
-  sparse = experiment1.direct_ticket(target, coefs, objective="fewest_terms", epsilon=EPS)
+  dense = experiment1_direct.direct_ticket(target, coefs, objective="min_error", epsilon=EPS)
+  sparse = experiment1_direct.direct_ticket(target, coefs, objective="fewest_terms", epsilon=EPS)
   for m_min, m_few, e_min, e_few in zip(dense.masks["coefficients"], sparse.masks["coefficients"],
                                         dense.weight_errors, sparse.weight_errors):
     feasible = np.asarray(e_min).T <= EPS
@@ -86,43 +77,6 @@ def test_fewest_terms_keeps_fewer_within_eps():
     assert np.all(np.asarray(e_few).T[feasible] <= EPS)
     assert np.all(np.asarray(m_few).sum(-1)[feasible] <= np.asarray(m_min).sum(-1)[feasible])
   assert int(sparse.num_params_kept) < int(dense.num_params_kept)
-
-  net = rn.sample_random_network(jax.random.PRNGKey(2), (6, 5, 3), 24)
-  dense = experiment1.network_ticket(net, target, objective="min_error", epsilon=EPS,
-                                     max_half=MAX_HALF)
-  sparse = experiment1.network_ticket(net, target, objective="fewest_terms", epsilon=EPS,
-                                      max_half=MAX_HALF)
-  assert int(sparse.num_params_kept) < int(dense.num_params_kept)
-  for e_min, e_few in zip(dense.weight_errors, sparse.weight_errors):
-    ok = np.asarray(e_min) <= EPS
-    assert np.all(np.asarray(e_few)[ok] <= EPS)
-
-
-def test_search_copies_finds_the_smallest_sufficient_candidate():
-  target = _tiny_target(sizes=(6, 5, 3), scale=0.5)
-  candidates = (12, 16, 24)
-  found = experiment1.search_copies(jax.random.PRNGKey(3), target, candidates, epsilon=EPS,
-                                    max_half=MAX_HALF)
-  full = rn.sample_random_network(jax.random.PRNGKey(3), (6, 5, 3), max(candidates))
-  err_at = lambda copies, layer: np.asarray(experiment1.network_ticket(
-      rn.truncate_copies(full, copies), target, epsilon=EPS,
-      max_half=MAX_HALF).weight_errors[layer])
-  searched = False
-  assert found.net.copies == found.copies
-  for layer, (log, c) in enumerate(zip(found.log, found.copies)):
-    misses = [entry["misses"] for entry in log]
-    assert misses == sorted(misses, reverse=True)  # nested widths: never more misses
-    assert [e["copies"] for e in log] == list(candidates[:len(log)])
-    assert log[-1]["copies"] == c
-    assert log[-1]["misses"] == 0 or c == max(candidates)  # misses reported, not fatal
-    # Cross-check against whole tickets at the chosen and the previous candidate.
-    chosen = [c if i == layer else max(candidates) for i in range(2)]
-    assert (err_at(chosen, layer) > EPS).sum() == log[-1]["misses"]
-    if len(log) > 1:
-      searched = True
-      prev = [log[-2]["copies"] if i == layer else max(candidates) for i in range(2)]
-      assert (err_at(prev, layer) > EPS).sum() == log[-2]["misses"] > 0
-  assert searched
 
 
 # ------------------------------------------------------------------ accuracy is the ticket's
@@ -133,7 +87,7 @@ def test_ticket_accuracy_is_the_tickets_own_forward():
   ds = _labelled_by(target)
   assert experiment1.kernels_accuracy(target, ds) == 1.0
   coefs = construction.sample_direct_coefficients(jax.random.PRNGKey(1), target, N)
-  ticket = experiment1.direct_ticket(target, coefs, epsilon=EPS)
+  ticket = experiment1_direct.direct_ticket(target, coefs, epsilon=EPS)
   good = experiment1.ticket_accuracy(ticket, ds)
   assert good > 0.9
   # Corrupt the ticket: its accuracy moves, the target's does not.
@@ -142,7 +96,7 @@ def test_ticket_accuracy_is_the_tickets_own_forward():
   assert experiment1.kernels_accuracy(target, ds) == 1.0
 
   net = rn.sample_random_network(jax.random.PRNGKey(4), (784, 4, 10), 32)
-  ticket = experiment1.network_ticket(net, target, epsilon=EPS, max_half=MAX_HALF)
+  ticket = sizing.network_ticket(net, target, epsilon=EPS, max_half=MAX_HALF)
   good = experiment1.ticket_accuracy(ticket, ds, net=net)
   assert good > 0.8
   zeroed = ticket.replace(masks={"u": ticket.masks["u"],
@@ -205,6 +159,7 @@ def test_run_experiment1_rows_and_files(tmp_path):
   os.umask(umask)
   for name in (experiment1.RESULTS_FILE, experiment1.TABLE_FILE):
     assert os.stat(os.path.join(out, name)).st_mode & 0o777 == 0o666 & ~umask
+  assert os.path.isfile(os.path.join(out, files.DONE_FILE))  # written last: finished
 
   # An existing output directory is never clobbered silently.
   with pytest.raises(FileExistsError, match="--overwrite"):
@@ -248,12 +203,12 @@ def test_weights_missing_eps_are_reported_not_fatal(tmp_path):
   assert f" {row['weights_missing_eps']} " in line and "min_error" in line
   # The run's draw is direct_coefficients(config.seed, ...) (the benchmark's too).
   kernels, _ = experiment1.load_target(config)
-  coefs = experiment1.direct_coefficients(config.seed, kernels, 3)
+  coefs = experiment1_direct.direct_coefficients(config.seed, kernels, 3)
   ref = construction.sample_direct_coefficients(
       jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), kernels, 3)
   for a, b in zip(coefs.coefficients, ref.coefficients):
     np.testing.assert_array_equal(a, b)
-  ticket = experiment1.direct_ticket(kernels, coefs, epsilon=EPS)
+  ticket = experiment1_direct.direct_ticket(kernels, coefs, epsilon=EPS)
   assert int(ticket.num_params_kept) == row["remaining_params"]
 
 
@@ -287,9 +242,9 @@ def test_lenet5_direct_end_to_end(tmp_path, monkeypatch):
   # Rebuild the ticket from the checkpoint (restored, not retrained) and the same draw.
   kernels, info = experiment1.load_target(config, workdir=out)
   assert info["source"] == "checkpoint"
-  coefs = experiment1.direct_coefficients(config.seed, kernels, N)
+  coefs = experiment1_direct.direct_coefficients(config.seed, kernels, N)
   assert [c.shape for c in coefs.coefficients] == [(s[-1], N) for s in shapes]
-  ticket = experiment1.direct_ticket(kernels, coefs, epsilon=EPS)
+  ticket = experiment1_direct.direct_ticket(kernels, coefs, epsilon=EPS)
   assert int(ticket.num_params_kept) == row["remaining_params"]
   for k, approx, err, c, m in zip(kernels, ticket.effective_kernels, ticket.weight_errors,
                                   coefs.coefficients, ticket.masks["coefficients"]):
@@ -323,8 +278,8 @@ def test_lenet5_direct_end_to_end(tmp_path, monkeypatch):
 def test_lenet5_network_variant_is_a_config_error():
   config = configs.get_config("lenet5")
   config.variants = ("direct", "network")
-  with pytest.raises(experiment1.ConfigError, match="FC2/FC4") as info:
-    experiment1.validate_config(config)
+  with pytest.raises(experiment1_checks.ConfigError, match="FC2/FC4") as info:
+    experiment1_checks.validate_config(config)
   assert info.value.field == "variants"
 
 
@@ -363,26 +318,15 @@ def test_validate_config_names_the_field(field, value, match):
   for p in parents:
     node = node[p]
   node[leaf] = value
-  with pytest.raises(experiment1.ConfigError, match=match) as info:
-    experiment1.validate_config(config)
+  with pytest.raises(experiment1_checks.ConfigError, match=match) as info:
+    experiment1_checks.validate_config(config)
   assert info.value.field == field
 
 
-def test_max_half_per_layer_and_caps():
-  assert experiment1._layer_caps((24, 30), 2) == [24, 30]
-  assert experiment1._layer_caps((0,), 3) == [0, 0, 0]
-  assert experiment1._layer_caps(None, 2) == [None, None]
-  with pytest.raises(ValueError, match="3 target layers"):
-    experiment1._layer_caps((24, 30), 3)
-  assert experiment1._max_half(64, 0, limit=30) == 30  # default 36, capped at the solver's
-  assert experiment1._max_half(16, 0) == construction.default_max_half(16)
-  assert experiment1._max_half(12, 21) == 12  # never more than the copies
-
-
 def test_names_accepts_command_line_forms():
-  assert experiment1._names(("direct,",)) == ("direct",)
-  assert experiment1._names(("direct,network",)) == ("direct", "network")
-  assert experiment1._names("min_error") == ("min_error",)
+  assert experiment1_checks.names(("direct,",)) == ("direct",)
+  assert experiment1_checks.names(("direct,network",)) == ("direct", "network")
+  assert experiment1_checks.names("min_error") == ("min_error",)
 
 
 # ------------------------------------------------------------------ the entry point

@@ -1,0 +1,393 @@
+"""Experiment 1: approximate EVERY weight of a trained target by exact SubsetSum.
+
+The paper's Table (Pensia et al. 2020, Experiment 1; SPEC section 5): a bias-free FC2
+(784-500-10) is trained, each of its 397,000 weights is replaced by a subset sum of random
+values, and the approximation is evaluated. One row per (variant, objective):
+
+* variants: ``"direct"`` (the official code's shortcut: ``n`` i.i.d. ``U[low, high]``
+  coefficients per output row, reused along the row; no network; for LeNet5 too, whose
+  conv kernels ``(kh, kw, in, out)`` count as ``(kh * kw * in, out)`` matrices, one row
+  per output channel; ``experiment1_direct``) and ``"network"`` (MLP targets only;
+  Theorem 1: a depth-``2l`` random ReLU network pruned by two SubsetSum problems per
+  weight, sized by ``sizing.search_copies``, evaluated as that pruned network through
+  ``structured_forward`` and checked against the literal dense masked network on a small
+  batch);
+* objectives: ``"min_error"`` (``solve_subset_sum``: the subset closest to the weight) and
+  ``"fewest_terms"`` (``solve_fewest_terms``: among subsets within epsilon, the fewest
+  terms; where none is within epsilon, the closest one).
+
+The ticket's test accuracy is always its OWN forward pass (approximated kernels for
+``"direct"``, the pruned random network for ``"network"``), never the target's. Weights
+whose error exceeds epsilon are counted and reported, never fatal.
+
+Driver (run stage): config in (checked by ``experiment1_checks.validate_config``),
+``results.jsonl`` and ``table.txt`` out; ``experiments/subset_sum.py`` only parses flags and
+calls ``run_experiment1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import resource
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from lth_jax import construction
+from lth_jax import data as data_lib
+from lth_jax import evaluation
+from lth_jax import files
+from lth_jax import models
+from lth_jax import objectives
+from lth_jax import random_net as rn
+from lth_jax import sizing
+from lth_jax import targets as targets_lib
+from lth_jax import training
+from lth_jax.report import tables
+from lth_jax.run import experiment1_checks as checks
+from lth_jax.run.experiment1_direct import direct_coefficients, direct_ticket
+
+__all__ = [
+    "PAPER_FC2_DIRECT", "RESULTS_FILE", "TABLE_FILE", "load_target", "target_checkpoint_dir",
+    "kernels_accuracy", "ticket_accuracy", "dense_check", "peak_rss_mb", "run_experiment1",
+]
+
+RESULTS_FILE = "results.jsonl"
+TABLE_FILE = "table.txt"
+
+# The official run (subset-sum/results/paper/fc2_approx.out): FC2 on MNIST, n = 21, one
+# Gurobi MIP per weight.
+PAPER_FC2_DIRECT = dict(initial_params=8_337_000, remaining_params=3_725_871,
+                        remaining_ratio=9.39, target_params=397_000, fraction_within_eps=1.0,
+                        target_accuracy=0.9719, solve_seconds=77_266.02,
+                        solver="Gurobi MIP per weight, MIPGap 0.01, 36 cores")
+
+
+# --------------------------------------------------------------------------------------
+# The target and the test set.
+# --------------------------------------------------------------------------------------
+
+
+def _target_run_name(config) -> str:
+  """Checkpoint subdirectory: readable, plus a hash of everything that trains the target."""
+  t = config.target
+  model = t.model if t.model != "mlp" else "mlp" + "-".join(str(w) for w in t.widths)
+  spec = dict(model=model, dataset=config.dataset, epochs=t.epochs, lr=t.learning_rate,
+              batch_size=t.batch_size, momentum=t.momentum, weight_decay=t.weight_decay,
+              seed=t.seed)
+  digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+  return f"{model}_{config.dataset}_e{t.epochs}_lr{t.learning_rate:g}_s{t.seed}_{digest}"
+
+
+def target_checkpoint_dir(config: ml_collections.ConfigDict, workdir: str | None = None
+                          ) -> str:
+  """The orbax checkpoint directory of ``config``'s trained target (absolute):
+  ``<config.target.checkpoint_dir or workdir/targets>/<run name + hash of the training
+  settings>``, so different targets never share one and the same one is always found."""
+  base = config.target.checkpoint_dir or os.path.join(workdir or ".", "targets")
+  return os.path.abspath(os.path.join(os.path.expanduser(base), _target_run_name(config)))
+
+
+def _data_dir(config) -> str | None:
+  """The directory the dataset is read from (None: the dataset's default, or no files)."""
+  return os.path.expanduser(config.data_dir) if config.data_dir else None
+
+
+def load_target(config: ml_collections.ConfigDict, *, workdir: str | None = None,
+                train: bool = True) -> tuple[list[jax.Array], dict]:
+  """The target's kernels and a description of where they came from.
+
+  ``config.target.npz`` set: imported (``targets.load_npz_target``). Otherwise the model is
+  restored from its orbax checkpoint in ``target_checkpoint_dir(config, workdir)`` if
+  finished there, else trained there (``load_or_train_target``); with ``train=False`` a
+  missing checkpoint raises FileNotFoundError instead.
+
+  Returns:
+    kernels ``[(d_in, d_out)]`` for MLPs; for LeNet5 all five kernels
+    (``models.LENET5_KERNEL_SHAPES``: conv ``(kh, kw, in, out)``, then FC), and the info.
+  """
+  t = config.target
+  if t.npz:
+    kernels = targets_lib.load_npz_target(os.path.expanduser(t.npz), t.npz_layout)
+    return kernels, dict(source="npz", path=os.path.abspath(os.path.expanduser(t.npz)),
+                         layout=t.npz_layout)
+  model = models.get_model(t.model) if t.model != "mlp" else models.MLP(tuple(t.widths))
+  ckpt = target_checkpoint_dir(config, workdir)
+  t0 = time.perf_counter()
+  params, metrics = training.load_or_train_target(
+      model, checkpoint_dir=ckpt, key=jax.random.PRNGKey(t.seed), epochs=t.epochs,
+      learning_rate=t.learning_rate, dataset=config.dataset, data_dir=_data_dir(config),
+      batch_size=t.batch_size, momentum=t.momentum, weight_decay=t.weight_decay,
+      train=train)
+  kernels = [jnp.asarray(k, jnp.float32) for k in models.kernels_from_params(params)]
+  return kernels, dict(source="checkpoint" if metrics.get("restored") else "trained",
+                       checkpoint_dir=ckpt, epochs=t.epochs, learning_rate=t.learning_rate,
+                       batch_size=t.batch_size, seconds=time.perf_counter() - t0,
+                       train_history=metrics.get("history"))
+
+
+def _test_set(config) -> data_lib.Dataset:
+  return data_lib.load_dataset(config.dataset, "test", _data_dir(config),
+                               limit=config.test_limit or None)
+
+
+# --------------------------------------------------------------------------------------
+# Accuracy and measurements (the accuracy helpers move to evaluation.accuracy).
+# --------------------------------------------------------------------------------------
+
+
+def _kernels_apply(kernels, images):
+  return evaluation.forward(kernels, images.reshape(images.shape[0], -1))
+
+
+def _lenet5_apply(kernels, images):
+  return models.LeNet5().apply(models.params_from_kernels(kernels), images)
+
+
+def _network_apply(net_and_masks, images):
+  net, masks = net_and_masks
+  return evaluation.structured_forward(net, masks, images.reshape(images.shape[0], -1))
+
+
+def kernels_accuracy(kernels: Sequence[jax.Array], dataset: data_lib.Dataset,
+                     batch_size: int = 1000) -> float:
+  """Test accuracy of the bias-free network with these kernels: the ReLU MLP for
+  ``(d_in, d_out)`` kernels, the LeNet5 forward (convs, pools, FC head) for LeNet5's
+  kernels (``models.LENET5_KERNEL_SHAPES``: two conv kernels, then three FC ones)."""
+  kernels = [jnp.asarray(k) for k in kernels]
+  if isinstance(models.model_from_kernels(kernels), models.LeNet5):
+    return training.accuracy(_lenet5_apply, kernels, dataset, batch_size)
+  return training.accuracy(_kernels_apply, kernels, dataset, batch_size)
+
+
+def ticket_accuracy(ticket: construction.Ticket, dataset: data_lib.Dataset, *,
+                    net: rn.RandomNetwork | None = None, batch_size: int = 1000) -> float:
+  """Accuracy of the ticket's own forward pass: the approximated kernels (``"direct"``;
+  for a LeNet5 target, the LeNet5 forward with every conv and FC kernel approximated) or
+  the pruned random network through ``structured_forward`` (network methods)."""
+  if ticket.method == "direct":
+    return kernels_accuracy(ticket.effective_kernels, dataset, batch_size)
+  if net is None:
+    raise ValueError(f"method {ticket.method!r}: pass net=, the RandomNetwork the ticket prunes")
+  return training.accuracy(_network_apply, (net, ticket.masks), dataset, batch_size)
+
+
+def dense_check(net: rn.RandomNetwork, ticket: construction.Ticket, x: jax.Array) -> float:
+  """Max |structured - dense| output difference, relative to the dense output's max |.|:
+  the pruned network as literally masked dense random matrices vs the structured view."""
+  x = jnp.asarray(x, jnp.float32).reshape(x.shape[0], -1)
+  dense = evaluation.forward(evaluation.dense_pruned_params(net, ticket), x)
+  structured = evaluation.structured_forward(net, ticket.masks, x)
+  scale = max(float(jnp.max(jnp.abs(dense))), 1e-30)
+  return float(jnp.max(jnp.abs(dense - structured))) / scale
+
+
+def peak_rss_mb() -> float:
+  """Peak resident set size of this process so far (MB; Linux reports KB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _ticket_stats(ticket: construction.Ticket, epsilon: float) -> dict:
+  errors = np.concatenate([np.asarray(e).reshape(-1) for e in ticket.weight_errors])
+  bad = errors > np.float32(epsilon)
+  return dict(fraction_within_eps=float(1.0 - bad.mean()), weights_missing_eps=int(bad.sum()),
+              max_weight_error=float(errors.max()),
+              worst_missing_error=float(errors[bad].max()) if bad.any() else 0.0,
+              mean_weight_error=float(errors.mean()))
+
+
+# --------------------------------------------------------------------------------------
+# The run: prepare, one row per variant x objective, write.
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Run:
+  """What every row of one run shares."""
+
+  config: ml_collections.ConfigDict
+  out_dir: str
+  test_ds: data_lib.Dataset
+  kernels: list  # the target's kernels
+  sizes: tuple | None  # MLP layer sizes (None for LeNet5)
+  common: dict  # the fields every row carries
+  rows: list = dataclasses.field(default_factory=list)
+
+  @property
+  def epsilon(self) -> float:
+    return float(self.config.epsilon)
+
+  @property
+  def objectives(self) -> tuple[str, ...]:
+    return checks.names(self.config.objectives)
+
+
+def _check_target_fits(config, kernels, test_ds) -> tuple | None:
+  """The target's layer sizes (None for LeNet5), after checking that it reads the test
+  images and that the network variant can run on it (before any solving)."""
+  is_mlp = all(k.ndim == 2 for k in kernels)
+  sizes = None
+  if is_mlp:
+    sizes = construction.target_layer_sizes(kernels)
+    if sizes[0] != int(np.prod(test_ds.images.shape[1:])):
+      raise ValueError(f"target input size {sizes[0]} does not match {config.dataset}'s "
+                       f"{int(np.prod(test_ds.images.shape[1:]))} pixels")
+  elif test_ds.images.shape[1:] != (*data_lib.IMAGE_SHAPE, 1):  # LeNet5 fixes its input
+    raise ValueError(f"LeNet5 needs (28, 28, 1) images, {config.dataset} has "
+                     f"{test_ds.images.shape[1:]}")
+  if "network" in checks.names(config.variants):
+    if not is_mlp:
+      raise checks.ConfigError("variants", "the network variant is available for FC2/FC4 "
+                               "(MLP) targets only (Theorem 1's construction is for ReLU MLPs)")
+    try:
+      sizing.layer_caps(config.network.max_half, len(kernels))
+    except ValueError as e:
+      raise checks.ConfigError("network.max_half", str(e)) from None
+  return sizes
+
+
+def _common_fields(config, kernels, sizes, target_info, test_ds) -> dict:
+  """The target's measurements (accuracy included) and the config, shared by every row."""
+  target_params = sum(int(k.size) for k in kernels)
+  all_w = np.concatenate([np.asarray(k).reshape(-1) for k in kernels])
+  t0 = time.perf_counter()
+  target_acc = kernels_accuracy(kernels, test_ds, config.eval_batch_size)
+  logging.info("target %s: layer sizes %s, %d weights in [%.4f, %.4f], test accuracy %.4f "
+               "(%d examples, %.1f s)", target_info["source"],
+               sizes or [tuple(k.shape) for k in kernels], target_params,
+               all_w.min(), all_w.max(), target_acc, len(test_ds.labels),
+               time.perf_counter() - t0)
+  return dict(model=config.target.model if not config.target.npz else "npz",
+              layer_sizes=list(sizes) if sizes else None,
+              kernel_shapes=[list(k.shape) for k in kernels], dataset=config.dataset,
+              test_examples=len(test_ds.labels), epsilon=float(config.epsilon),
+              target_params=target_params,
+              target_weight_range=[float(all_w.min()), float(all_w.max())],
+              target_accuracy=target_acc, target=target_info, config=config.to_dict())
+
+
+def _prepare(config, out_dir: str, overwrite: bool) -> _Run:
+  """Validates, readies ``out_dir``, loads the test set and the target."""
+  checks.validate_config(config)
+  if config.download:  # opt-in; before out_dir is touched, so a failed fetch leaves nothing
+    data_lib.resolve_data_dir(config.dataset, _data_dir(config), download=True,
+                              base_url=config.download_url or None)
+  files.prepare_out_dir(out_dir, overwrite)  # a non-empty out_dir needs overwrite
+  test_ds = _test_set(config)
+  kernels, target_info = load_target(config, workdir=out_dir)
+  sizes = _check_target_fits(config, kernels, test_ds)
+  common = _common_fields(config, kernels, sizes, target_info, test_ds)
+  return _Run(config, out_dir, test_ds, kernels, sizes, common)
+
+
+def _add_row(run: _Run, row: dict, ticket, solve_seconds: float, evaluate) -> None:
+  """Measures ``ticket`` into ``row``, appends it and rewrites ``results.jsonl``."""
+  target_params = run.common["target_params"]
+  t_eval = time.perf_counter()
+  row.update(evaluate())
+  row["eval_seconds"] = time.perf_counter() - t_eval
+  row.update(_ticket_stats(ticket, run.epsilon))
+  row.update(solve_seconds=solve_seconds, remaining_params=int(ticket.num_params_kept),
+             initial_params=int(ticket.num_params_random),
+             remaining_ratio=int(ticket.num_params_kept) / target_params,
+             initial_ratio=int(ticket.num_params_random) / target_params,
+             peak_rss_mb=peak_rss_mb(), **run.common)
+  files.check_finite_rows([row], [k for k, v in row.items() if isinstance(v, float)])
+  run.rows.append(row)
+  files.write_jsonl(os.path.join(run.out_dir, RESULTS_FILE), run.rows)
+  logging.info("%s/%s: %d of %d weights within eps (worst error %.3g), remaining %d "
+               "params (%.2fx target), ticket accuracy %.4f (target %.4f), solve %.1f s",
+               row["variant"], row["objective"], target_params - row["weights_missing_eps"],
+               target_params, row["max_weight_error"], row["remaining_params"],
+               row["remaining_ratio"], row["ticket_accuracy"],
+               run.common["target_accuracy"], solve_seconds)
+
+
+def _direct_rows(run: _Run) -> None:
+  config = run.config
+  n = int(config.direct.copies)
+  coefs = direct_coefficients(config.seed, run.kernels, n)  # = fold_in(key, 1), as the benchmark
+  for objective in run.objectives:
+    t0 = time.perf_counter()
+    ticket = direct_ticket(run.kernels, coefs, objective=objective, epsilon=run.epsilon,
+                           block_keys=config.solver.block_keys)
+    jax.block_until_ready(ticket)
+    solve = time.perf_counter() - t0
+    row = dict(variant="direct", objective=objective, copies=n,
+               coefficient_range=[float(coefs.low), float(coefs.high)])
+    if run.sizes == (784, 500, 10):  # the paper's FC2
+      row["paper"] = PAPER_FC2_DIRECT
+    _add_row(run, row, ticket, solve, lambda t=ticket: dict(
+        ticket_accuracy=ticket_accuracy(t, run.test_ds, batch_size=config.eval_batch_size)))
+
+
+def _network_evaluation(run: _Run, net, ticket) -> dict:
+  nc = run.config.network
+  out = dict(ticket_accuracy=ticket_accuracy(ticket, run.test_ds, net=net,
+                                             batch_size=run.config.eval_batch_size))
+  if nc.dense_check_batch:
+    diff = dense_check(net, ticket, run.test_ds.images[:nc.dense_check_batch])
+    if not diff <= 1e-4:
+      logging.error("structured and dense forward passes differ: rel. diff %.3g", diff)
+    out["dense_check_rel_diff"] = diff
+  else:
+    out["dense_check_rel_diff"] = None
+  return out
+
+
+def _network_rows(run: _Run) -> None:
+  config, nc = run.config, run.config.network
+  search = sizing.search_copies(
+      jax.random.fold_in(jax.random.PRNGKey(config.seed), 2), run.kernels, nc.copies,
+      epsilon=run.epsilon, max_half=sizing.layer_caps(nc.max_half, len(run.kernels)),
+      distribution=nc.distribution,
+      max_instance=min(objectives.objective_max_n(o) for o in run.objectives),
+      block_keys=config.solver.block_keys)
+  net = search.net
+  logging.info("network: copies per layer %s (max_half %s), random network %d params, "
+               "search %.1f s", search.copies, search.max_half, rn.num_params(net),
+               search.seconds)
+  for objective in run.objectives:
+    t0 = time.perf_counter()
+    ticket = sizing.network_ticket(net, run.kernels, objective=objective, epsilon=run.epsilon,
+                                   max_half=list(search.max_half),
+                                   block_keys=config.solver.block_keys)
+    jax.block_until_ready(ticket)
+    solve = time.perf_counter() - t0
+    row = dict(variant="network", objective=objective, copies=list(search.copies),
+               max_half=list(search.max_half), distribution=nc.distribution,
+               hidden_widths=[c * d for c, d in zip(search.copies, run.sizes[:-1])],
+               copies_search=search.log, search_seconds=search.seconds)
+    _add_row(run, row, ticket, solve,
+             lambda t=ticket: _network_evaluation(run, net, t))
+
+
+def run_experiment1(config: ml_collections.ConfigDict, out_dir: str, *,
+                    overwrite: bool = False) -> list[dict]:
+  """Runs Experiment 1 and writes ``results.jsonl`` (one row per variant x objective,
+  rewritten atomically after each row), ``table.txt`` and, last, ``done.json`` to
+  ``out_dir``.
+
+  Raises FileExistsError if ``out_dir`` is a non-empty directory and not ``overwrite``
+  (with ``overwrite`` it is emptied first).
+  Returns the rows (dicts; see ``report.tables.format_experiment1_table`` for the columns).
+  """
+  run = _prepare(config, out_dir, overwrite)
+  variants = checks.names(config.variants)
+  if "direct" in variants:
+    _direct_rows(run)
+  if "network" in variants:
+    _network_rows(run)
+  table = tables.format_experiment1_table(run.rows)
+  files.atomic_write_text(os.path.join(out_dir, TABLE_FILE), table + "\n")
+  files.mark_done(out_dir, dict(rows=len(run.rows)))
+  print(table, flush=True)
+  return run.rows
