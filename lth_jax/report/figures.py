@@ -20,6 +20,15 @@ from lth_jax import theory
 _COLORS = {"network": "tab:blue", "direct": "tab:green", "single": "tab:red"}
 
 
+def _finish(fig, path, tight: bool = True):
+  """Lays ``fig`` out, saves it to ``path`` if given; returns it."""
+  if tight:
+    fig.tight_layout()
+  if path is not None:
+    files_lib.save_figure(fig, path)
+  return fig
+
+
 def _agg() -> None:
   """The non-interactive backend: a figure that is saved is never shown."""
   import matplotlib
@@ -64,10 +73,7 @@ def plot_error_vs_copies(named_results, path=None, epsilon=None):
   axes.flat[0].legend(fontsize=7, loc="lower left")
   fig.suptitle("SubsetSum tickets: error falls exponentially in n (network, direct); "
                "best single unit: ~1/n", fontsize=11)
-  fig.tight_layout()
-  if path is not None:
-    files_lib.save_figure(fig, path)
-  return fig
+  return _finish(fig, path)
 
 
 def plot_overparam_vs_d(named_results, summary, epsilon, path=None):
@@ -128,10 +134,7 @@ def plot_overparam_vs_d(named_results, summary, epsilon, path=None):
   ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
   ax.set_title("copies per input needed vs target width d: measured, and the construction's "
                "C log2(d^2/eps)", fontsize=9)
-  fig.tight_layout()
-  if path is not None:
-    files_lib.save_figure(fig, path)
-  return fig
+  return _finish(fig, path)
 
 
 def plot_coverage(curves: dict[str, Sequence[lueker.Coverage]], constants: dict[str, float],
@@ -191,9 +194,7 @@ def plot_lueker_check(coverage: Sequence[lueker.Coverage], epsilon: float, path=
   ax = plot_coverage(curves, {"uniform": theory.C_LUEKER_UNIFORM,
                               "products": theory.C_LUEKER_HALF})
   ax.set_title(f"Lueker check: every z in [-1,1] within {epsilon:g}", fontsize=10)
-  if path is not None:
-    files_lib.save_figure(ax.figure, path)
-  return ax.figure
+  return _finish(ax.figure, path, tight=False)
 
 
 def close(fig) -> None:
