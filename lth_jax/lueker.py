@@ -40,7 +40,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import chex
@@ -195,57 +194,3 @@ def binomial_tolerance(p_ref: float, trials: int, reference_trials: int = 100,
   with ``trials``, the reference's with ``reference_trials``), floored at one trial's share."""
   var = p_ref * (1 - p_ref) * (1.0 / trials + 1.0 / reference_trials)
   return max(sigmas * math.sqrt(var), 1.0 / min(trials, reference_trials))
-
-
-def coverage_curve(key: chex.PRNGKey, sizes: Sequence[int], kind: str, **kwargs
-                   ) -> list[Coverage]:
-  """``coverage`` for each ``n`` in ``sizes`` (independent keys ``fold_in(key, n)``)."""
-  return [coverage(jax.random.fold_in(key, n), n, kind, **kwargs) for n in sizes]
-
-
-def plot_coverage(curves: dict[str, Sequence[Coverage]], constants: dict[str, float],
-                  ax=None, reference: bool = True):
-  """Coverage vs n per kind, the reference values, and ``n = C log2(1/eps)`` lines.
-
-  Args:
-    curves: kind -> list of ``Coverage`` (same epsilon).
-    constants: kind -> C (the vertical line ``n = C log2(1/epsilon)``).
-  Returns:
-    the matplotlib Axes.
-  """
-  import matplotlib.pyplot as plt  # local: plotting is optional
-  if ax is None:
-    _, ax = plt.subplots(figsize=(6.4, 4.2))
-  colors = {"uniform": "tab:blue", "products": "tab:orange"}
-  labels = {"uniform": "U[-1,1]", "products": "v*u over the u>0 copies (one sign half)"}
-  eps = None
-  for kind, curve in curves.items():
-    if not curve:
-      continue
-    eps = curve[0].epsilon
-    ns = [c.n for c in curve]
-    lo = np.asarray([c.covered for c in curve])
-    hi = np.asarray([c.covered_upper for c in curve])
-    ax.plot(ns, hi, "o-", color=colors.get(kind), label=f"{labels.get(kind, kind)} "
-            f"({curve[0].trials} trials)")
-    if np.any(hi > lo):
-      ax.fill_between(ns, lo, hi, color=colors.get(kind), alpha=0.25, lw=0)
-    if reference and kind in REFERENCE:
-      ref = REFERENCE[kind]
-      ax.plot(list(ref), list(ref.values()), "x", ms=9, mew=2, color=colors.get(kind),
-              label=f"{labels.get(kind, kind)}: SPEC reference")
-    if kind in constants and eps:
-      n_line = constants[kind] * math.log2(1 / eps)
-      ax.axvline(n_line, ls="--", color=colors.get(kind), alpha=0.7)
-      ax.text(n_line, 0.5, f" C={constants[kind]:g}: n={n_line:.1f} ", color=colors.get(kind),
-              rotation=90, va="bottom", ha="right", fontsize=8)
-  if eps:
-    scale = math.log2(1 / eps)
-    top = ax.secondary_xaxis("top", functions=(lambda n: n / scale, lambda c: c * scale))
-    top.set_xlabel(f"C = n / log2(1/eps)  (eps = {eps:g})")
-  ax.set_xlabel("n (copies; uniform: coefficients)")
-  ax.set_ylabel(f"P(every z in [-1,1] within {eps:g} of a subset sum)" if eps else "coverage")
-  ax.set_ylim(-0.02, 1.02)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
-  return ax

@@ -1,14 +1,9 @@
 """Sweeps as one XLA program: one trace, equality with find_ticket, sane measurements,
-parameter counts, the summary's theory columns, the entry point (quick preset, done marker,
-sharded and multi-process runs, bad flags, out-dir guard)."""
+parameter counts. (The summary table: test_report.py; the driver and entry point:
+test_run_sweep.py; the flag loader: test_flags.py.)"""
 
 import importlib
 import json
-import os
-import pathlib
-import socket
-import subprocess
-import sys
 
 import chex
 import jax
@@ -19,14 +14,13 @@ import pytest
 from lth_jax import construction
 from lth_jax import evaluation
 from lth_jax import random_net as rn
-from lth_jax import files as files_lib
 from lth_jax import subset_sum
 from lth_jax.configs import sweep as sweep_configs
+from lth_jax.run import sweep as run_sweep
 
 # The module (lth_jax.sweep is also the name of the re-exported sweep() function).
 sweep_lib = importlib.import_module("lth_jax.sweep")
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 STATIC = ("specs", "num_seeds", "opts")
 # Tiny grids: compile time is everything, so XLA's backend optimisation is switched off.
 FAST = dict(num_points=64, ascent_steps=5,
@@ -78,7 +72,7 @@ def test_multi_target_all_methods_grid_with_entry_point_options_is_one_compile(m
   several targets x every method, still one trace, one executable, one solver call."""
   config = sweep_configs.get_config("quick")
   config.sweep.num_points, config.sweep.ascent_steps = 16, 2  # tiny; same code path
-  kwargs = sweep_lib.sweep_kwargs(config)
+  kwargs = run_sweep.sweep_kwargs(config)
   assert kwargs["compiler_options"] == {"xla_backend_optimization_level": 0}
   calls = []
   real_solve = subset_sum.solve_subset_sum
@@ -212,40 +206,6 @@ def test_rows_and_copies_needed(grid):
   np.testing.assert_array_equal(fake.widths, [3, 6, 12, 20])
 
 
-def test_summary_parameter_columns(grid):
-  _, _, res = grid
-  named = [("a6x6", res[0]), ("b5x4x3", res[1])]
-  eps = 0.05
-  summary = sweep_lib.summary_rows(named, eps)
-  table = sweep_lib.format_summary_table(summary).splitlines()
-  assert "LB P" in table[2] and "params" in table[1]
-  from lth_jax import theory
-  for row in summary:
-    r = dict(named)[row["target"]][row["method"]]
-    sizes, method = tuple(row["layer_sizes"]), row["method"]
-    const = theory.C_DIRECT if method == "direct" else theory.C_NETWORK
-    theory_size = theory.construction_size(sizes, eps, const, method)
-    assert row["theory_params"] == theory_size.params
-    assert row["theory_copies"] == list(theory_size.copies)
-    assert row["lower_bound_params"] == pytest.approx(sum(
-        theory.counting_lower_bound(a, b, eps).params for a, b in zip(sizes[:-1], sizes[1:])))
-    needed = sweep_lib.copies_needed(r, eps)
-    if row["copies_needed_median"] is None:
-      assert row["params_needed_median"] is None
-      expect = f">{max(r.params_random)}"
-    else:
-      # the measured random object at each seed's copies needed = the theory's count there
-      per_seed = [theory.random_params(sizes, int(n), method) if np.isfinite(n) else np.inf
-                  for n in needed]
-      assert row["params_needed_median"] == pytest.approx(np.median(per_seed))
-      expect = f"{row['params_needed_median']:.0f}"
-    line = next(l for l in table if l.startswith(f"{row['target']:<18} {method:<8}"))
-    params = line.split("|")[1].split()
-    assert params == [expect, str(row["theory_params"]), f"{row['lower_bound_params']:.0f}"]
-  # the lower bound never exceeds what the construction uses
-  assert all(row["lower_bound_params"] < row["theory_params"] for row in summary)
-
-
 def test_host_bound_matches_evaluation_bound():
   target = sweep_lib.random_target(jax.random.key(1), (5, 4, 3))
   errs = [jnp.abs(jax.random.normal(jax.random.key(i), k.shape)) * 1e-2
@@ -285,168 +245,3 @@ def test_bad_arguments(kwargs, match):
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
     sweep_lib.sweep(**args)
-
-
-def _run(args, cwd=REPO, env=None):
-  env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
-  return subprocess.Popen([sys.executable, "-m", "experiments.sweep", *args], cwd=cwd,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def test_entry_point_quick_preset_writes_jsonl_and_png(tmp_path):
-  out = tmp_path / "quick"
-  proc = _run(["--config=lth_jax/configs/sweep.py:quick", f"--out_dir={out}"])
-  stdout, stderr = proc.communicate(timeout=600)
-  assert proc.returncode == 0, stderr[-3000:]
-  rows = files_lib.read_jsonl(out / "results.jsonl")
-  config = sweep_configs.get_config("quick")
-  per_target = sum(len(config.sweep.direct_widths if m == "direct" else config.sweep.widths)
-                   for m in config.sweep.methods) * config.sweep.num_seeds
-  assert len(rows) == per_target * len(config.targets.sizes)
-  assert rows[0]["config"]["preset"] == "quick"
-  assert {"sup_error", "max_weight_error", "fraction_within_epsilon", "params_random",
-          "params_kept", "width_factor", "experiment", "width", "seed"} <= set(rows[0])
-  for name in ("error_vs_copies.png", "overparam_vs_d.png", "lueker.png"):
-    assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  assert "copies per input needed" in stdout and "LB P" in stdout
-  last = [line for line in stderr.splitlines() if line.strip()][-1]
-  assert last.endswith(str(out)), last
-  # The completion marker, written last, lists every other output file.
-  done = json.loads((out / sweep_lib.DONE_FILE).read_text())
-  assert done["preset"] == "quick" and not done["sharded"]
-  assert done["files"] == sorted(p.name for p in out.iterdir() if p.name != "done.json")
-  assert (out / "done.json").stat().st_mtime >= max(p.stat().st_mtime for p in out.iterdir())
-
-
-# A small grid (one 2-3-2 target, every method, 2 seeds) for the multi-device runs.
-SMALL = ["--config=lth_jax/configs/sweep.py:quick", "--config.lueker.trials=0",
-         "--config.targets.sizes=((2,3,2),)", "--config.sweep.widths=(2,4)",
-         "--config.sweep.direct_widths=(2,4)", "--config.sweep.num_points=16"]
-TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-
-
-def _finish(proc):
-  _, stderr = proc.communicate(timeout=300)
-  assert proc.returncode == 0, stderr[-3000:]
-  return stderr
-
-
-def _assert_same_rows(out_a, out_b):
-  """Equal results.jsonl: solver-derived numbers bit for bit, float32 grid reductions up
-  to their last bits (XLA vectorises them by the per-device shape; lth_jax.distributed)."""
-  key = lambda r: (r["experiment"], r["method"], r["width"], r["seed"])
-  rows_a, rows_b = (sorted(files_lib.read_jsonl(o / "results.jsonl"), key=key)
-                    for o in (out_a, out_b))
-  assert len(rows_a) == len(rows_b) > 0
-  for a, b in zip(rows_a, rows_b):
-    assert key(a) == key(b)
-    for field in ("max_weight_error", "fraction_within_epsilon", "params_kept",
-                  "params_random", "width_factor", "param_factor"):
-      assert a[field] == b[field], (key(a), field, a[field], b[field])
-    for field in ("mean_weight_error", "sup_error", "bound"):
-      np.testing.assert_allclose(a[field], b[field], rtol=1e-5, err_msg=f"{key(a)} {field}")
-
-
-@pytest.fixture(scope="module")
-def small_unsharded(tmp_path_factory):
-  out = tmp_path_factory.mktemp("small") / "plain"
-  stderr = _finish(_run([*SMALL, f"--out_dir={out}"], env=TWO_DEVICES))
-  assert "seeds split" not in stderr
-  return out
-
-
-def test_entry_point_sharded_over_two_devices_equals_unsharded(tmp_path, small_unsharded):
-  """--config.devices.shard=True on 2 forced CPU devices splits the seeds over both and
-  gives the unsharded run's results."""
-  out = tmp_path / "sharded"
-  stderr = _finish(_run([*SMALL, "--config.devices.shard=True", f"--out_dir={out}"],
-                        env=TWO_DEVICES))
-  assert "seeds split over 2 devices (1 process(es))" in stderr
-  done = json.loads((out / "done.json").read_text())
-  assert done["sharded"] and done["devices"] == 2 and done["processes"] == 1
-  _assert_same_rows(out, small_unsharded)
-
-
-def test_entry_point_two_processes_distributed_equals_unsharded(tmp_path, small_unsharded):
-  """--config.devices.distributed=True with 2 local processes (1 CPU device each, Gloo):
-  jax.distributed.initialize, the seeds split over both processes' devices, only process 0
-  prints and writes, and the results equal the unsharded run's."""
-  with socket.socket() as sock:  # a free port for the coordinator
-    sock.bind(("localhost", 0))
-    port = sock.getsockname()[1]
-  out = tmp_path / "distributed"
-  procs = [_run([*SMALL, "--config.devices.distributed=True",
-                 f"--config.devices.coordinator_address=localhost:{port}",
-                 "--config.devices.num_processes=2", f"--config.devices.process_id={i}",
-                 f"--out_dir={out}"], env={"JAX_PLATFORMS": "cpu"}) for i in range(2)]
-  outputs = [proc.communicate(timeout=300) for proc in procs]
-  for proc, (_, stderr) in zip(procs, outputs):
-    assert proc.returncode == 0, stderr[-3000:]
-    assert "seeds split over 2 devices (2 process(es))" in stderr
-  # process 0 prints the tables (Gloo's own connection message aside)
-  assert "copies per input needed" in outputs[0][0]
-  assert "copies per input needed" not in outputs[1][0] and "target " not in outputs[1][0]
-  assert "output directory" in outputs[0][1] and "output directory" not in outputs[1][1]
-  done = json.loads((out / "done.json").read_text())
-  assert done["processes"] == 2 and done["devices"] == 2
-  _assert_same_rows(out, small_unsharded)
-
-
-def test_entry_point_bad_flags_and_guard_are_one_line_errors(tmp_path):
-  full = tmp_path / "full"
-  full.mkdir()
-  (full / "keep.txt").write_text("precious")
-  quick = "--config=lth_jax/configs/sweep.py:quick"
-  # flag -> (arguments, the start of the one-line error)
-  cases = {
-      "--config.sweep.widths": ([quick, "--config.sweep.widths=(2,-4)"], "widths must be positive"),
-      "--config.sweep.epsilon": ([quick, "--config.sweep.epsilon=1.5"], "must be in (0, 1)"),
-      "--config.sweep.methods": ([quick, "--config.sweep.methods=('network','greedy')"],
-                                 "unknown method"),
-      "--config.data.name": ([quick, "--config.data.name=cifar"], "unknown dataset"),
-      # ml_collections resolves these while defining / parsing the flag (was a traceback):
-      "--config.sweep.foo": (["--config.sweep.foo=1"], "unknown field 'foo' in config.sweep"),
-      "--config.bar.baz": ([quick, "--config.bar.baz=1"], "unknown field 'bar' in config "),
-      "--config": (["--config=lth_jax/configs/sweep.py:nope"],
-                   "unknown preset 'nope' (choose from default, quick, paper, lueker)"),
-      # no upper bound used to start an endless job
-      "--config.lueker.uniform_sizes": (["--config.lueker.uniform_sizes=(60,)"],
-                                        "sizes at most 36"),
-      "--config.lueker.product_sizes": ([quick, "--config.lueker.product_sizes=(44,54)"],
-                                        "sizes at most 53"),
-      "--overwrite": ([quick], "output directory"),
-  }
-  procs = {}
-  for flag, (args, _) in cases.items():
-    out = full if flag == "--overwrite" else tmp_path / flag.strip("-")
-    procs[flag] = _run([*args, f"--out_dir={out}"])
-  for flag, proc in procs.items():
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode != 0, flag
-    assert "Traceback" not in stderr and "FATAL" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    if flag == "--overwrite":
-      assert lines[-1].startswith("error: output directory") and flag in lines[-1], lines[-1]
-    else:
-      assert lines[-1].startswith(f"error: {flag}: {cases[flag][1]}"), (flag, lines[-1])
-      assert not (tmp_path / flag.strip("-")).exists(), flag  # nothing ran
-  assert (full / "keep.txt").read_text() == "precious"
-
-
-def test_check_config_args_names_unknown_fields_and_presets():
-  default = str(REPO / "lth_jax" / "configs" / "sweep.py") + ":default"
-  check = lambda *args: sweep_lib.check_config_args(["prog", *args], default)
-  check("--config.sweep.widths=(2,4)", "--noconfig.devices.shard", "--out_dir=x")  # known
-  check("--config", default.replace(":default", ":quick"), "--config.lueker.trials=0")
-  with pytest.raises(ValueError, match=r"^config\.sweep\.foo: unknown field 'foo' in "
-                     r"config\.sweep \(fields: ascent_steps, direct_widths, "):
-    check("--config.sweep.foo=1")
-  with pytest.raises(ValueError, match=r"^config\.seed\.x: config\.seed is a value \(int\)"):
-    check("--config.seed.x", "1")
-  with pytest.raises(ValueError, match=r"^config: unknown preset 'nope' \(choose from "
-                     r"default, quick, paper, lueker\)$"):
-    check("--config=" + default.replace(":default", ":nope"))
-  with pytest.raises(ValueError, match=r"^config: cannot load .*No such file"):
-    check("--config=/no/such/config.py")
-  # after "--" nothing is a flag
-  check("--", "--config.sweep.foo=1")

@@ -21,12 +21,10 @@ import ml_collections
 PRESETS = ("default", "quick", "paper", "lueker")
 
 
-def get_config(preset: str = "default") -> ml_collections.ConfigDict:
-  preset = preset or "default"
-  if preset not in PRESETS:
-    raise ValueError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+def _base() -> ml_collections.ConfigDict:
+  """The "default" preset; the others override some of its fields (``_OVERRIDES``)."""
   c = ml_collections.ConfigDict()
-  c.preset = preset
+  c.preset = "default"
   c.seed = 0  # targets, random networks, coefficients and evaluation points derive from it
 
   c.sweep = ml_collections.ConfigDict()
@@ -79,36 +77,56 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.devices.coordinator_address = ""  # "host:port" of process 0 ("": from the environment)
   c.devices.num_processes = 0         # 0: from the environment
   c.devices.process_id = -1           # -1: from the environment
+  return c
 
-  if preset == "quick":
-    c.sweep.widths = (2, 4, 8)
-    c.sweep.direct_widths = (2, 4, 6)  # 6 = default_max_half(8): one solver size
-    c.sweep.num_seeds = 2
-    c.sweep.num_points = 64
-    c.sweep.ascent_steps = 3
-    c.sweep.xla_opt_level = 0  # tiny grid: compile time is everything
-    c.targets.sizes = ((3, 3), (4, 2))
-    c.lueker.trials = 8
-    c.lueker.epsilon = 0.05
-    c.lueker.uniform_sizes = (6,)
-    c.lueker.product_sizes = ()
-    c.lueker.spacing = 0.0125
-  elif preset == "paper":
-    c.sweep.widths = (4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48)
-    c.sweep.direct_widths = tuple(range(2, 25))
-    c.sweep.num_seeds = 10
-    c.sweep.num_points = 4096
-    c.sweep.ascent_steps = 50
-    c.sweep.xla_opt_level = -1
-    c.targets.sizes = ((4, 4), (8, 8), (16, 16), (32, 32), (16, 16, 16, 16))
-    c.lueker.trials = 100
-    c.lueker.uniform_sizes = (4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24)
-    c.lueker.product_sizes = (12, 16, 20, 24, 28, 32, 36, 40, 44)
-  elif preset == "lueker":
-    c.sweep.methods = ()
-    c.targets.sizes = ()
-    # SPEC section 2's reference sizes (lueker.REFERENCE), 100 trials as there.
-    c.lueker.trials = 100
-    c.lueker.uniform_sizes = (12, 16, 20)
-    c.lueker.product_sizes = (20, 28, 36, 44)
+
+# preset -> {"group.field": value} replacing the default's values.
+_OVERRIDES = {
+    "default": {},
+    "quick": {
+        "sweep.widths": (2, 4, 8),
+        "sweep.direct_widths": (2, 4, 6),  # 6 = default_max_half(8): one solver size
+        "sweep.num_seeds": 2,
+        "sweep.num_points": 64,
+        "sweep.ascent_steps": 3,
+        "sweep.xla_opt_level": 0,  # tiny grid: compile time is everything
+        "targets.sizes": ((3, 3), (4, 2)),
+        "lueker.trials": 8,
+        "lueker.epsilon": 0.05,
+        "lueker.uniform_sizes": (6,),
+        "lueker.product_sizes": (),
+        "lueker.spacing": 0.0125,
+    },
+    "paper": {
+        "sweep.widths": (4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48),
+        "sweep.direct_widths": tuple(range(2, 25)),
+        "sweep.num_seeds": 10,
+        "sweep.num_points": 4096,
+        "sweep.ascent_steps": 50,
+        "sweep.xla_opt_level": -1,
+        "targets.sizes": ((4, 4), (8, 8), (16, 16), (32, 32), (16, 16, 16, 16)),
+        "lueker.trials": 100,
+        "lueker.uniform_sizes": (4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24),
+        "lueker.product_sizes": (12, 16, 20, 24, 28, 32, 36, 40, 44),
+    },
+    "lueker": {
+        "sweep.methods": (),
+        "targets.sizes": (),
+        # SPEC section 2's reference sizes (lueker.REFERENCE), 100 trials as there.
+        "lueker.trials": 100,
+        "lueker.uniform_sizes": (12, 16, 20),
+        "lueker.product_sizes": (20, 28, 36, 44),
+    },
+}
+
+
+def get_config(preset: str = "default") -> ml_collections.ConfigDict:
+  preset = preset or "default"
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+  c = _base()
+  c.preset = preset
+  for path, value in _OVERRIDES[preset].items():
+    group, field = path.split(".")
+    c[group][field] = value
   return c

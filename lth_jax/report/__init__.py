@@ -1,1 +1,3 @@
-"""Report stage: text tables and figures of every experiment."""
+"""Reports: text tables (``tables``) and figures (``figures``, the only matplotlib user)
+of the experiments' results. Imports only the stages below it; writes nothing itself
+except the figures' PNGs through ``lth_jax.files``."""

@@ -1,0 +1,354 @@
+"""The driver behind ``python -m experiments.sweep``: config in, files out.
+
+``run_experiment(config, out_dir)`` checks the config (``validate_config``), builds the
+targets (random ones, an npz file, or one trained on a dataset), runs every target's width
+x seed grid as one XLA program (``lth_jax.sweep.sweep_targets``), the Lueker coverage check,
+and writes the rows, the summary, the tables' data and the figures (``lth_jax.report``),
+then ``done.json``. Presets: ``lth_jax/configs/sweep.py``. Callable from a notebook.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+
+from lth_jax import construction
+from lth_jax import data as data_lib
+from lth_jax import distributed
+from lth_jax import files as files_lib
+from lth_jax import lueker
+from lth_jax import models
+from lth_jax import progress as progress_lib
+from lth_jax import random_net as rn
+from lth_jax import subset_sum
+from lth_jax import sweep as sweep_lib
+from lth_jax import targets as targets_lib
+from lth_jax import training
+from lth_jax.report import figures
+from lth_jax.report import tables
+from lth_jax.run import common
+from lth_jax.run.common import ConfigError
+
+DATASETS = ("fashion_mnist", "mnist", "kmnist", "synthetic")
+# Measurements that must be finite in every written row (None: does not apply).
+_FINITE = ("max_weight_error", "mean_weight_error", "fraction_within_epsilon", "sup_error",
+           "bound", "accuracy")
+
+
+# --------------------------------------------------------------------------------------
+# The config.
+# --------------------------------------------------------------------------------------
+
+
+def _check_sweep(sw) -> None:
+  common.distinct_names("sweep.methods", sw.methods, construction.METHODS, "method")
+  for field in ("widths", "direct_widths"):
+    common.int_tuple(f"sweep.{field}", sw[field], "widths", nonempty=bool(sw.methods))
+  if "direct" in sw.methods and max(sw.direct_widths) > subset_sum.MAX_N:
+    raise ConfigError("sweep.direct_widths", f"at most {subset_sum.MAX_N} coefficients per "
+                      f"weight (the solver's MAX_N), got {max(sw.direct_widths)}")
+  common.float_in("sweep.epsilon", sw.epsilon, 0.0, 1.0)
+  common.int_in("sweep.num_seeds", sw.num_seeds, 1)
+  if sw.num_points < 1 or sw.ascent_steps < 0 or sw.eval_batch < 1:
+    raise ConfigError("sweep.num_points",
+                      "num_points and eval_batch must be positive, ascent_steps >= 0")
+  common.int_in("sweep.max_half", sw.max_half, 0, subset_sum.MAX_N, "0: default")
+  common.one_of("sweep.distribution", sw.distribution, rn.DISTRIBUTIONS)
+  common.int_in("sweep.xla_opt_level", sw.xla_opt_level, -1, 3, "-1: XLA default")
+
+
+def _check_targets_and_data(config) -> None:
+  t = config.targets
+  for sizes in t.sizes:
+    if len(sizes) < 2 or any(not isinstance(d, int) or d < 1 for d in sizes):
+      raise ConfigError("targets.sizes",
+                        f"each target needs >= 2 positive layer sizes, got {sizes}")
+  common.float_in("targets.spectral_norm", t.spectral_norm, 0.0)
+  common.one_of("targets.npz_layout", t.npz_layout, ("torch", "jax"))
+  if t.npz:
+    common.existing_file("targets.npz", t.npz)
+  if config.data.name:
+    common.one_of("data.name", config.data.name, DATASETS + ("",), "dataset")
+    common.int_in("data.limit", config.data.limit, 1)
+
+
+def _check_lueker(lu) -> None:
+  common.int_in("lueker.trials", lu.trials, 0, note="0: skip")
+  if lu.trials:
+    common.float_in("lueker.epsilon", lu.epsilon, 0.0, 1.0)
+    if not 0.0 < lu.spacing < lu.epsilon:
+      raise ConfigError("lueker.spacing", f"must be in (0, lueker.epsilon), got {lu.spacing}")
+  # Sizes are checked even when the check is skipped: a bad one is a typo either way.
+  # Beyond the solver's size the check still runs (an exact reduction), but every extra
+  # coefficient doubles its cost: n = 60 would start a job of years.
+  for field, kind in (("uniform_sizes", "uniform"), ("product_sizes", "products")):
+    top = lueker.max_size(kind)
+    why = (f"the solver's MAX_N = {subset_sum.MAX_N}" if kind == "uniform" else
+           f"the expected largest sign half must fit the solver's MAX_N = {subset_sum.MAX_N}")
+    sizes = common.int_tuple(f"lueker.{field}", lu[field], "sizes", distinct=False,
+                             nonempty=False)
+    if any(n > top for n in sizes):
+      raise ConfigError(f"lueker.{field}", f"sizes at most {top} ({why}), got {sizes}")
+
+
+def validate_config(config) -> None:
+  """Raises ``ConfigError`` (``--config.<field>: <why>``) for the first bad field."""
+  sw = config.sweep
+  _check_sweep(sw)
+  _check_targets_and_data(config)
+  _check_lueker(config.lueker)
+  common.device_settings(config)
+  if not sw.methods and not config.lueker.trials:
+    raise ConfigError("sweep.methods", "nothing to do: no methods and lueker.trials = 0")
+  if sw.methods and not config.targets.sizes and not config.targets.npz and not config.data.name:
+    raise ConfigError("targets.sizes", "no targets: give sizes, an npz file or a dataset")
+
+
+def sweep_widths(config) -> dict[str, tuple[int, ...]]:
+  """``method -> widths`` of ``config.sweep`` (``"direct"`` has its own)."""
+  sw = config.sweep
+  widths = {"network": tuple(sw.widths), "single": tuple(sw.widths),
+            "direct": tuple(sw.direct_widths)}
+  return {m: widths[m] for m in sw.methods}
+
+
+def sweep_kwargs(config) -> dict:
+  """The keyword arguments ``run_experiment`` gives ``sweep_targets`` (all but ``dataset``
+  and ``mesh``), compiler options from ``config.sweep.xla_opt_level`` included."""
+  sw = config.sweep
+  return dict(key=jax.random.key(config.seed), epsilon=sw.epsilon, num_points=sw.num_points,
+              ascent_steps=sw.ascent_steps, max_half=sw.max_half or None,
+              distribution=sw.distribution, eval_batch=sw.eval_batch,
+              compiler_options=(None if sw.xla_opt_level < 0 else
+                                {"xla_backend_optimization_level": sw.xla_opt_level}))
+
+
+# --------------------------------------------------------------------------------------
+# Targets.
+# --------------------------------------------------------------------------------------
+
+
+def _target_name(sizes):
+  return "x".join(str(d) for d in sizes)
+
+
+def build_targets(config) -> list[tuple[str, list[jax.Array]]]:
+  """The random targets of ``config.targets.sizes`` (and the npz one), named by sizes."""
+  key = jax.random.fold_in(jax.random.key(config.seed), 1_000_003)
+  out = []
+  for i, sizes in enumerate(config.targets.sizes):
+    out.append((f"random_{_target_name(sizes)}",
+                sweep_lib.random_target(jax.random.fold_in(key, i), sizes,
+                                        config.targets.spectral_norm)))
+  if config.targets.npz and not config.data.name:
+    kernels = targets_lib.load_npz_target(os.path.expanduser(config.targets.npz),
+                                          config.targets.npz_layout)
+    out.append((f"npz_{_target_name(construction.target_layer_sizes(kernels))}", kernels))
+  return out
+
+
+def _data_target(config):
+  """(name, kernels, (images, labels)) for the dataset experiment."""
+  data_dir = os.path.expanduser(config.data.data_dir) if config.data.data_dir else None
+  test = data_lib.load_dataset(config.data.name, "test", data_dir, limit=config.data.limit,
+                               seed=config.seed)
+  if config.targets.npz:
+    kernels = targets_lib.load_npz_target(os.path.expanduser(config.targets.npz),
+                                          config.targets.npz_layout)
+    name = "npz"
+  else:
+    train = data_lib.load_dataset(config.data.name, "train", data_dir,
+                                  limit=config.data.train_limit, seed=config.seed)
+    model = models.MLP(tuple(config.data.train_hidden) + (10,))
+    logging.info("training a bias-free %s target on %s (%d examples, %d epochs)",
+                 "-".join(map(str, (784,) + tuple(model.widths))), config.data.name,
+                 len(train.labels), config.data.train_epochs)
+    params, _ = training.train_classifier(
+        model, train, None, epochs=config.data.train_epochs,
+        learning_rate=config.data.learning_rate, key=jax.random.key(config.seed), log_every=0)
+    kernels = models.kernels_from_params(params)
+    name = "trained"
+  kernels = [jnp.asarray(k, jnp.float32) for k in kernels]
+  sizes = construction.target_layer_sizes(kernels)
+  return (f"{name}_{config.data.name}_{_target_name(sizes)}", kernels,
+          (test.images.reshape(len(test.labels), -1), test.labels))
+
+
+# --------------------------------------------------------------------------------------
+# The work: grids and the Lueker check.
+# --------------------------------------------------------------------------------------
+
+
+def estimated_keys(sizes_list, widths, num_seeds, method, max_half=None) -> float:
+  """Sort keys the solver processes for a grid (the dominant cost; 0 for ``"single"``)."""
+  if method == "single":
+    return 0.0
+  m = sweep_lib.instance_size(method, widths, max_half)
+  per_instance = 2.0 ** ((m + 1) // 2 + 1)
+  weights = sum(sum(a * b for a, b in zip(s[:-1], s[1:])) for s in sizes_list)
+  halves = 2 if method == "network" else 1
+  return per_instance * weights * halves * len(widths) * num_seeds
+
+
+def _sweep_one(config, named, data, widths, kwargs):
+  """One program over the targets ``named`` ([(name, kernels)]); their per-method results."""
+  sw = config.sweep
+  sizes = [construction.target_layer_sizes(k) for _, k in named]
+  keys = sum(estimated_keys(sizes, widths[m], sw.num_seeds, m, sw.max_half or None)
+             for m in sw.methods)
+  points = sum(len(widths[m]) for m in sw.methods) * sw.num_seeds * len(named)
+  logging.info("sweep: %d targets (%s) x methods %s x %d seeds = %d grid points, ~%.2g "
+               "solver keys, as one XLA program (compiled once)", len(named),
+               ", ".join(n for n, _ in named), "/".join(sw.methods), sw.num_seeds, points, keys)
+  estimate = keys / 50e6 + 3 * len(named) + 5  # idle: 12 s, 5.7e8 keys, 4 targets
+  with progress_lib.Heartbeat("sweep program", estimate=estimate,
+                              interval=max(10.0, estimate / 20)):
+    return sweep_lib.sweep_targets([k for _, k in named], widths, sw.num_seeds,
+                                   tuple(sw.methods), dataset=data, **kwargs)
+
+
+def _run_sweeps(config, mesh) -> tuple[list, list[dict]]:
+  """Every target's grid: ``(named_results, rows)``; rows carry the config."""
+  kwargs = sweep_kwargs(config)
+  if mesh is not None:
+    kwargs["mesh"] = mesh
+  experiments = []  # (targets [(name, kernels)], dataset)
+  if config.sweep.methods:
+    named = build_targets(config)
+    if named:
+      experiments.append((named, None))
+    if config.data.name:
+      name, kernels, data = _data_target(config)
+      experiments.append(([(name, kernels)], data))
+  named_results, rows = [], []
+  cfg = files_lib.to_jsonable(config)
+  for named, data in experiments:
+    res = _sweep_one(config, named, data, sweep_widths(config), kwargs)
+    for (name, _), per_method in zip(named, res):
+      named_results.append((name, per_method))
+      for r in per_method.values():
+        rows += r.rows(experiment=name, config=cfg)
+  files_lib.check_finite_rows(rows, _FINITE)
+  return named_results, rows
+
+
+def run_lueker(config, progress=True):
+  """The Lueker coverage check of ``config.lueker``; list of ``lueker.Coverage``."""
+  lu = config.lueker
+  key = jax.random.fold_in(jax.random.key(config.seed), 2_000_003)
+  grid_points = len(lueker.grid(lu.epsilon, lu.spacing))
+  jobs = [("uniform", n) for n in lu.uniform_sizes] + [("products", n) for n in lu.product_sizes]
+
+  def cost(kind, n):
+    return lueker.solver_keys(lueker.instance_size(kind, n), lu.trials, grid_points)
+
+  total = sum(cost(k, n) for k, n in jobs)
+  meter = progress_lib.Progress(total, "lueker check", "solver keys",
+                                every=0.0 if progress else math.inf)
+  done, out = 0.0, []
+  for kind, n in jobs:
+    out.append(lueker.coverage(jax.random.fold_in(jax.random.fold_in(key, n), len(kind)), n,
+                               kind, trials=lu.trials, epsilon=lu.epsilon, spacing=lu.spacing))
+    done += cost(kind, n)
+    meter.update(done, note=f"{kind} n={n}: covered {out[-1].covered:.2f}")
+  return out
+
+
+# --------------------------------------------------------------------------------------
+# Outputs and the run.
+# --------------------------------------------------------------------------------------
+
+
+def _write_sweep(out, named_results, rows, summary, config) -> list[pathlib.Path]:
+  """results.jsonl, summary.json and the two sweep figures."""
+  cfg = files_lib.to_jsonable(config)
+  eps = config.sweep.epsilon
+  written = [files_lib.write_jsonl(out / "results.jsonl", rows),
+             files_lib.atomic_write_text(out / "summary.json", json.dumps(
+                 files_lib.to_jsonable(dict(config=cfg, summary=summary)), indent=1,
+                 sort_keys=True))]
+  figures.close(figures.plot_error_vs_copies(named_results, out / "error_vs_copies.png", eps))
+  written.append(out / "error_vs_copies.png")
+  single_layer = [(n, r) for n, r in named_results
+                  if len(next(iter(r.values())).layer_sizes) == 2]
+  figures.close(figures.plot_overparam_vs_d(
+      single_layer, [s for s in summary if len(s["layer_sizes"]) == 2], eps,
+      out / "overparam_vs_d.png"))
+  written.append(out / "overparam_vs_d.png")
+  return written
+
+
+def _write_lueker(out, coverage, config) -> list[pathlib.Path]:
+  """lueker.jsonl and lueker.png."""
+  cfg = files_lib.to_jsonable(config)
+  rows = [dict(kind=c.kind, n=c.n, epsilon=c.epsilon, trials=c.trials, spacing=c.spacing,
+               covered=c.covered, covered_upper=c.covered_upper,
+               reference=lueker.REFERENCE.get(c.kind, {}).get(c.n), config=cfg)
+          for c in coverage]
+  written = [files_lib.write_jsonl(out / "lueker.jsonl", rows)]
+  fig = figures.plot_lueker_check(coverage, config.lueker.epsilon, out / "lueker.png")
+  figures.close(fig)
+  written.append(out / "lueker.png")
+  return written
+
+
+def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
+  """Runs the sweep (and Lueker check) of ``config`` and writes into ``out_dir``:
+  ``results.jsonl`` (one row per target x method x width x seed, each with the config),
+  ``summary.json`` (copies needed vs theory), ``lueker.jsonl``, the PNG figures
+  ``error_vs_copies.png``, ``overparam_vs_d.png``, ``lueker.png``, and last ``done.json``
+  (the marker of a finished run: a directory without it holds a killed or failed run).
+
+  ``config.devices.shard``: every grid's seeds split over all devices
+  (``distributed.make_instance_mesh``); ``config.devices.distributed``: first
+  ``jax.distributed.initialize()`` (multi-host; implies ``shard``; arguments from the cluster
+  or ``config.devices.coordinator_address`` etc.). Every process computes everything (the
+  sharded programs need all of them); only process 0 prepares ``out_dir`` and writes files.
+
+  Returns:
+    a dict with ``results`` ([(name, {method: SweepResult})]), ``summary``, ``lueker``,
+    ``tables`` (text), ``files`` (those written by this process), ``seconds``, ``out_dir``
+    and ``primary`` (whether this process wrote them).
+  """
+  validate_config(config)
+  devices = common.device_settings(config)
+  primary = common.set_up_devices(devices)  # before anything touches a device
+  out = (files_lib.prepare_out_dir(out_dir, overwrite)[0] if primary
+         else pathlib.Path(out_dir).expanduser())
+  t0 = time.perf_counter()
+  mesh = None
+  if devices.shard:
+    mesh = distributed.make_instance_mesh()
+    logging.info("sweep: seeds split over %d devices (%d process(es))",
+                 distributed.num_devices(mesh), jax.process_count())
+  named_results, rows = _run_sweeps(config, mesh)
+  written, text = [], {}
+  summary = tables.summary_rows(named_results, config.sweep.epsilon) if named_results else []
+  if named_results:
+    text["grid"] = tables.format_grid_table(named_results, config.sweep.epsilon)
+    text["summary"] = tables.format_summary_table(summary)
+    if primary:
+      written += _write_sweep(out, named_results, rows, summary, config)
+  coverage = []
+  if config.lueker.trials:
+    # Every process runs it (unsharded), so all of them reach the end together.
+    coverage = run_lueker(config, progress=primary)
+    text["lueker"] = tables.format_lueker_table(coverage)
+    if primary:
+      written += _write_lueker(out, coverage, config)
+  seconds = time.perf_counter() - t0
+  if primary:  # last: its presence says every other file is complete
+    written.append(files_lib.mark_done(out, dict(
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds=seconds,
+        files=sorted(pathlib.Path(f).name for f in written), preset=config.preset,
+        devices=jax.device_count(), processes=jax.process_count(), sharded=devices.shard)))
+  return dict(results=named_results, summary=summary, lueker=coverage, tables=text,
+              files=[str(f) for f in written], seconds=seconds, out_dir=str(out),
+              primary=primary)
