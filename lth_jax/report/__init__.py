@@ -1,0 +1,1 @@
+"""Report stage: text tables and figures of every experiment."""
