@@ -25,6 +25,8 @@ import numpy as np
 from absl import app, flags
 
 from lth_jax import edge_popup as ep
+from lth_jax import supermask
+from lth_jax.configs.edge_popup import PAPER_REMOVED_FRACTIONS
 
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps per model (after warm-up).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed warm-up steps (JAX: includes compile).")
@@ -85,8 +87,8 @@ def _torch_model(torch, weights, scores, keep, use_relu):
       self.w2 = nn.Parameter(torch.from_numpy(np.array(w2).T.copy()), requires_grad=False)
       self.s1 = nn.Parameter(torch.from_numpy(np.array(s1).T.copy()))
       self.s2 = nn.Parameter(torch.from_numpy(np.array(s2).T.copy()))
-      self.k1 = ep.supermask.kept_count_host(self.w1.numel(), keep)
-      self.k2 = ep.supermask.kept_count_host(self.w2.numel(), keep)
+      self.k1 = supermask.kept_count_host(self.w1.numel(), keep)
+      self.k2 = supermask.kept_count_host(self.w2.numel(), keep)
 
     def forward(self, x):
       r = self.w1.shape[0]
@@ -148,7 +150,7 @@ def bench_torch(net, keep_fractions, batches, warmup):
 def main(argv):
   del argv
   net = ep.EdgePopupNet("fc2", _VARIANT.value, hidden=HIDDEN, redundancy=R)
-  keep = ep.keep_fractions_from_removed(ep.PAPER_REMOVED_FRACTIONS)
+  keep = ep.keep_fractions_from_removed(PAPER_REMOVED_FRACTIONS)
   batches = _batches(_WARMUP.value + _STEPS.value)
   result = {"model": f"FC2 redundant ({net.variant}), r={R}, hidden={HIDDEN}, "
                      f"{net.param_count():,} weights per model",

@@ -16,8 +16,9 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lth_jax import edge_popup
 from lth_jax.configs import edge_popup as edge_popup_configs
+from lth_jax.report import tables
+from lth_jax.run import edge_popup
 
 _PRESET = flags.DEFINE_enum("preset", "quick", edge_popup_configs.PRESETS,
                             "Configuration preset; --config.<field>=... overrides its fields.")
@@ -77,7 +78,7 @@ def main(argv):
                                      log_every_seconds=_LOG_EVERY.value)
   except (FileExistsError, FileNotFoundError) as e:
     _usage_error(str(e))
-  for t in edge_popup.final_accuracy_table(rows):
+  for t in tables.final_accuracy_table(rows):
     logging.info("%-6s %-6s keep %.3f  remaining %9d  test accuracy %.4f", t["arch"],
                  t["variant"], t["keep_fraction"], t["remaining_params"], t["mean"])
   logging.info("wrote %s", os.path.join(_OUT_DIR.value, "results.jsonl"))

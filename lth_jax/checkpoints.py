@@ -26,7 +26,8 @@ class Checkpoints:
   Args:
     directory: where the steps live (created).
     max_to_keep: the newest steps kept on disk.
-    settings: JSON-able dict stored in every step's meta as ``"settings"``; ``latest``
+    settings: JSON-able dict stored in every step's meta as ``"config"`` (the key trained
+      targets cached before this module existed use, so they stay readable); ``latest``
       refuses a step whose settings differ (``SettingsMismatch``, naming the fields).
   """
 
@@ -70,7 +71,7 @@ class Checkpoints:
       return None
     meta = self.restore_meta(step)
     if self.settings is not None:
-      saved = meta.get("settings") or {}
+      saved = meta.get("config") or {}
       diff = {k: (saved.get(k), v) for k, v in self.settings.items() if saved.get(k) != v}
       if diff:
         raise SettingsMismatch(
@@ -83,7 +84,7 @@ class Checkpoints:
     ocp = self._ocp
     meta = dict(meta or {})
     if self.settings is not None:
-      meta["settings"] = self.settings
+      meta["config"] = self.settings
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     self.manager.wait_until_finished()

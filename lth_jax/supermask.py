@@ -1,4 +1,4 @@
-"""Supermasks: exact top-k masks of |score|, the straight-through estimator, mask export.
+"""Supermasks: exact top-k masks of |score| and the straight-through estimator.
 
 Meaning of the fraction. Everywhere in lth_jax the argument is `keep_fraction`: the fraction
 of a tensor's entries that are KEPT (1.0 = dense, 0.01 = 99% removed). Beware when comparing
@@ -23,25 +23,20 @@ straight-through function to `scores.abs()`), so
 
     d loss / d score = d loss / d(weight * mask) * weight * sign(score).
 
-Export. `lth_jax.masks` writes masks in google-research/jaxpruner's layout (a pytree shaped
-like the model's params whose leaves are uint8 0/1 arrays, with `None` for leaves that are
-never pruned, for example frozen convolutions; optionally bit-packed with `jnp.packbits`) and
-as `.npz` files keyed by the flattened path ("fc1/weight2"). The export functions here are
-thin wrappers over it.
+Export. The masks are boolean pytrees; `lth_jax.masks` converts them to
+google-research/jaxpruner's layout (`to_jaxpruner` / `from_jaxpruner`: uint8 0/1 leaves,
+`None` for leaves that are never pruned such as frozen convolutions, optionally bit-packed)
+and writes and reads them as `.npz` files (`save_masks_npz` / `load_masks_npz`).
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import pathlib
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from lth_jax import masks as masks_lib
 
 TOPK_METHODS = ("bisect", "sort")
 
@@ -230,33 +225,3 @@ def straight_through(mask: jax.Array, score: jax.Array) -> jax.Array:
 def masked_weight(weight: jax.Array, score: jax.Array, mask: jax.Array) -> jax.Array:
   """weight * mask, with d/d score = (d/d(weight * mask)) * weight * sign(score)."""
   return weight * straight_through(mask, score).astype(weight.dtype)
-
-
-# ----------------------------------------------------------------------------- export
-
-
-# Thin wrappers over `lth_jax.masks`, the one implementation of the jaxpruner layout and of
-# mask `.npz` files (kept for the edge-popup code and its tests).
-
-
-def to_jaxpruner_masks(masks: Any, *, packbits: bool = False) -> Any:
-  """`lth_jax.masks.to_jaxpruner`: uint8 0/1 leaves (None = unpruned), with `packbits=True`
-  bit-packed like jaxpruner's packed masks (unpack with `unpack_masks`)."""
-  return masks_lib.to_jaxpruner(masks, pack=packbits)
-
-
-def unpack_masks(packed: Any, like: Any) -> Any:
-  """`lth_jax.masks.from_jaxpruner`: inverse of `to_jaxpruner_masks(..., packbits=True)`."""
-  return masks_lib.from_jaxpruner(packed, like)
-
-
-def save_masks_npz(path: str | os.PathLike, masks: Mapping, *,
-                   packbits: bool = False) -> pathlib.Path:
-  """`lth_jax.masks.save_masks_npz`: the mask tree as a self-describing `.npz`, atomically."""
-  return masks_lib.save_masks_npz(path, masks, pack=packbits)
-
-
-def load_masks_npz(path: str | os.PathLike) -> dict:
-  """`lth_jax.masks.load_masks_npz` without `like`: nested dict of uint8 0/1 numpy arrays
-  (unpacked to their original shapes), None for unpruned leaves."""
-  return masks_lib.load_masks_npz(path)

@@ -2,8 +2,10 @@
 
 `train_classifier` is deterministic given its key: the init key and every epoch's shuffle key
 are derived from it, so a run resumed from an epoch checkpoint ends bit-identical to an
-uninterrupted one. Checkpoints (optional per call) use orbax-checkpoint, a required
-dependency imported lazily (only runs that checkpoint pay its import time).
+uninterrupted one. Checkpoints (optional per call) go through `lth_jax.checkpoints`, whose
+settings check refuses a checkpoint of another training configuration.
+
+Programs stage: drivers call it (a trained target is an input of Experiment 1 and the sweep).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from lth_jax import checkpoints as checkpoints_lib
 from lth_jax import data as data_lib
 
 __all__ = ["accuracy", "train_classifier", "load_or_train_target", "restore_target"]
@@ -103,42 +106,35 @@ def _init_state(model, key, example, tx):
   return {"params": params, "opt_state": tx.init(params)}
 
 
-class _Checkpoints:
-  """Per-epoch orbax checkpoints of {params, opt_state} plus JSON {config, metrics}."""
+def _restore(ckpt: checkpoints_lib.Checkpoints, model, key, example, tx):
+  """(state, metrics, epochs done) of the newest checkpoint, or None; raises
+  checkpoints.SettingsMismatch for one of another training configuration."""
+  found = ckpt.latest(jax.eval_shape(lambda: _init_state(model, key, example, tx)))
+  if found is None:
+    return None
+  state, meta, epoch = found
+  return state, meta["metrics"], epoch
 
-  def __init__(self, directory):
-    import orbax.checkpoint as ocp  # lazy: importing orbax costs seconds
 
-    self._ocp = ocp
-    self.manager = ocp.CheckpointManager(
-        os.path.abspath(os.fspath(directory)),
-        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+def _train_epoch(train_step, params, opt_state, train_ds, batch_size, key, *, epoch, t0,
+                 steps, total, log_every):
+  """One epoch of steps -> (params, opt_state, mean train loss, steps run by this call).
 
-  def latest(self, abstract_state, wanted_config):
-    """(state, meta, epoch) of the newest checkpoint, or None; checks its config."""
-    step = self.manager.latest_step()
-    if step is None:
-      return None
-    ocp = self._ocp
-    meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    meta = meta["meta"]
-    saved = meta["config"]
-    diff = {k: (saved.get(k), v) for k, v in wanted_config.items() if saved.get(k) != v}
-    if diff:
-      raise ValueError(f"checkpoint in {self.manager.directory} was made with a different "
-                       f"configuration (saved, wanted): {diff}; use another directory")
-    restored = self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-    return restored["state"], meta, step
-
-  def save(self, epoch, state, meta):
-    ocp = self._ocp
-    self.manager.save(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
-
-  def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()
+  `steps` counts the steps this call ran before the epoch (since `t0`), `total` all it
+  runs; a progress line is logged every `log_every` steps (0: never)."""
+  losses = []
+  for batch in data_lib.batches(train_ds, batch_size, key, drop_last=True):
+    params, opt_state, loss = train_step(params, opt_state, batch.images, batch.labels)
+    losses.append(loss)
+    steps += 1
+    if log_every and steps % log_every == 0:
+      _check_finite(loss, epoch, steps)
+      rate = steps / (time.perf_counter() - t0)
+      logging.info("epoch %d step %d/%d loss %.4f (%.0f steps/s, ETA %.0f s)",
+                   epoch + 1, steps, total, float(loss), rate, (total - steps) / rate)
+  train_loss = float(jnp.mean(jnp.stack(losses)))
+  _check_finite(train_loss, epoch, steps)
+  return params, opt_state, train_loss, steps
 
 
 def train_classifier(model: nn.Module, train_ds: data_lib.Dataset,
@@ -152,8 +148,9 @@ def train_classifier(model: nn.Module, train_ds: data_lib.Dataset,
   Batches of `batch_size` (a final short batch is dropped each epoch: one compiled shape).
   With `checkpoint_dir`, params and optimizer state are saved after every epoch; an existing
   checkpoint of the same configuration is resumed, or, if finished, returned without
-  training (metrics["restored"] is True). A different configuration raises ValueError;
-  `run_info` (JSON-serialisable, e.g. {"dataset": "mnist"}) is part of that configuration.
+  training (metrics["restored"] is True). A different configuration raises
+  `checkpoints.SettingsMismatch` (a ValueError); `run_info` (JSON-serialisable, e.g.
+  {"dataset": "mnist"}) is part of that configuration.
 
   Returns (variables {"params": ...} for model.apply, metrics) where metrics has
   "history" (one dict per epoch: epoch, train_loss, test_accuracy, seconds),
@@ -172,57 +169,41 @@ def train_classifier(model: nn.Module, train_ds: data_lib.Dataset,
                        n_train=n_train)
   example = train_ds.images[:1]
   _, shuffle_key = jax.random.split(key)
-
-  checkpoints = _Checkpoints(checkpoint_dir) if checkpoint_dir is not None else None
+  ckpt = (checkpoints_lib.Checkpoints(checkpoint_dir, max_to_keep=2, settings=config)
+          if checkpoint_dir is not None else None)
   try:
-    found = None
-    if checkpoints is not None:
-      abstract = jax.eval_shape(lambda: _init_state(model, key, example, tx))
-      found = checkpoints.latest(abstract, config)
+    found = _restore(ckpt, model, key, example, tx) if ckpt is not None else None
     if found is None:
       state, history, start = _init_state(model, key, example, tx), [], 0
     else:
-      state, meta, start = found
-      history = meta["metrics"]["history"]
+      state, metrics, start = found
+      history = metrics["history"]
       if start >= epochs:
-        logging.info("Loaded finished checkpoint (epoch %d) from %s", start,
-                     checkpoint_dir)
-        return state["params"], dict(meta["metrics"], restored=True, steps=0)
+        logging.info("Loaded finished checkpoint (epoch %d) from %s", start, checkpoint_dir)
+        return state["params"], dict(metrics, restored=True, steps=0)
       logging.info("Resuming from epoch %d checkpoint in %s", start, checkpoint_dir)
-
     train_step = _make_train_step(model.apply, tx)
     params, opt_state = state["params"], state["opt_state"]
     t0, steps, total = time.perf_counter(), 0, (epochs - start) * steps_per_epoch
     for epoch in range(start, epochs):
-      t_epoch, losses = time.perf_counter(), []
-      epoch_key = jax.random.fold_in(shuffle_key, epoch)
-      for batch in data_lib.batches(train_ds, batch_size, epoch_key, drop_last=True):
-        params, opt_state, loss = train_step(params, opt_state, batch.images,
-                                             batch.labels)
-        losses.append(loss)
-        steps += 1
-        if log_every and steps % log_every == 0:
-          _check_finite(loss, epoch, steps)
-          rate = steps / (time.perf_counter() - t0)
-          logging.info("epoch %d step %d/%d loss %.4f (%.0f steps/s, ETA %.0f s)",
-                       epoch + 1, steps, total, float(loss), rate,
-                       (total - steps) / rate)
-      train_loss = float(jnp.mean(jnp.stack(losses)))
-      _check_finite(train_loss, epoch, steps)
+      t_epoch = time.perf_counter()
+      params, opt_state, train_loss, steps = _train_epoch(
+          train_step, params, opt_state, train_ds, batch_size,
+          jax.random.fold_in(shuffle_key, epoch), epoch=epoch, t0=t0, steps=steps,
+          total=total, log_every=log_every)
       test_acc = accuracy(model.apply, params, test_ds) if test_ds is not None else None
       history.append(dict(epoch=epoch + 1, train_loss=train_loss, test_accuracy=test_acc,
                           seconds=time.perf_counter() - t_epoch))
       logging.info("epoch %d/%d: train loss %.4f, test accuracy %s", epoch + 1, epochs,
                    train_loss, "n/a" if test_acc is None else f"{test_acc:.4f}")
       metrics = dict(history=history, test_accuracy=test_acc)
-      if checkpoints is not None:
-        checkpoints.save(epoch + 1, {"params": params, "opt_state": opt_state},
-                         {"config": config, "metrics": metrics})
+      if ckpt is not None:
+        ckpt.save(epoch + 1, {"params": params, "opt_state": opt_state}, {"metrics": metrics})
     metrics.update(steps=steps, train_seconds=time.perf_counter() - t0, restored=False)
     return params, metrics
   finally:
-    if checkpoints is not None:
-      checkpoints.close()
+    if ckpt is not None:
+      ckpt.close()
 
 
 def _check_finite(loss, epoch, step):
@@ -246,15 +227,11 @@ def restore_target(checkpoint_dir: str | os.PathLike, model: nn.Module, *, epoch
                        weight_decay=weight_decay, key=key, run_info=run_info)
   # total_steps does not change the optimizer state's structure, only the schedule.
   tx = _optimizer(learning_rate, momentum, weight_decay, 1)
-  checkpoints = _Checkpoints(checkpoint_dir)
-  try:
-    if checkpoints.manager.latest_step() is None or checkpoints.manager.latest_step() < epochs:
+  with checkpoints_lib.Checkpoints(checkpoint_dir, max_to_keep=2, settings=config) as ckpt:
+    if ckpt.latest_step() is None or ckpt.latest_step() < epochs:
       return None
-    abstract = jax.eval_shape(lambda: _init_state(model, key, example, tx))
-    state, meta, _ = checkpoints.latest(abstract, config)
-    return state["params"], dict(meta["metrics"], restored=True, steps=0)
-  finally:
-    checkpoints.close()
+    state, metrics, _ = _restore(ckpt, model, key, example, tx)
+    return state["params"], dict(metrics, restored=True, steps=0)
 
 
 def load_or_train_target(model: nn.Module, *, checkpoint_dir: str | os.PathLike,

@@ -1,25 +1,12 @@
-"""Tests for lth_jax.supermask and lth_jax.edge_popup (Experiment 2), tiny models, CPU."""
-
-import contextlib
-import json
-import logging
-import os
-import re
-import subprocess
-import sys
+"""Tests for lth_jax.edge_popup (Experiment 2's networks and vmapped steps), tiny models, CPU."""
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from absl import logging as absl_logging
-from hypothesis import given, strategies as st
 
-from lth_jax import data, edge_popup as ep, results, supermask as sm
-from lth_jax.configs import edge_popup as ep_configs
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from lth_jax import data, edge_popup as ep, masks as masks_lib, supermask as sm
 
 
 def _normals(seed, *shapes):
@@ -38,6 +25,7 @@ def synthetic():
   return tr.images, tr.labels, te.images, te.labels
 
 
+
 # ----------------------------------------------------------------------------- masks
 
 
@@ -53,70 +41,6 @@ def test_keep_fraction_is_the_fraction_kept():
   # 1% of each tensor remains: 39 + 19,600 + 25 + 250 (weight1/weight2 of fc1 and fc2).
   assert net.remaining_params(0.01) == 19_914
 
-
-def test_kept_count_rounds_half_to_even_with_a_floor_of_one():
-  # (size, keep_fraction, kept); the reference codes keep size - int((1 - keep) * size).
-  cases = [(10, 0.25, 2),           # 2.5 -> 2 (half to even); the references keep 3
-           (10, 0.35, 4),           # float32(0.35) * 10 rounds to 3.5 in float32 -> 4
-           (3920, 0.01, 39),        # FC2 fc1 weight1 at 99% removed; the references keep 40
-           (1_966_272, 0.99, 1_946_609),  # FC2 wide fc1 (1,946,609.28); references 1,946,610
-           (1000, 1e-6, 1),         # floor of one: a tensor is never fully removed
-           (7, 1.0, 7)]
-  for size, keep, kept in cases:
-    assert sm.kept_count_host(size, keep) == kept
-    assert int(jax.jit(sm.kept_count, static_argnums=0)(size, keep)) == kept  # traced keep
-  assert int(sm.topk_mask(jnp.arange(10.0), 0.25).sum()) == 2
-
-
-@pytest.mark.parametrize("method", sm.TOPK_METHODS)
-def test_exact_count_and_index_tie_break(method):
-  # Many ties (values in {0, 1/3, 2/3, ...}) spread over several 1024-entry blocks of the
-  # tie search; lax.top_k ranks ties by lower index first.
-  s = jnp.asarray(np.round(3 * np.random.default_rng(0).normal(size=(5, 3001))) / 3,
-                  jnp.float32)
-  for keep in (1e-6, 0.01, 0.2, 0.5, 0.77, 0.999, 1.0):
-    k = sm.kept_count_host(3001, keep)
-    mask = sm.topk_mask(s, keep, batch_dims=1, method=method)
-    np.testing.assert_array_equal(mask.sum(axis=1), k)
-    _, idx = jax.lax.top_k(jnp.abs(s), k)
-    ref = jnp.zeros(s.shape, bool).at[jnp.arange(5)[:, None], idx].set(True)
-    np.testing.assert_array_equal(mask, ref)
-  all_equal = sm.topk_mask(jnp.zeros((4, 4)), 0.5, method=method)  # all tied
-  np.testing.assert_array_equal(all_equal.reshape(-1), jnp.arange(16) < 8)
-
-
-@given(st.sampled_from([1, 2, 7, 60]), st.floats(0.0, 1.0), st.integers(0, 3),
-       st.integers(0, 10**6))
-def test_topk_mask_property(size, keep, n_values, seed):
-  rng = np.random.default_rng(seed)
-  s = rng.integers(-n_values, n_values + 1, size) if n_values else rng.normal(size=size)
-  s = jnp.asarray(s, jnp.float32)
-  mask = np.asarray(sm.topk_mask(s, keep))
-  k = sm.kept_count_host(size, keep)
-  assert mask.sum() == k == int(sm.kept_count(size, keep))
-  order = np.lexsort((np.arange(size), -np.abs(np.asarray(s))))  # |s| desc, index asc
-  np.testing.assert_array_equal(np.flatnonzero(mask), np.sort(order[:k]))
-
-
-def test_traced_keep_fraction_under_vmap():
-  s = jnp.asarray(np.random.default_rng(1).normal(size=1000), jnp.float32)
-  keeps = jnp.asarray(ep.keep_fractions_from_removed(ep.PAPER_REMOVED_FRACTIONS))
-  masks = jax.jit(jax.vmap(lambda k: sm.topk_mask(s, k)))(keeps)
-  np.testing.assert_array_equal(masks.sum(axis=1),
-                                [sm.kept_count_host(1000, float(k)) for k in keeps])
-
-
-def test_straight_through_gradient_is_analytic():
-  x, w, s, c = (jnp.asarray(a, jnp.float32) for a in _normals(2, (7, 5), (5, 3), (5, 3), (7, 3)))
-  mask = sm.topk_mask(s, 0.4)
-
-  def loss(scores):
-    return jnp.sum(c * (x @ sm.masked_weight(w, scores, mask)))
-
-  # d loss / d(w * m) = x^T c; straight-through to |s|: times w, times sign(s).
-  analytic = (x.T @ c) * w * jnp.sign(s)
-  np.testing.assert_allclose(jax.grad(loss)(s), analytic, rtol=1e-5, atol=1e-6)
-  np.testing.assert_array_equal(loss(s), jnp.sum(c * (x @ (w * mask))))  # forward: exact mask
 
 
 # ----------------------------------------------------------------------------- networks
@@ -232,224 +156,22 @@ def test_mask_export_round_trip(tmp_path, packbits):
   frozen, trainable = ep.init_edge_popup(net, 4)
   masks = ep.ticket_masks(net, frozen, trainable, 0.3)
   assert masks["conv1"]["kernel"] is None and masks["conv2"]["kernel"] is None
-  exported = sm.to_jaxpruner_masks(masks, packbits=packbits)
+  exported = masks_lib.to_jaxpruner(masks, pack=packbits)
   assert jax.tree_util.tree_structure(exported, is_leaf=lambda v: v is None) == \
       jax.tree_util.tree_structure(masks, is_leaf=lambda v: v is None)
   leaf = exported["fc1"]["kernel"]
   assert leaf.dtype == jnp.uint8
   if packbits:
-    unpacked = sm.unpack_masks(exported, masks)
+    unpacked = masks_lib.from_jaxpruner(exported, masks)
     np.testing.assert_array_equal(unpacked["fc1"]["kernel"], masks["fc1"]["kernel"])
   else:
     assert set(np.unique(leaf)) <= {0, 1}
-  path = sm.save_masks_npz(tmp_path / "ticket.npz", masks, packbits=packbits)
+  path = masks_lib.save_masks_npz(tmp_path / "ticket.npz", masks, pack=packbits)
   assert sorted(np.load(path).files) == sorted(["fc1/kernel", "fc2/kernel", "fc3/kernel",
                                                  "__lth_jax_masks__"])
-  loaded = sm.load_masks_npz(path)
+  loaded = masks_lib.load_masks_npz(path)
   assert loaded["conv1"]["kernel"] is None
   for layer in ("fc1", "fc2", "fc3"):
     np.testing.assert_array_equal(loaded[layer]["kernel"],
                                   np.asarray(masks[layer]["kernel"], np.uint8))
     assert loaded[layer]["kernel"].dtype == np.uint8
-
-
-# ----------------------------------------------------------------------------- training
-
-
-def _sweep(synthetic, checkpoint_dir=None, on_epoch_end=None):
-  x, y, tx, ty = synthetic
-  return ep.train_sweep(_tiny("relu"), x, y, tx, ty, keep_fractions=(1.0, 0.5, 0.1),
-                        seeds=(0, 1), epochs=2, learning_rate=0.1,
-                        checkpoint_dir=checkpoint_dir, on_epoch_end=on_epoch_end)
-
-
-def _checkpoint(directory):
-  """(saved steps, JSON metadata of the latest) of a sweep's orbax checkpoint directory."""
-  import orbax.checkpoint as ocp
-  manager = ocp.CheckpointManager(directory.absolute())
-  try:
-    steps = list(manager.all_steps())
-    meta = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-        meta=ocp.args.JsonRestore()))["meta"]
-  finally:
-    manager.close()
-  return steps, meta
-
-
-class _Killed(Exception):
-  """Raised from an on_epoch_end hook to simulate a killed run."""
-
-
-def test_resume_is_bit_identical(synthetic, tmp_path):
-  full = _sweep(synthetic)
-  assert len(full.rows) == 2 * 2 * 3  # epochs x seeds x levels
-  ckpt = tmp_path / "ckpt"
-
-  def kill_after_first_epoch(epoch, rows):
-    if epoch == 1:
-      raise _Killed
-
-  with pytest.raises(_Killed):
-    _sweep(synthetic, ckpt, kill_after_first_epoch)
-  steps, meta = _checkpoint(ckpt)
-  assert steps == [1] and meta["epoch"] == 1 and meta["rows"] == full.rows[:6]
-
-  trained = []  # the hook runs after every epoch that is actually trained
-  resumed = _sweep(synthetic, ckpt, lambda epoch, rows: trained.append(epoch))
-  assert trained == [2]  # epoch 1 came from the checkpoint, not from retraining
-  assert resumed.rows == full.rows
-  jax.tree_util.tree_map(np.testing.assert_array_equal, resumed.trainable, full.trainable)
-  steps, meta = _checkpoint(ckpt)
-  assert steps == [2] and meta["epoch"] == 2 and meta["rows"] == full.rows
-  x, y, tx, ty = synthetic
-  with pytest.raises(ValueError, match="other settings"):  # never resume a different sweep
-    ep.train_sweep(_tiny("relu"), x, y, tx, ty, keep_fractions=(1.0, 0.4), seeds=(0, 1),
-                   epochs=2, learning_rate=0.1, checkpoint_dir=ckpt)
-
-
-# ----------------------------------------------------------------------------- whole runs
-
-# Two sweeps (fc2 relu, fc2 dense) x 2 epochs x 4 steps (256 examples, batch 64). The relu
-# sweep has the static settings and shapes of `_sweep`, so it reuses its compiled programs.
-_RUN_STEPS = 2 * 2 * 4
-
-
-def _run_config():
-  config = ep_configs.get_config("quick")
-  config.archs = ("fc2",)
-  config.variants = ("relu", "dense")
-  config.hidden, config.redundancy = 8, 2
-  config.removed_fractions = (0.0, 0.5, 0.9)
-  config.seeds = (0, 1)
-  config.epochs = 2
-  config.train_limit, config.test_limit = 256, 128
-  config.export_masks = False
-  return config
-
-
-@contextlib.contextmanager
-def _absl_info_messages():
-  """Collects the messages of absl INFO logging inside the block."""
-  messages = []
-
-  class Collect(logging.Handler):
-    def emit(self, record):
-      messages.append(record.getMessage())
-
-  logger = absl_logging.get_absl_logger()
-  handler, level = Collect(logging.INFO), logger.level
-  logger.addHandler(handler)
-  logger.setLevel(logging.INFO)
-  try:
-    yield messages
-  finally:
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
-
-_STEP_LINE = re.compile(r"epoch \d+/\d+ step \d+/\d+ .*; overall (\d+\.\d)% "
-                        r"\((\d+)/(\d+) steps\), ETA (\d+m\d\ds|\d+h\d\dm)$")
-
-
-def _step_lines(messages):
-  """(percent text, steps done, total steps, ETA text) of every per-step progress line."""
-  found = [_STEP_LINE.search(m) for m in messages]
-  return [(m[1], int(m[2]), int(m[3]), m[4]) for m in found if m]
-
-
-def _run(out_dir, **kwargs):
-  return ep.run_experiment(_run_config(), out_dir, dataset="synthetic", **kwargs)
-
-
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory):
-  """An uninterrupted run, logging a progress line after every step."""
-  out = tmp_path_factory.mktemp("reference_run")
-  with _absl_info_messages() as messages:
-    rows = _run(out, log_every_seconds=0)
-  return out, rows, messages
-
-
-def test_progress_log_reports_overall_eta(reference_run):
-  _, _, messages = reference_run
-  lines = _step_lines(messages)
-  # Counted up front over both sweeps: the first sweep ends half-way, not at 100%.
-  assert [done for _, done, _, _ in lines] == list(range(1, _RUN_STEPS + 1))
-  assert {total for _, _, total, _ in lines} == {_RUN_STEPS}
-  assert [p for p, _, _, _ in lines] == [f"{100 * d / _RUN_STEPS:.1f}"
-                                         for d in range(1, _RUN_STEPS + 1)]
-  assert lines[_RUN_STEPS // 2 - 1][0] == "50.0" and lines[-1][0] == "100.0"
-  assert lines[-1][3] == "0m00s"  # nothing left
-  assert any(m.startswith("fc2/dense: epoch 2/2 done") and "overall 100.0%" in m
-             for m in messages)
-
-
-def test_run_experiment_resumes_after_interruption(reference_run, tmp_path):
-  ref_dir, ref_rows, _ = reference_run
-  out = tmp_path / "run"
-
-  def kill_after_second_sweeps_first_epoch(sweep, epoch):
-    if (sweep, epoch) == ("fc2-dense", 1):
-      raise _Killed
-
-  with pytest.raises(_Killed):
-    _run(out, on_epoch_end=kill_after_second_sweeps_first_epoch)
-  # Left behind: the finished first sweep (done file, checkpoint removed), the second
-  # sweep's epoch-1 checkpoint, and results.jsonl with every row finished so far.
-  relu = [r for r in ref_rows if r["variant"] == "relu"]
-  dense1 = [r for r in ref_rows if r["variant"] == "dense" and r["epoch"] == 1]
-  assert json.loads((out / "done" / "fc2-relu.json").read_text()) == relu
-  assert not (out / "done" / "fc2-dense.json").exists()
-  assert not (out / "checkpoints" / "fc2-relu").exists()
-  assert _checkpoint(out / "checkpoints" / "fc2-dense")[0] == [1]
-  assert files_lib.read_jsonl(out / "results.jsonl") == relu + dense1
-  # As if also killed between writing a done file and removing that sweep's checkpoint.
-  (out / "checkpoints" / "fc2-relu").mkdir()
-
-  trained = []
-  with _absl_info_messages() as messages:
-    rows = _run(out, on_epoch_end=lambda sweep, epoch: trained.append((sweep, epoch)),
-                log_every_seconds=0)
-  assert trained == [("fc2-dense", 2)]  # only the one remaining epoch was trained
-  assert rows == ref_rows
-  for name in ("results.jsonl", "done/fc2-relu.json", "done/fc2-dense.json"):
-    assert (out / name).read_bytes() == (ref_dir / name).read_bytes(), name
-  assert not any((out / "checkpoints").iterdir())  # all cleaned up
-  # Overall progress counts the earlier process's 12 steps as done.
-  assert [done for _, done, _, _ in _step_lines(messages)] == list(range(13, _RUN_STEPS + 1))
-
-
-def test_entry_point_writes_jsonl_and_png(tmp_path):
-  out = tmp_path / "run"
-  cmd = [sys.executable, "-m", "experiments.edge_popup", "--dataset=synthetic",
-         f"--out_dir={out}", "--config.archs=('fc2',)", "--config.hidden=8",
-         "--config.redundancy=2", "--config.train_limit=128", "--config.test_limit=64",
-         "--config.removed_fractions=(0.0,0.9)", "--config.epochs=1", "--log_every_seconds=0"]
-  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
-  proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "overall 100.0% (8/8 steps)" in proc.stderr  # 4 sweeps x 1 epoch x 2 steps
-  rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-  assert {r["variant"] for r in rows} == set(ep.VARIANTS)
-  assert len(rows) == 3 * 2 + 1  # three supermask variants x two levels + the dense baseline
-  assert {"test_accuracy", "remaining_params", "keep_fraction", "removed_fraction",
-          "epoch", "seed", "arch"} <= set(rows[0])
-  assert (out / "edge_popup_fc2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  assert sm.load_masks_npz(out / "masks" / "fc2-relu" / "seed0_keep0.1000.npz")["fc1"]
-
-  # Same command again: the run is complete, nothing is retrained, same rows.
-  again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=300)
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()] == rows
-  # A different configuration is refused without --overwrite; bad flags name the flag.
-  for bad_args, flag in ((["--config.epochs=2"], "--overwrite"),
-                         (["--config.removed_fractions=(1.5,)"], "removed_fractions"),
-                         (["--preset=paper", "--config.batch_size=0"], "batch_size"),
-                         (["--dataset=cifar"], "dataset")):
-    bad = subprocess.run(cmd + bad_args, cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert bad.returncode != 0
-    errors = [line for line in bad.stderr.splitlines() if line.startswith("FATAL")]
-    assert len(errors) == 1 and flag in errors[0], bad.stderr[-2000:]
-    assert "Traceback" not in bad.stderr

@@ -126,7 +126,7 @@ def test_checkpoints_round_trip_and_refuse_other_settings(tmp_path):
     ck.save(1, state, {"epoch": 1})
   with checkpoints.Checkpoints(tmp_path / "ck", settings={"lr": 0.1}) as ck:
     restored, meta, step = ck.latest(state)
-    assert step == 1 and meta["epoch"] == 1 and meta["settings"] == {"lr": 0.1}
+    assert step == 1 and meta["epoch"] == 1 and meta["config"] == {"lr": 0.1}
     np.testing.assert_array_equal(restored["w"], state["w"])
   with checkpoints.Checkpoints(tmp_path / "ck", settings={"lr": 0.2}) as ck:
     with pytest.raises(checkpoints.SettingsMismatch, match="lr"):

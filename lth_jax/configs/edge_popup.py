@@ -7,15 +7,19 @@ get_config("cpu"): the measured CPU run reported in the README: all 14 levels, 2
 get_config("paper"): the official settings (full data, 14 levels, 50 epochs; the paper also
   ran 30, 100, 125 and 150: override with --config.epochs=N).
 
-Pruning levels are given as the paper's fraction REMOVED (`removed_fractions`); the library
-converts them to `keep_fraction` = 1 - removed, the fraction KEPT.
+Pruning levels are given as the paper's fraction REMOVED (`removed_fractions`); the driver
+converts them to `keep_fraction` = 1 - removed, the fraction KEPT
+(`lth_jax.edge_popup.keep_fractions_from_removed`).
+
+Pure data: imports nothing from lth_jax.
 """
 
 import ml_collections
 
-from lth_jax.edge_popup import PAPER_REMOVED_FRACTIONS
-
 PRESETS = ("quick", "cpu", "paper")
+# The paper's pruning grid, as the fraction of weights REMOVED per FC tensor.
+PAPER_REMOVED_FRACTIONS = (0.0, 0.01, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95,
+                           0.975, 0.98, 0.99)
 
 
 def get_config(preset: str = "quick") -> ml_collections.ConfigDict:
