@@ -97,6 +97,18 @@ class Construction:
     return self.choose is None
 
 
+_FUNCTIONS = tuple(f.name for f in dataclasses.fields(Construction)
+                   if f.name not in ("name", "stream", "prunes_network", "choose"))
+
+
+def from_module(module, name: str, *, stream: int, prunes_network: bool) -> Construction:
+  """The ``Construction`` of a module defining every interface function under its field
+  name (``sample``, ``check``, ..., and ``choose`` if it picks instead of solving)."""
+  return Construction(name=name, stream=stream, prunes_network=prunes_network,
+                      choose=getattr(module, "choose", None),
+                      **{f: getattr(module, f) for f in _FUNCTIONS})
+
+
 _REGISTRY: dict[str, Construction] = {}
 
 

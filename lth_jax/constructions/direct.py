@@ -11,6 +11,7 @@ reused along it, and the errors and effective kernels keep the kernel's shape.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Sequence
 
 import chex
@@ -20,7 +21,7 @@ from flax import struct
 
 from lth_jax import _checks
 from lth_jax import targets as targets_lib
-from lth_jax.constructions import base
+import lth_jax.constructions.base as base
 
 
 @struct.dataclass
@@ -191,9 +192,5 @@ def depth(num_layers: int) -> int:
   return num_layers
 
 
-DIRECT = base.register(base.Construction(
-    name="direct", stream=1, prunes_network=False, sample=sample, check=check,
-    widths=widths, instance_size=instance_size, instances=instances, assemble=assemble,
-    effective_forward=effective_forward, structured_forward=structured_forward,
-    dense_params=dense_params, num_params=num_params, width_factor=width_factor,
-    depth=depth))
+DIRECT = base.register(base.from_module(sys.modules[__name__], "direct", stream=1,
+                                        prunes_network=False))

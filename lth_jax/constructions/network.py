@@ -14,6 +14,7 @@ every instance has size ``m``. Since ``relu(u z) = u relu(z)`` for ``u > 0`` and
 from __future__ import annotations
 
 import math
+import sys
 from typing import NamedTuple
 
 import jax
@@ -24,7 +25,7 @@ from lth_jax import masks as masks_lib
 from lth_jax import random_net as rn
 from lth_jax import subset_sum
 from lth_jax import targets as targets_lib
-from lth_jax.constructions import base
+import lth_jax.constructions.base as base
 
 
 class LayerInstances(NamedTuple):
@@ -271,9 +272,5 @@ def depth(num_layers: int) -> int:
   return 2 * num_layers
 
 
-NETWORK = base.register(base.Construction(
-    name="network", stream=0, prunes_network=True, sample=sample, check=check,
-    widths=widths, instance_size=instance_size, instances=instances, assemble=assemble,
-    effective_forward=effective_forward, structured_forward=structured_forward,
-    dense_params=dense_params, num_params=num_params, width_factor=width_factor,
-    depth=depth))
+NETWORK = base.register(base.from_module(sys.modules[__name__], "network", stream=0,
+                                         prunes_network=True))

@@ -13,8 +13,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from lth_jax.constructions import base
-from lth_jax.constructions import network
+import lth_jax.constructions.base as base
+import lth_jax.constructions.network as network
 
 
 def single_choice(targets: jax.Array, prods: jax.Array, valid: jax.Array) -> jax.Array:
