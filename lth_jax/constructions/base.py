@@ -4,7 +4,9 @@ A construction turns a random object (a random network, or coefficients) into a 
 a target by pruning only. Each one is a module of pure functions bundled in a
 ``Construction`` and registered by name; ``find_ticket``, the sweep's grid program,
 Experiment 1 and streaming read the registry and never branch on a name. Adding one = a new
-module in this package that calls ``register`` + its import in ``constructions/__init__``.
+module here defining the functions below and ending in
+``register(from_module(sys.modules[__name__], name, stream=..., prunes_network=...))``, plus
+its import in ``constructions/__init__``.
 
 The steps and who calls them:
 
