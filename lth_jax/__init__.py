@@ -4,7 +4,8 @@ Core API (pure functions over pytrees of arrays; PRNG keys passed explicitly):
 
 * ``solve_subset_sum`` / ``solve_fewest_terms``: exact vmapped SubsetSum objectives.
 * ``sample_random_network``, ``dense_params``: the depth-2l random network of Theorem 1.
-* ``find_ticket``: masks that prune it to a target ("network", "single", "direct").
+* ``find_ticket``: masks that prune it to a target, for any registered construction
+  (``lth_jax.constructions``: "network", "single", "direct").
 * ``forward``, ``structured_forward``, ``apply_masks``, ``approximation_error``.
 * ``run_sweep`` / ``sweep_targets``: width x seed grids as one XLA program
   (module ``lth_jax.sweep``).
@@ -20,14 +21,17 @@ from lth_jax.subset_sum import MAX_N, SubsetSumResult, default_key_format, solve
 from lth_jax.fewest_terms import FewestTermsResult, solve_fewest_terms
 from lth_jax.random_net import (RandomNetwork, dense_params, num_params, sample_random_network,
                                 truncate_copies)
-from lth_jax.construction import (METHODS, DirectCoefficients, Ticket, default_max_half,
-                                  find_ticket, sample_direct_coefficients, target_layer_sizes)
+from lth_jax.targets import check_target, random_target, target_layer_sizes
+from lth_jax.constructions.direct import DirectCoefficients, sample_direct_coefficients
+from lth_jax.constructions.network import default_max_half
+from lth_jax.construction import METHODS, Ticket, find_ticket
 from lth_jax.masks import (apply_masks, count_kept, dense_masks, from_jaxpruner, load_masks_npz,
                            save_masks_npz, to_jaxpruner)
+from lth_jax.targets import forward
 from lth_jax.evaluation import (ErrorReport, analytic_bound, approximation_error,
-                                dense_pruned_params, forward, pruned_forward_fn,
-                                structured_forward, sup_output_error)
-from lth_jax.sweep import SweepResult, copies_needed, random_target, sweep_targets
+                                dense_pruned_params, pruned_forward_fn, structured_forward,
+                                sup_output_error)
+from lth_jax.sweep import SweepResult, copies_needed, sweep_targets
 from lth_jax.sweep import sweep as run_sweep  # `lth_jax.sweep` stays the module
 from lth_jax.theory import construction_size, counting_lower_bound, malach_width_factor
 
@@ -35,7 +39,7 @@ __version__ = "0.1.0"
 
 _LAZY = ("data", "models", "training", "targets", "theory", "lueker", "files", "progress", "checkpoints",
          "sizing", "objectives", "run", "edge_popup", "supermask", "distributed", "streaming",
-         "configs")
+         "configs", "constructions", "grid_program")
 
 
 def __getattr__(name):

@@ -1,83 +1,63 @@
-"""Forward passes and approximation error of tickets.
+"""Forward passes, errors, bounds and accuracy of tickets (evaluate stage).
 
-* ``forward(kernels, x)``: one jitted bias-free ReLU MLP (ReLU after every layer but the
-  last) for targets, dense pruned random networks and ``"direct"`` tickets alike.
-* ``structured_forward(net, masks, x)``: the pruned random network evaluated without the
-  dense block-diagonal ``M1``: ``y = einsum('bjk,ojk->bo', relu(x[:,:,None] * U'), V')``.
+* ``forward(kernels, x)`` (``targets.forward``): one jitted bias-free ReLU MLP for targets,
+  dense pruned random networks and ``"direct"`` kernels alike.
+* ``structured_forward(obj, masks, x, method)``: a construction's pruned random object
+  evaluated from its random weights and masks (for ``"network"`` without the dense
+  block-diagonal ``M1``: ``y = einsum('bjk,ojk->bo', relu(x[:,:,None] * U'), V')``).
 * ``approximation_error``: max per-weight error, a tight-from-below estimate of the sup of
   ``||f(x) - g(x)||_2`` over the unit ball, and an analytic upper bound.
+* ``analytic_bound`` (batched over leading axes), ``sup_output_error``, ``accuracy``: the
+  one implementation of each, shared by tickets, the sweep's grid program and training.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lth_jax import _checks
+from lth_jax import constructions
 from lth_jax import construction
 from lth_jax import random_net as rn
-from lth_jax.masks import apply_masks
+from lth_jax.targets import check_target, forward, target_layer_sizes
 
 
-@jax.jit
-def forward(kernels: Sequence[jax.Array], x: jax.Array) -> jax.Array:
-  """Bias-free ReLU MLP: ``x @ K_1 -> relu -> ... -> @ K_L`` (no ReLU on the output).
+def structured_forward(net, masks: dict, x: jax.Array, method: str = "network") -> jax.Array:
+  """The pruned random object of construction ``method`` from its weights and masks.
 
-  Args:
-    kernels: list of ``(d_in, d_out)`` kernels.
-    x: ``(batch, d_0)``.
-  Returns:
-    ``(batch, d_L)``.
-  """
-  for i, k in enumerate(kernels):
-    x = x @ k
-    if i + 1 < len(kernels):
-      x = jax.nn.relu(x)
-  return x
-
-
-@jax.jit
-def structured_forward(net: rn.RandomNetwork, masks: dict, x: jax.Array) -> jax.Array:
-  """The pruned depth-2l random network, evaluated through its structured view.
-
-  Equal to ``forward(apply_masks(dense_params(net), dense_masks(net, masks)), x)`` up to
-  float32 summation order, without materialising the block-diagonal layers.
+  For ``"network"`` (and ``"single"``): the depth-2l network through its structured view,
+  equal to ``forward(dense_pruned_params(net, ticket), x)`` up to float32 summation order.
 
   Args:
-    net: the random network; masks: ``{"u": [(d_in, n)], "v": [(d_out, d_in, n)]}``.
+    net: the random object (a ``RandomNetwork`` for network methods);
+    masks: the ticket's masks (``{"u": [(d_in, n)], "v": [(d_out, d_in, n)]}``).
     x: ``(batch, d_0)``.
   Returns:
     ``(batch, d_l)``.
   """
-  num = len(net.params["u"])
-  for i in range(num):
-    u = net.params["u"][i] * masks["u"][i]
-    v = net.params["v"][i] * masks["v"][i]
-    hidden = jax.nn.relu(x[:, :, None] * u[None])  # (b, d_in, n)
-    x = jnp.einsum("bjk,ojk->bo", hidden, v)
-    if i + 1 < num:
-      x = jax.nn.relu(x)
-  return x
+  return constructions.get(method).structured_forward(net, masks, x)
 
 
-def pruned_forward_fn(ticket: construction.Ticket, net=None):
-  """``x -> output`` of the pruned network behind ``ticket`` (structured for networks)."""
-  if ticket.method == "direct":
-    kernels = ticket.effective_kernels
-    return lambda x: forward(kernels, x)
-  if net is None:
+def pruned_forward_fn(ticket: construction.Ticket, net=None) -> Callable:
+  """``x -> output`` of the pruned network behind ``ticket``: from the random object when
+  given (required for constructions that prune a network), else the compact form."""
+  c = constructions.get(ticket.method)
+  if net is not None:
+    return lambda x: c.structured_forward(net, ticket.masks, x)
+  if c.prunes_network:
     raise ValueError(f"method {ticket.method!r}: pass the RandomNetwork the ticket prunes")
-  return lambda x: structured_forward(net, ticket.masks, x)
+  return lambda x: c.effective_forward(ticket.effective_kernels, x)
 
 
-def dense_pruned_params(net: rn.RandomNetwork, ticket: construction.Ticket):
-  """The ticket as a plain pruned MLP: masked dense kernels of the random network."""
-  from lth_jax.masks import dense_masks  # local: avoids a cycle in type-only imports
-  return apply_masks(rn.dense_params(net), dense_masks(net, ticket.masks))
+def dense_pruned_params(net, ticket: construction.Ticket) -> list[jax.Array]:
+  """The ticket as a plain pruned MLP: the construction's masked dense kernels."""
+  return constructions.get(ticket.method).dense_params(net, ticket.masks)
 
 
 class ErrorReport(NamedTuple):
@@ -96,22 +76,51 @@ class ErrorReport(NamedTuple):
   worst_input: jax.Array
 
 
-def analytic_bound(target: Sequence[jax.Array], weight_errors: Sequence[jax.Array]) -> jax.Array:
+def analytic_bound(target: Sequence[jax.Array], weight_errors: Sequence[jax.Array], *,
+                   host: bool = False) -> jax.Array | np.ndarray:
   """Upper bound on ``sup_{||x||<=1} ||f(x) - g(x)||_2`` from per-weight errors.
 
   Each approximated layer satisfies ``|g_i(z)_o - (W_i z)_o| <= sum_j E_i[o,j] |z_j|``, so
   ``||g_i(z) - W_i z|| <= ||E_i||_2 ||z||``. With ``r_i = prod_{k<=i} ||W_k||_2`` (the
   target's activations' norm bound) and ReLU 1-Lipschitz:
   ``delta_i = ||E_i||_2 (r_{i-1} + delta_{i-1}) + ||W_i||_2 delta_{i-1}``.
+
+  Args:
+    target: kernels ``(d_in, d_out)``.
+    weight_errors: per layer ``(..., d_in, d_out)``: batched over leading axes (a grid).
+    host: numpy in float64 (outside ``jit``; the sweep's reports) instead of traceable
+      float32 ``jnp``.
+  Returns:
+    the bound, shape ``weight_errors[0].shape[:-2]``.
   """
-  delta = jnp.float32(0.0)
-  radius = jnp.float32(1.0)
+  xp, dtype = (np, np.float64) if host else (jnp, jnp.float32)
+  delta = xp.zeros(np.shape(weight_errors[0])[:-2], dtype)
+  radius = dtype(1.0)
   for k, e in zip(target, weight_errors):
-    w_norm = jnp.linalg.norm(k, ord=2)
-    e_norm = jnp.linalg.norm(e, ord=2)
+    w_norm = xp.linalg.norm(xp.asarray(k, dtype), ord=2)
+    e_norm = xp.linalg.norm(xp.asarray(e, dtype), ord=2, axis=(-2, -1))
     delta = e_norm * (radius + delta) + w_norm * delta
     radius = radius * w_norm
   return delta
+
+
+def accuracy(apply_fn: Callable, images: jax.Array, labels: jax.Array,
+             batch: int = 512) -> jax.Array:
+  """Fraction of ``argmax apply_fn(images) == labels``, a ``lax.map`` over batches of
+  ``batch`` examples (padding examples get label -1: never correct). Traceable: the grid
+  program calls it inside its one program.
+
+  Args:
+    apply_fn: ``(batch, ...) -> (batch, classes)`` logits.
+    images: ``(n, ...)``; labels: ``(n,)`` int.
+  """
+  n = images.shape[0]
+  pad = (-n) % batch
+  x = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1))
+  x = x.reshape((-1, batch) + images.shape[1:])
+  y = jnp.pad(labels, (0, pad), constant_values=-1).reshape(-1, batch)
+  correct = jax.lax.map(lambda xy: jnp.sum(jnp.argmax(apply_fn(xy[0]), -1) == xy[1]), (x, y))
+  return jnp.sum(correct) / n
 
 
 @jax.custom_jvp
@@ -200,19 +209,19 @@ def approximation_error(
   for name, value, low in (("num_points", num_points, 1), ("ascent_steps", ascent_steps, 0)):
     if not _checks.is_int(value) or value < low:
       raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-  if pruned.method != "direct" and net is None:
+  c = constructions.get(pruned.method)
+  if c.prunes_network and net is None:
     raise ValueError(f"method {pruned.method!r}: pass net=, the RandomNetwork the ticket prunes")
-  if pruned.method == "direct":
-    sizes = construction.target_layer_sizes(pruned.effective_kernels)
+  if not c.prunes_network:
+    sizes = target_layer_sizes(pruned.effective_kernels)
   else:
     sizes = net.layer_sizes
-    for name in ("u", "v"):
-      got = [tuple(m.shape) for m in pruned.masks[name]]
-      want = [tuple(p.shape) for p in net.params[name]]
-      if got != want:
-        raise ValueError(f"ticket masks {name} {got} do not fit the network's params {want}: "
-                         "pass the RandomNetwork the ticket was found for")
-  target = construction.check_target(target, sizes)  # shapes, chaining, finite
+    got = jax.tree.map(jnp.shape, pruned.masks)
+    want = jax.tree.map(jnp.shape, net.params)
+    if got != want:
+      raise ValueError(f"ticket masks {got} do not fit the network's params {want}: "
+                       "pass the RandomNetwork the ticket was found for")
+  target = check_target(target, sizes)  # shapes, chaining, finite
   errors = [tuple(e.shape) for e in pruned.weight_errors]
   if errors != [tuple(k.shape) for k in target]:
     raise ValueError(f"ticket weight_errors shapes {errors} do not match the target's "

@@ -1,4 +1,11 @@
-"""Import and export external target networks as .npz files of weight matrices.
+"""Target networks: validation, sizes, random targets, the plain forward, and .npz files.
+
+A target is a list of bias-free kernels in JAX's convention ``x @ K``, ``K`` of shape
+``(d_in, d_out)`` (``check_target``, ``target_layer_sizes``, ``random_target``,
+``forward``); conv kernels ``(kh, kw, in, out)`` are read as matrices (``as_matrix``) by
+constructions that treat every output channel as one row.
+
+Import and export of external target networks as .npz files of weight matrices:
 
 Which arrays are layers, and in which order:
   * if any key ends in ".weight" (a PyTorch state dict), the layers are exactly those keys,
@@ -19,14 +26,88 @@ import re
 import tempfile
 from collections.abc import Sequence
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-__all__ = ["load_npz_target", "save_npz_target", "natural_key"]
+from lth_jax import _checks
+
+__all__ = ["check_target", "target_layer_sizes", "random_target", "forward", "as_matrix",
+           "load_npz_target", "save_npz_target", "natural_key"]
 
 _LAYOUTS = ("torch", "jax")
+
+
+def check_target(target: Sequence[jax.Array],
+                 layer_sizes: Sequence[int] | None = None) -> list[jax.Array]:
+  """Validates a target: non-empty ``(d_in, d_out)`` kernels that chain, finite (when
+  concrete), and of ``layer_sizes`` when given. Returns the kernels as float32.
+
+  Raises:
+    ValueError: naming the offending layer.
+  """
+  kernels = [jnp.asarray(k, jnp.float32) for k in target]
+  if not kernels:
+    raise ValueError("target has no layers")
+  for i, k in enumerate(kernels):
+    if k.ndim != 2 or 0 in k.shape:
+      raise ValueError(f"target layer {i} must be a non-empty (d_in, d_out) kernel, got "
+                       f"shape {k.shape}")
+    if i and k.shape[0] != kernels[i - 1].shape[1]:
+      raise ValueError(f"target layer {i} has d_in {k.shape[0]} but layer {i - 1} has "
+                       f"d_out {kernels[i - 1].shape[1]}")
+  sizes = (kernels[0].shape[0],) + tuple(k.shape[1] for k in kernels)
+  if layer_sizes is not None and tuple(layer_sizes) != sizes:
+    raise ValueError(f"target layer sizes {sizes} do not match the random network's "
+                     f"{tuple(layer_sizes)}")
+  _checks.check_finite([(f"layer {i}", k) for i, k in enumerate(kernels)], "target")
+  return kernels
+
+
+def target_layer_sizes(target: Sequence[jax.Array]) -> tuple[int, ...]:
+  """``(d_0, ..., d_l)`` of a list of ``(d_in, d_out)`` kernels."""
+  return (int(target[0].shape[0]),) + tuple(int(k.shape[1]) for k in target)
+
+
+def as_matrix(kernel: jax.Array) -> jax.Array:
+  """A kernel as ``(d_in, d_out)``: conv ``(kh, kw, in, out)`` -> ``(kh * kw * in, out)``
+  (the output axis is last for Dense and Conv alike, so each output channel is a column)."""
+  kernel = jnp.asarray(kernel, jnp.float32)
+  return kernel.reshape(-1, kernel.shape[-1])
+
+
+def random_target(key: chex.PRNGKey, layer_sizes: Sequence[int],
+                  spectral_norm: float = 1.0) -> list[jax.Array]:
+  """Gaussian kernels ``(d_in, d_out)`` rescaled to the given spectral norm per layer."""
+  sizes = tuple(int(d) for d in layer_sizes)
+  if len(sizes) < 2 or any(d < 1 for d in sizes):
+    raise ValueError(f"layer_sizes must list >= 2 positive sizes, got {layer_sizes}")
+  if not spectral_norm > 0:
+    raise ValueError(f"spectral_norm must be positive, got {spectral_norm}")
+  out = []
+  for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    k = jax.random.normal(jax.random.fold_in(key, i), (a, b), jnp.float32)
+    out.append(k * (spectral_norm / jnp.linalg.norm(k, ord=2)))
+  return out
+
+
+@jax.jit
+def forward(kernels: Sequence[jax.Array], x: jax.Array) -> jax.Array:
+  """Bias-free ReLU MLP: ``x @ K_1 -> relu -> ... -> @ K_L`` (no ReLU on the output).
+
+  Args:
+    kernels: list of ``(d_in, d_out)`` kernels.
+    x: ``(batch, d_0)``.
+  Returns:
+    ``(batch, d_L)``.
+  """
+  for i, k in enumerate(kernels):
+    x = x @ k
+    if i + 1 < len(kernels):
+      x = jax.nn.relu(x)
+  return x
 
 
 def natural_key(name: str) -> tuple:

@@ -33,6 +33,8 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from lth_jax import constructions
+
 # Calibrated from measurement (calibrate_constant) on
 #   python -m experiments.sweep --config=lth_jax/configs/sweep.py:paper \
 #       --config.sweep.num_seeds=5 --config.lueker.trials=0
@@ -83,28 +85,22 @@ class ConstructionSize(NamedTuple):
   width_factor: float             # max hidden width / max_i d_i ("direct": max_i n_i)
 
 
-METHODS = ("network", "single", "direct")
-
-
 def random_params(layer_sizes: Sequence[int], copies: int | Sequence[int],
                   method: str = "network") -> int:
   """Parameters of the random object with ``copies`` per input (one int, or one per layer).
 
-  ``"network"`` / ``"single"``: every entry of the dense depth-2l network's kernels,
-  ``sum_i n_i d_{i-1} (d_{i-1} + d_i)``; ``"direct"``: ``n_i`` coefficients per target
-  weight, ``sum_i n_i d_{i-1} d_i``.
+  The construction's ``num_params``: for ``"network"`` / ``"single"`` every entry of the
+  dense depth-2l network's kernels, ``sum_i n_i d_{i-1} (d_{i-1} + d_i)``; for ``"direct"``
+  ``n_i`` coefficients per target weight, ``sum_i n_i d_{i-1} d_i``.
   """
   sizes = _sizes(layer_sizes)
-  if method not in METHODS:
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+  construction = constructions.get(method)  # ValueError naming the registered methods
   num = len(sizes) - 1
   copies = (tuple(int(n) for n in copies) if hasattr(copies, "__len__")
             else (int(copies),) * num)
   if len(copies) != num or any(n < 0 for n in copies):
     raise ValueError(f"copies must be one non-negative count or {num} of them, got {copies}")
-  if method == "direct":
-    return sum(n * a * b for n, a, b in zip(copies, sizes[:-1], sizes[1:]))
-  return sum(n * a * (a + b) for n, a, b in zip(copies, sizes[:-1], sizes[1:]))
+  return construction.num_params(tuple(zip(sizes[:-1], sizes[1:])), copies)
 
 
 def construction_size(layer_sizes: Sequence[int], epsilon: float,

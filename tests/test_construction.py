@@ -242,7 +242,7 @@ def test_approximation_error_bad_input(target, tickets):
 
 
 def test_fewest_terms_objective_within_eps_with_fewer_terms(target):
-  from lth_jax import construction
+  from lth_jax import objectives
   eps = 0.02
   net = L.sample_random_network(jax.random.key(1), SIZES, 24)
   dense = L.find_ticket(net, target, "network")
@@ -260,7 +260,7 @@ def test_fewest_terms_objective_within_eps_with_fewer_terms(target):
   assert int(sparse.num_params_kept) < int(dense.num_params_kept)
   # Through an explicit solve_fn: the same ticket.
   same = L.find_ticket(net, target, "network",
-                       solve_fn=construction.objective_solver("fewest_terms", eps))
+                       solve_fn=objectives.objective_solver("fewest_terms", eps))
   for x, y in zip(jax.tree.leaves(sparse), jax.tree.leaves(same)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -292,20 +292,20 @@ def test_custom_solve_fn_is_called_once_per_instance_size(target):
 
 
 def test_layer_building_blocks_compose_to_find_ticket(target):
-  from lth_jax import construction
+  from lth_jax.constructions import network
   net = L.sample_random_network(jax.random.key(1), SIZES, 8)
   ticket = L.find_ticket(net, target, "network", max_half=5)
   u, v, k = net.params["u"][1], net.params["v"][1], target[1]
-  inst = construction.layer_instances(u, v, k, 5)
+  inst = network.layer_instances(u, v, k, 5)
   assert inst.products.shape == (2, 8, 32, 5) and inst.copy_index.shape == (2, 32, 5)
   chosen = L.solve_subset_sum(inst.targets, inst.products).mask
-  layer = construction.layer_masks(chosen, inst.targets, inst.products, inst.valid, inst.slot)
+  layer = network.layer_masks(chosen, inst.targets, inst.products, inst.valid, inst.slot)
   np.testing.assert_array_equal(np.asarray(layer.mask_v), np.asarray(ticket.masks["v"][1]))
   np.testing.assert_array_equal(np.asarray(layer.errors.T), np.asarray(ticket.weight_errors[1]))
 
 
 def test_bad_solver_options(target):
-  from lth_jax import construction, fewest_terms
+  from lth_jax import fewest_terms, objectives
   net = L.sample_random_network(jax.random.key(1), SIZES, 8)
   with pytest.raises(ValueError, match="objective"):
     L.find_ticket(net, target, objective="closest")
@@ -318,4 +318,4 @@ def test_bad_solver_options(target):
     L.find_ticket(net, target, max_half=fewest_terms.MAX_N + 1, objective="fewest_terms",
                   epsilon=0.1)
   with pytest.raises(ValueError, match="positive"):
-    construction.objective_solver("fewest_terms", 0.0)
+    objectives.objective_solver("fewest_terms", 0.0)

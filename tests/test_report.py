@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lth_jax import lueker
+from lth_jax import targets as targets_lib
 from lth_jax import theory
 from lth_jax.report import figures
 from lth_jax.report import tables
@@ -27,8 +28,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def grid():
   """ONE small program: a 6x6 and a 5-4-3 target, every method, 2 seeds."""
   key = jax.random.key(1)
-  targets = [sweep_lib.random_target(jax.random.key(7), (6, 6)),
-             sweep_lib.random_target(jax.random.key(3), (5, 4, 3))]
+  targets = [targets_lib.random_target(jax.random.key(7), (6, 6)),
+             targets_lib.random_target(jax.random.key(3), (5, 4, 3))]
   res = sweep_lib.sweep_targets(targets, WIDTHS, 2, ("network", "single", "direct"),
                                 key=key, epsilon=0.05, **FAST)
   return key, targets, res

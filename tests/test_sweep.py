@@ -12,16 +12,18 @@ import numpy as np
 import pytest
 
 from lth_jax import construction
+from lth_jax import constructions
 from lth_jax import evaluation
+from lth_jax import grid_program
 from lth_jax import random_net as rn
 from lth_jax import subset_sum
+from lth_jax import targets as targets_lib
 from lth_jax.configs import sweep as sweep_configs
 from lth_jax.run import sweep as run_sweep
 
 # The module (lth_jax.sweep is also the name of the re-exported sweep() function).
 sweep_lib = importlib.import_module("lth_jax.sweep")
 
-STATIC = ("specs", "num_seeds", "opts")
 # Tiny grids: compile time is everything, so XLA's backend optimisation is switched off.
 FAST = dict(num_points=64, ascent_steps=5,
             compiler_options={"xla_backend_optimization_level": 0})
@@ -33,73 +35,11 @@ SEEDS = 3
 def grid():
   """ONE program: a 6x6 and a 5-4-3 target, every method, shared by the tests below."""
   key = jax.random.key(1)
-  targets = [sweep_lib.random_target(jax.random.key(7), (6, 6)),
-             sweep_lib.random_target(jax.random.key(3), (5, 4, 3))]
+  targets = [targets_lib.random_target(jax.random.key(7), (6, 6)),
+             targets_lib.random_target(jax.random.key(3), (5, 4, 3))]
   res = sweep_lib.sweep_targets(targets, WIDTHS, SEEDS, ("network", "single", "direct"),
                                 key=key, epsilon=0.05, **FAST)
   return key, targets, res
-
-
-def test_whole_grid_is_one_trace_and_one_solver_call(monkeypatch):
-  calls = []
-  real_solve = subset_sum.solve_subset_sum
-
-  def counting_solve(*args, **kwargs):
-    calls.append(args[1].shape)
-    return real_solve(*args, **kwargs)
-
-  monkeypatch.setattr(subset_sum, "solve_subset_sum", counting_solve)
-  program = jax.jit(chex.assert_max_traces(sweep_lib._grid_program.__wrapped__, n=1),
-                    static_argnames=STATIC, compiler_options=FAST["compiler_options"])
-  monkeypatch.setattr(sweep_lib, "_grid_program", program)
-  target = sweep_lib.random_target(jax.random.key(0), (3, 4, 2))
-  before = sweep_lib.TRACE_COUNTS["grid_program"]
-  kw = dict(num_points=16, ascent_steps=2)  # no compiler_options: use the patched program
-  first = sweep_lib.sweep(target, (2, 3, 5), 2, "network", key=jax.random.key(0), **kw)
-  # Same shapes, another key: the compiled program is reused (assert_max_traces would raise).
-  second = sweep_lib.sweep(target, (2, 3, 5), 2, "network", key=jax.random.key(1), **kw)
-  assert sweep_lib.TRACE_COUNTS["grid_program"] - before == 1
-  assert program._cache_size() == 1
-  # Both layers' instances of all 3 widths x 2 seeds went to ONE solver call.
-  m = construction.default_max_half(5)
-  assert calls == [(3 * 2 * 2 * (3 * 4 + 4 * 2), m + m % 2)]
-  assert first.max_weight_error.shape == (3, 2)
-  assert not np.array_equal(first.max_weight_error, second.max_weight_error)
-
-
-def test_multi_target_all_methods_grid_with_entry_point_options_is_one_compile(monkeypatch):
-  """The entry point's path: sweep_kwargs(config) (compiler options from xla_opt_level) and
-  several targets x every method, still one trace, one executable, one solver call."""
-  config = sweep_configs.get_config("quick")
-  config.sweep.num_points, config.sweep.ascent_steps = 16, 2  # tiny; same code path
-  kwargs = run_sweep.sweep_kwargs(config)
-  assert kwargs["compiler_options"] == {"xla_backend_optimization_level": 0}
-  calls = []
-  real_solve = subset_sum.solve_subset_sum
-
-  def counting_solve(*args, **kw):
-    calls.append(args[1].shape)
-    return real_solve(*args, **kw)
-
-  monkeypatch.setattr(subset_sum, "solve_subset_sum", counting_solve)
-  targets = [sweep_lib.random_target(jax.random.key(i), s)
-             for i, s in enumerate(((3, 3), (4, 2), (2, 3, 2)))]
-  widths = {"network": (2, 4), "single": (2, 4), "direct": (2, 4)}
-  program = sweep_lib._program_with_options(
-      tuple(sorted(kwargs["compiler_options"].items())))
-  traces, compiled = sweep_lib.TRACE_COUNTS["grid_program"], program._cache_size()
-  first = sweep_lib.sweep_targets(targets, widths, 2, sweep_lib.METHODS, **kwargs)
-  kwargs["key"] = jax.random.key(5)  # new randomness, same shapes: no retrace
-  second = sweep_lib.sweep_targets(targets, widths, 2, sweep_lib.METHODS, **kwargs)
-  assert sweep_lib.TRACE_COUNTS["grid_program"] - traces == 1
-  assert program._cache_size() - compiled == 1
-  # Every target's network halves (default_max_half(4) = 3, padded to 4) and direct
-  # instances (4 coefficients) share ONE call: widths x seeds x (2 halves + 1) per weight.
-  weights = 3 * 3 + 4 * 2 + (2 * 3 + 3 * 2)
-  assert calls == [(2 * 2 * 3 * weights, 4)]
-  for a, b in zip(first, second):
-    assert set(a) == set(sweep_lib.METHODS)
-    assert not np.array_equal(a["network"].sup_error, b["network"].sup_error)
 
 
 @pytest.mark.parametrize("method", ["network", "single", "direct"])
@@ -111,9 +51,10 @@ def test_truncated_width_equals_find_ticket(grid, method):
     seed_key = jax.random.fold_in(jax.random.fold_in(key, 1), s)  # target 1, seed s
     if method == "direct":
       widest = max(WIDTHS["direct"])
-      full = sweep_lib.nested_direct_coefficients(jax.random.fold_in(seed_key, 1), target,
-                                                  widest)
-      coefs = sweep_lib.nested_direct_coefficients(jax.random.fold_in(seed_key, 1), target, w)
+      full = construction.sample_direct_coefficients(jax.random.fold_in(seed_key, 1), target,
+                                                     widest, nested=True)
+      coefs = construction.sample_direct_coefficients(jax.random.fold_in(seed_key, 1), target,
+                                                      w, nested=True)
       for a, b in zip(full.coefficients, coefs.coefficients):  # nested: a prefix
         np.testing.assert_array_equal(a[:, :w], b)
       ticket = construction.find_ticket(coefs, target, "direct")
@@ -123,10 +64,10 @@ def test_truncated_width_equals_find_ticket(grid, method):
       net = rn.truncate_copies(widest, w)
       ticket = construction.find_ticket(net, target, method)
       if method == "network" and s == 0:
-        # the sweep evaluates tickets through their (P, N) kernels: same outputs
+        # the sweep evaluates tickets through their compact (P, N) form: same outputs
         x = jax.random.normal(jax.random.key(0), (32, 5))
-        layers = [(e[0], e[1]) for e in ticket.effective_kernels]
-        np.testing.assert_allclose(sweep_lib.two_kernel_forward(layers, x),
+        fast = constructions.get(method).effective_forward(ticket.effective_kernels, x)
+        np.testing.assert_allclose(fast,
                                    evaluation.structured_forward(net, ticket.masks, x),
                                    rtol=1e-5, atol=1e-5)
     errs = np.concatenate([np.ravel(e) for e in ticket.weight_errors])
@@ -206,18 +147,22 @@ def test_rows_and_copies_needed(grid):
   np.testing.assert_array_equal(fake.widths, [3, 6, 12, 20])
 
 
-def test_host_bound_matches_evaluation_bound():
-  target = sweep_lib.random_target(jax.random.key(1), (5, 4, 3))
-  errs = [jnp.abs(jax.random.normal(jax.random.key(i), k.shape)) * 1e-2
-          for i, k in enumerate(target)]
-  np.testing.assert_allclose(sweep_lib.host_analytic_bound(target, errs),
-                             evaluation.analytic_bound(target, errs), rtol=1e-5)
+def test_bound_is_the_batched_analytic_bound_of_each_grid_point(grid):
+  """SweepResult.bound (host, float64) is evaluation.analytic_bound of the point's ticket."""
+  key, targets, res = grid
+  target, w = targets[1], 3
+  seed_key = jax.random.fold_in(jax.random.fold_in(key, 1), 0)
+  net = rn.truncate_copies(rn.sample_random_network(jax.random.fold_in(seed_key, 0), (5, 4, 3),
+                                                    max(WIDTHS["network"])), w)
+  ticket = construction.find_ticket(net, target, "network")
+  np.testing.assert_allclose(res[1]["network"].bound[0, 0],
+                             evaluation.analytic_bound(target, ticket.weight_errors), rtol=1e-5)
 
 
 def test_accuracy_on_a_dataset():
   rng = np.random.default_rng(0)
   images = rng.uniform(size=(40, 12)).astype(np.float32)
-  target = sweep_lib.random_target(jax.random.key(3), (12, 3))
+  target = targets_lib.random_target(jax.random.key(3), (12, 3))
   labels = np.array(jnp.argmax(evaluation.forward(target, images), -1))
   labels[:4] = (labels[:4] + 1) % 3  # target accuracy 0.9 exactly
   res = sweep_lib.sweep(target, (2, 16), 2, "direct", key=jax.random.key(0),
@@ -240,7 +185,7 @@ def test_accuracy_on_a_dataset():
     (dict(widths=(40,), method="direct"), "MAX_N"),
 ])
 def test_bad_arguments(kwargs, match):
-  args = dict(target=sweep_lib.random_target(jax.random.key(0), (2, 2)), widths=(2,),
+  args = dict(target=targets_lib.random_target(jax.random.key(0), (2, 2)), widths=(2,),
               num_seeds=1, method="network", key=jax.random.key(0))
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):

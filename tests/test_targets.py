@@ -126,3 +126,45 @@ def test_bad_layout_and_missing_file(tmp_path):
     targets.load_npz_target(tmp_path / "x.npz")
   with pytest.raises(ValueError, match="expected \\(d_in, d_out\\)"):
     targets.save_npz_target(tmp_path / "x.npz", [np.ones(3)])
+
+
+# --- target kernels: checks, sizes, random targets, the plain forward -------------------
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+
+def test_check_target_and_layer_sizes():
+  kernels = targets.random_target(jax.random.key(0), (5, 4, 3))
+  assert targets.target_layer_sizes(kernels) == (5, 4, 3)
+  assert all(k.dtype == jnp.float32 for k in targets.check_target(kernels, (5, 4, 3)))
+  with pytest.raises(ValueError, match="no layers"):
+    targets.check_target([])
+  with pytest.raises(ValueError, match="d_in"):
+    targets.check_target([jnp.ones((5, 4)), jnp.ones((3, 3))])
+  with pytest.raises(ValueError, match="layer sizes"):
+    targets.check_target(kernels, (5, 4, 2))
+  with pytest.raises(ValueError, match="non-empty"):
+    targets.check_target([jnp.ones((3, 3, 3))])
+  with pytest.raises(ValueError, match="layer 1 contains NaN"):
+    targets.check_target([kernels[0], kernels[1].at[0, 0].set(jnp.nan)])
+
+
+def test_random_target_has_the_spectral_norm():
+  kernels = targets.random_target(jax.random.key(1), (6, 4, 2), spectral_norm=0.5)
+  for k in kernels:
+    np.testing.assert_allclose(jnp.linalg.norm(k, ord=2), 0.5, rtol=1e-5)
+  with pytest.raises(ValueError, match="spectral_norm"):
+    targets.random_target(jax.random.key(1), (2, 2), spectral_norm=0.0)
+  with pytest.raises(ValueError, match="layer_sizes"):
+    targets.random_target(jax.random.key(1), (2,))
+
+
+def test_forward_and_as_matrix():
+  kernels = targets.random_target(jax.random.key(2), (3, 4, 2))
+  x = jax.random.normal(jax.random.key(3), (5, 3))
+  np.testing.assert_allclose(targets.forward(kernels, x),
+                             jax.nn.relu(x @ kernels[0]) @ kernels[1], rtol=1e-6)
+  conv = jnp.arange(2 * 2 * 3 * 4, dtype=jnp.float32).reshape(2, 2, 3, 4)
+  assert targets.as_matrix(conv).shape == (12, 4)
+  np.testing.assert_array_equal(targets.as_matrix(conv)[:, 1], conv[..., 1].reshape(-1))

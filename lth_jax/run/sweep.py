@@ -145,12 +145,12 @@ def build_targets(config) -> list[tuple[str, list[jax.Array]]]:
   out = []
   for i, sizes in enumerate(config.targets.sizes):
     out.append((f"random_{_target_name(sizes)}",
-                sweep_lib.random_target(jax.random.fold_in(key, i), sizes,
+                targets_lib.random_target(jax.random.fold_in(key, i), sizes,
                                         config.targets.spectral_norm)))
   if config.targets.npz and not config.data.name:
     kernels = targets_lib.load_npz_target(os.path.expanduser(config.targets.npz),
                                           config.targets.npz_layout)
-    out.append((f"npz_{_target_name(construction.target_layer_sizes(kernels))}", kernels))
+    out.append((f"npz_{_target_name(targets_lib.target_layer_sizes(kernels))}", kernels))
   return out
 
 
@@ -176,7 +176,7 @@ def _data_target(config):
     kernels = models.kernels_from_params(params)
     name = "trained"
   kernels = [jnp.asarray(k, jnp.float32) for k in kernels]
-  sizes = construction.target_layer_sizes(kernels)
+  sizes = targets_lib.target_layer_sizes(kernels)
   return (f"{name}_{config.data.name}_{_target_name(sizes)}", kernels,
           (test.images.reshape(len(test.labels), -1), test.labels))
 
@@ -200,7 +200,7 @@ def estimated_keys(sizes_list, widths, num_seeds, method, max_half=None) -> floa
 def _sweep_one(config, named, data, widths, kwargs):
   """One program over the targets ``named`` ([(name, kernels)]); their per-method results."""
   sw = config.sweep
-  sizes = [construction.target_layer_sizes(k) for _, k in named]
+  sizes = [targets_lib.target_layer_sizes(k) for _, k in named]
   keys = sum(estimated_keys(sizes, widths[m], sw.num_seeds, m, sw.max_half or None)
              for m in sw.methods)
   points = sum(len(widths[m]) for m in sw.methods) * sw.num_seeds * len(named)
