@@ -133,6 +133,7 @@ def format_lueker_table(coverage) -> str:
     ref = lueker.REFERENCE.get(c.kind, {}).get(c.n)
     lines.append(f"{c.kind:<9} {c.n:>3} {c.covered:>8.2f} {c.covered_upper:>8.2f} "
                  f"{'-' if ref is None else format(ref, '.2f'):>9} {c.trials:>6}")
+  return "\n".join(lines)
 
 
 # Experiment 1.
@@ -178,6 +179,7 @@ def format_experiment1_table(rows: Sequence[dict]) -> str:
           f"hidden widths {r['hidden_widths']}, copies/layer {r['copies']}, max_half "
           f"{r['max_half']}, structured-vs-dense rel. diff "
           f"{'-' if diff is None else format(diff, '.1e')}")
+  return "\n".join(lines)
 
 
 # Experiment 2 (edge-popup).
