@@ -236,7 +236,7 @@ def _guarded(main: Callable[[list[str]], object]) -> Callable[[list[str]], objec
     except Exception as e:  # pylint: disable=broad-except  (SystemExit passes)
       if _debug():
         raise
-      if isinstance(e, (ValueError, OSError)):  # ConfigError, DataError, FileExistsError, ...
+      if isinstance(e, (ValueError, OSError, app.UsageError)):  # ConfigError, DataError, ...
         fail(error_line(e))
       fail(f"{type(e).__name__}: {error_line(e)} (an internal error; --debug or "
            f"{DEBUG_ENV}=1 shows the traceback)", FAILURE)
