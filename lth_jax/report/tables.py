@@ -178,3 +178,4 @@ def format_experiment1_table(rows: Sequence[dict]) -> str:
           f"hidden widths {r['hidden_widths']}, copies/layer {r['copies']}, max_half "
           f"{r['max_half']}, structured-vs-dense rel. diff "
           f"{'-' if diff is None else format(diff, '.1e')}")
+  return "\n".join(lines)

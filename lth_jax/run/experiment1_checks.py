@@ -90,11 +90,11 @@ def _check_data(config) -> None:
 
 def _check_target(t, variants: Sequence[str]) -> None:
   """The ``target`` group: an npz file, or a model to train."""
+  if t.npz_layout not in ("torch", "jax"):  # also unused: a typo either way
+    raise ConfigError("target.npz_layout", f"must be 'torch' or 'jax', got {t.npz_layout!r}")
   if t.npz:
     if not os.path.isfile(os.path.expanduser(t.npz)):
       raise ConfigError("target.npz", f"{t.npz} is not a file")
-    if t.npz_layout not in ("torch", "jax"):
-      raise ConfigError("target.npz_layout", f"must be 'torch' or 'jax', got {t.npz_layout!r}")
     return
   if t.model not in ("fc2", "fc4", "lenet5", "mlp"):
     raise ConfigError("target.model", f"must be fc2, fc4, lenet5 or mlp, got {t.model!r}")
