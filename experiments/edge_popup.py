@@ -15,6 +15,7 @@ import os
 
 from absl import flags, logging
 
+from lth_jax import checkpoints
 from lth_jax import data as data_lib
 from lth_jax import edge_popup
 from lth_jax import files
@@ -45,6 +46,7 @@ def main(argv):
     data_lib.load_dataset(_DATASET.value, split, data_dir)  # bad files: fail, nothing written
   files.check_state_file(os.path.join(_OUT_DIR.value, "run.json"), _OVERWRITE.value)
   files.check_writable(_OUT_DIR.value)  # before any work
+  checkpoints.check_restorable(os.path.join(_OUT_DIR.value, "checkpoints"))
   rows = edge_popup.run_experiment(_CONFIG.value, _OUT_DIR.value, dataset=_DATASET.value,
                                    data_dir=data_dir, overwrite=_OVERWRITE.value,
                                    log_every_seconds=_LOG_EVERY.value)

@@ -299,7 +299,10 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
       arrays = {}
       for key in keys:
         try:
-          arrays[key] = _check_array(path, key, npz[key])
+          array = npz[key]
+          if not isinstance(array, np.ndarray):  # a member that is not an .npy file
+            raise ValueError(f"{path}: {key} is not a .npy array")
+          arrays[key] = _check_array(path, key, array)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
           if str(e).startswith(str(path)):
             raise

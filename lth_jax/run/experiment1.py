@@ -41,6 +41,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from lth_jax import checkpoints
 from lth_jax import construction
 from lth_jax import data as data_lib
 from lth_jax import evaluation
@@ -122,6 +123,7 @@ def load_target(config: ml_collections.ConfigDict, *, workdir: str | None = None
                          layout=t.npz_layout)
   model = models.get_model(t.model) if t.model != "mlp" else models.MLP(tuple(t.widths))
   ckpt = target_checkpoint_dir(config, workdir)
+  checkpoints.check_restorable(ckpt)  # garbage there: one line, not a KeyError from orbax
   t0 = time.perf_counter()
   params, metrics = training.load_or_train_target(
       model, checkpoint_dir=ckpt, key=jax.random.PRNGKey(t.seed), epochs=t.epochs,
