@@ -267,8 +267,8 @@ def check_state_file(path: str | os.PathLike, overwrite: bool = False) -> None:
 
 def _check_array(path, key: str, array: np.ndarray) -> np.ndarray:
   if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-    raise ValueError(f"{path}: {key} has dtype {array.dtype}; only real numeric arrays "
-                     "are read")
+    raise ValueError(f"{path}: {key} has non-real dtype {array.dtype}; only real numeric "
+                     "arrays are read")
   return array
 
 

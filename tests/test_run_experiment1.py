@@ -356,7 +356,7 @@ def test_entry_point_smoke_writes_jsonl(tmp_path):
 
 
 @pytest.mark.parametrize("args,flag", [
-    (["--config.epsilon=2"], "--config.epsilon=2"),
+    (["--config.epsilon=2"], "--config.epsilon"),
     (["--config.nosuchfield=1"], "--config.nosuchfield"),
     (["--config.network.nope=1"], "--config.network.nope"),
     (["--config.variants=direct,bogus"], "--config.variants"),
