@@ -73,8 +73,9 @@ def _check_targets_and_data(config) -> None:
   common.float_in("targets.spectral_norm", t.spectral_norm, 0.0)
   common.one_of("targets.npz_layout", t.npz_layout, ("torch", "jax"))
   if t.npz:  # read now (it is small): a malformed file is a config error, not a crash
+    path = common.existing_file("targets.npz", t.npz)
     try:
-      targets_lib.load_npz_target(common.existing_file("targets.npz", t.npz), t.npz_layout)
+      targets_lib.load_npz_target(path, t.npz_layout)
     except ValueError as e:
       raise ConfigError("targets.npz", str(e)) from None
   if config.data.name:
