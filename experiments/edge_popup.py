@@ -15,10 +15,8 @@ import os
 
 from absl import flags, logging
 
-from lth_jax import checkpoints
+from lth_jax import checkpoints, edge_popup, files
 from lth_jax import data as data_lib
-from lth_jax import edge_popup
-from lth_jax import files
 from lth_jax.configs import edge_popup as edge_popup_configs
 from lth_jax.run import flags as run_flags
 

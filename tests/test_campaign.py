@@ -383,7 +383,7 @@ def test_stream_manifest_corrupt_foreign_or_mismatched(tmp_path, content, why):
 
 @pytest.mark.parametrize("content, why", [
     ("garbage{", "not a run's JSON state"), ('"a string"', "not a run's JSON state"),
-    ('{"config": {}}', "different settings"),
+    ('{"config": {}}', "settings"),  # another run's settings
 ])
 def test_edge_popup_run_json_corrupt_foreign_or_mismatched(tmp_path, content, why):
   out = tmp_path / "out"
