@@ -22,7 +22,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from lth_jax.run import flags as run_flags
 
 from lth_jax import edge_popup as ep
 from lth_jax import supermask
@@ -199,4 +201,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_flags.run(main)

@@ -32,7 +32,9 @@ import platform
 import resource
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from lth_jax.run import flags as run_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("objectives", ["min_error", "fewest_terms"], "Objectives to time.")
@@ -66,7 +68,7 @@ def _target(kind: str, config):
                            fallback=False)
     except FileNotFoundError:
       if kind == "trained":
-        raise app.UsageError(f"--target=trained: no finished checkpoint at {ckpt}; run "
+        raise ValueError(f"--target=trained: no finished checkpoint at {ckpt}; run "
                              f"`python -m experiments.subset_sum --config={config.preset} "
                              "--out_dir=...` first") from None
     warning = (f"no trained {config.preset} target checkpoint at {ckpt}: benchmarking a "
@@ -104,7 +106,7 @@ def _atomic_json(path: str, payload: dict) -> None:
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    raise ValueError(f"unexpected arguments: {' '.join(argv[1:])}")
   import jax
   import numpy as np
   from lth_jax import construction, objectives
@@ -113,9 +115,9 @@ def main(argv):
 
   bad = [o for o in FLAGS.objectives if o not in objectives.OBJECTIVES]
   if bad:
-    raise app.UsageError(f"--objectives: unknown {bad}; choose from {list(objectives.OBJECTIVES)}")
+    raise ValueError(f"--objectives: unknown {bad}; choose from {list(objectives.OBJECTIVES)}")
   if FLAGS.repeats < 1:
-    raise app.UsageError("--repeats must be >= 1")
+    raise ValueError("--repeats must be >= 1")
   config = configs.get_config(FLAGS.config)
   kernels, target_info = _target(FLAGS.target, config)
   weights = sum(int(np.size(k)) for k in kernels)
@@ -184,4 +186,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_flags.run(main)

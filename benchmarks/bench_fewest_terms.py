@@ -24,7 +24,9 @@ import platform
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from lth_jax.run import flags as run_flags
 import numpy as np
 
 FLAGS = flags.FLAGS
@@ -151,4 +153,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_flags.run(main)

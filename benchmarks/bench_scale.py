@@ -35,7 +35,9 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
+
+from lth_jax.run import flags as run_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("only", ["devices", "counts", "n"], "Which row groups to run.")
@@ -168,4 +170,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_flags.run(main)

@@ -25,7 +25,9 @@ import platform
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from lth_jax.run import flags as run_flags
 import numpy as np
 
 FLAGS = flags.FLAGS
@@ -243,4 +245,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_flags.run(main)

@@ -14,7 +14,9 @@ run this from a source checkout.
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from lth_jax.run import flags as run_flags
 
 try:
   from benchmarks import bench_scale
@@ -26,4 +28,4 @@ except ImportError:  # run from outside the checkout: its root is this file's pa
 flags.adopt_module_key_flags(bench_scale)
 
 if __name__ == "__main__":
-  app.run(bench_scale.main)
+  run_flags.run(bench_scale.main)

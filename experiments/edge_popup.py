@@ -6,23 +6,23 @@
 
 Writes results.jsonl and edge_popup_{fc2,fc4,lenet5}.png to --out_dir; a killed run restarted
 with the same command resumes from its last finished epoch. Progress lines (every
---log_every_seconds) give the whole run's percentage and ETA, over all of its sweeps. See
-lth_jax/configs/edge_popup.py.
+--log_every_seconds) give the whole run's percentage and ETA. Bad input ends in one line
+``error: <what>: <why>`` (lth_jax/run/flags.py). See lth_jax/configs/edge_popup.py.
 """
 
 import logging as std_logging
 import os
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
+from lth_jax import checkpoints, files
+from lth_jax import data as data_lib
 from lth_jax.configs import edge_popup as edge_popup_configs
 from lth_jax.report import tables
 from lth_jax.run import edge_popup
+from lth_jax.run import flags as run_flags
 
-_PRESET = flags.DEFINE_enum("preset", "quick", edge_popup_configs.PRESETS,
-                            "Configuration preset; --config.<field>=... overrides its fields.")
-_CONFIG = config_flags.DEFINE_config_dict("config", edge_popup_configs.get_config("quick"))
+_CONFIG = run_flags.ConfigFlag(edge_popup_configs, "quick", preset_flag="preset")
 _DATASET = flags.DEFINE_enum("dataset", "fashion_mnist", ["fashion_mnist", "mnist", "synthetic"],
                              "Dataset (mnist needs --data_dir with the IDX files).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Directory of the dataset's IDX files.")
@@ -32,52 +32,24 @@ _LOG_EVERY = flags.DEFINE_float("log_every_seconds", 30.0,
                                 "Seconds between progress lines (overall percentage and ETA).")
 
 
-def _config():
-  """The chosen preset with this command line's --config.<field> overrides applied."""
-  if _PRESET.value == "quick":
-    return _CONFIG.value
-  config = edge_popup_configs.get_config(_PRESET.value)
-  for path, value in config_flags.get_override_values(flags.FLAGS["config"]).items():
-    node = config
-    *parents, leaf = path.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
-
-
-class _QuietOrbax(std_logging.Filter):
-  """Drops orbax-checkpoint's INFO chatter (several lines per saved epoch)."""
-
-  def filter(self, record):
-    return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
-
-
-def _usage_error(message: str):
-  """One line on stderr and exit status 1 (app.UsageError would also print the full help)."""
-  raise SystemExit(f"FATAL Usage error: {message}")
-
-
 def main(argv):
-  std_logging.getLogger("absl").addFilter(_QuietOrbax())
-  if len(argv) > 1:
-    _usage_error(f"unexpected arguments: {' '.join(argv[1:])}")
+  del argv  # run_flags.run refuses stray arguments
+  std_logging.getLogger("absl").addFilter(  # orbax's INFO chatter: lines per saved epoch
+      lambda r: r.levelno >= std_logging.WARNING or "orbax" not in r.pathname)
   if _DATASET.value == "mnist" and not _DATA_DIR.value:
-    _usage_error("--dataset=mnist needs --data_dir (a directory of MNIST IDX files)")
+    raise ValueError("--data_dir: --dataset=mnist needs a directory of MNIST IDX files")
   data_dir = os.path.expanduser(_DATA_DIR.value) if _DATA_DIR.value else None
   if data_dir and not os.path.isdir(data_dir):
-    _usage_error(f"--data_dir {data_dir} is not a directory")
-  config = _config()
-  try:
-    edge_popup.validate_config(config)
-  except ValueError as e:
-    _usage_error(f"--{e}")
-  try:
-    rows = edge_popup.run_experiment(config, _OUT_DIR.value, dataset=_DATASET.value,
-                                     data_dir=data_dir, overwrite=_OVERWRITE.value,
-                                     log_every_seconds=_LOG_EVERY.value)
-  except (FileExistsError, FileNotFoundError) as e:
-    _usage_error(str(e))
+    raise ValueError(f"--data_dir: {data_dir} is not a directory")
+  edge_popup.validate_config(_CONFIG.value)
+  for split in ("test", "train") if _DATASET.value != "synthetic" else ():
+    data_lib.load_dataset(_DATASET.value, split, data_dir)  # bad files: fail, nothing written
+  files.check_state_file(os.path.join(_OUT_DIR.value, "run.json"), _OVERWRITE.value)
+  files.check_writable(_OUT_DIR.value)  # before any work
+  checkpoints.check_restorable(os.path.join(_OUT_DIR.value, "checkpoints"))
+  rows = edge_popup.run_experiment(_CONFIG.value, _OUT_DIR.value, dataset=_DATASET.value,
+                                   data_dir=data_dir, overwrite=_OVERWRITE.value,
+                                   log_every_seconds=_LOG_EVERY.value)
   for t in tables.final_accuracy_table(rows):
     logging.info("%-6s %-6s keep %.3f  remaining %9d  test accuracy %.4f", t["arch"],
                  t["variant"], t["keep_fraction"], t["remaining_params"], t["mean"])
@@ -85,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_flags.run(main, _CONFIG)

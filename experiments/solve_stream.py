@@ -1,67 +1,54 @@
 """Solve millions of "direct" SubsetSum instances in resumable chunks (lth_jax.streaming).
 
-  python -m experiments.solve_stream --out_dir=/tmp/stream --num_weights=20000000
   python -m experiments.solve_stream --out_dir=runs/fc2 --weights=fc2_weights.npy --n=21
-  XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.solve_stream \
-      --out_dir=/tmp/stream --num_weights=1000000 --shard      # split chunks over devices
-  python -m experiments.solve_stream --distributed --shard ...  # multi-host (process 0 writes)
-  python -m experiments.solve_stream --distributed --shard --coordinator_address=host0:1234 \
-      --num_processes=2 --process_id=0 ...   # outside a managed cluster, once per process
+  ... --shard [--distributed --coordinator_address=h:1234 --num_processes=2 --process_id=0]
 
-Writes chunk_*.npz (bit-packed masks, errors, values) and manifest.json to --out_dir. A run
-that is killed and restarted with the same command keeps every finished chunk and ends with
-the same files as an uninterrupted run.
+Writes chunk_*.npz and manifest.json to --out_dir; a killed run restarted with the same
+command keeps every finished chunk. Bad input: one line ``error: <what>: <why>``.
 """
 
-import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
-from lth_jax import distributed, streaming
+from lth_jax import distributed, files, streaming, subset_sum
+from lth_jax.run import flags as run_flags
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory.", required=True)
-_NUM_WEIGHTS = flags.DEFINE_integer("num_weights", 1_000_000,
-                                    "Weights to generate (ignored with --weights).")
-_WEIGHTS = flags.DEFINE_string("weights", None, ".npy file of target weights (any shape, "
-                               "flattened in C order; memory-mapped).")
-_N = flags.DEFINE_integer("n", 21, "Coefficients per weight.")
+_NUM_WEIGHTS = flags.DEFINE_integer("num_weights", 1_000_000, "Weights to generate.", lower_bound=1)
+_WEIGHTS = flags.DEFINE_string("weights", None, ".npy file of target weights (flattened).")
+_N = flags.DEFINE_integer("n", 21, "Coefficients per weight.", 1, subset_sum.MAX_N)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the coefficients (and generated weights).")
-_LOW = flags.DEFINE_float("low", -0.464, "Coefficient (and generated weight) range, low.")
-_HIGH = flags.DEFINE_float("high", 0.541, "Coefficient (and generated weight) range, high.")
-_GROUP = flags.DEFINE_integer("group_size", 1, "Consecutive weights sharing one coefficient "
-                              "vector (d_in for row-major (d_out, d_in) weights).")
-_CHUNK = flags.DEFINE_integer("chunk_size", 1 << 16, "Instances per saved chunk.")
-_EPSILON = flags.DEFINE_float("epsilon", 0.01, "Threshold of the summary's fraction.")
+_LOW, _HIGH = (flags.DEFINE_float(n, v, f"Coefficient (and generated weight) range, {n}.")
+               for n, v in (("low", -0.464), ("high", 0.541)))
+_GROUP = flags.DEFINE_integer("group_size", 1, "Weights sharing coefficients.", lower_bound=1)
+_CHUNK = flags.DEFINE_integer("chunk_size", 1 << 16, "Instances per chunk.", lower_bound=1)
+_EPSILON = flags.DEFINE_float("epsilon", 0.01, "The summary's threshold.", lower_bound=0.0)
 _PACK = flags.DEFINE_bool("pack_masks", True, "Store masks bit-packed.")
 _SHARD = flags.DEFINE_bool("shard", False, "Split every chunk over all devices.")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() "
-                                  "(multi-host; every process runs the same command).")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "With --distributed outside "
-                                   "a managed cluster: host:port of process 0.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "jax.distributed.initialize() first.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed: processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this process.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a different run in --out_dir.")
 _PAUSE = flags.DEFINE_float("pause_s", 0.0, "Sleep after each chunk (share the machine).")
+flags.register_multi_flags_validator(["low", "high"], lambda f: f["low"] < f["high"], "low >= high")
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  init = {k: v for k, v in (("coordinator_address", _COORDINATOR.value),
-                            ("num_processes", _NUM_PROCESSES.value),
-                            ("process_id", _PROCESS_ID.value)) if v is not None}
+  del argv  # run_flags.run refuses stray arguments
+  init = {f.name: f.value for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID) if f.present}
   if init and not _DISTRIBUTED.value:
-    raise app.UsageError(f"--{'/--'.join(init)} need --distributed")
+    raise ValueError(f"--{'/--'.join(init)}: need --distributed")
   distributed.initialize_distributed(_DISTRIBUTED.value, **init)
-  weights = None
-  if _WEIGHTS.value:
-    weights = np.load(_WEIGHTS.value, mmap_mode="r").reshape(-1)
-  source = streaming.DirectSource(
-      _N.value, _SEED.value, _LOW.value, _HIGH.value, weights=weights,
-      num_weights=None if weights is not None else _NUM_WEIGHTS.value,
-      group_size=_GROUP.value)
-  mesh = distributed.make_instance_mesh() if _SHARD.value else None
+  weights = files.load_npy(_WEIGHTS.value, mmap=True).reshape(-1) if _WEIGHTS.value else None
+  if distributed.is_primary():  # a corrupt manifest, an unwritable --out_dir: refused now
+    files.check_state_file(f"{_OUT_DIR.value}/{streaming.MANIFEST}", _OVERWRITE.value)
+    files.check_writable(_OUT_DIR.value)
+  source = streaming.DirectSource(_N.value, _SEED.value, _LOW.value, _HIGH.value,
+                                  weights=weights, group_size=_GROUP.value,
+                                  num_weights=None if _WEIGHTS.value else _NUM_WEIGHTS.value)
   report = streaming.solve_stream(
-      source, _OUT_DIR.value, chunk_size=_CHUNK.value, mesh=mesh, pack_masks=_PACK.value,
+      source, _OUT_DIR.value, chunk_size=_CHUNK.value, pack_masks=_PACK.value,
+      mesh=distributed.make_instance_mesh() if _SHARD.value else None,
       overwrite=_OVERWRITE.value, epsilon=_EPSILON.value, pause_s=_PAUSE.value)
   if distributed.is_primary():
     logging.info("solved %d chunks (%d already done) of %s: %.0f instances/s; summary %s",
@@ -70,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_flags.run(main)

@@ -10,7 +10,7 @@ overparam_vs_d.png (and lueker.jsonl, lueker.png), then done.json, into --out_di
 the last log line. Multi-host (--config.devices.distributed=True; outside a managed cluster
 also --config.devices.coordinator_address=host:port --config.devices.num_processes=N
 --config.devices.process_id=i): every process runs the same command; only process 0 writes
-and prints. Bad flags end with one line ``error: --<flag>: ...`` (experiments/_flags.py).
+and prints. Bad flags end with one line ``error: --<flag>: ...`` (lth_jax/run/flags.py).
 All logic is lth_jax.run.sweep.run_experiment; presets in lth_jax/configs/sweep.py.
 """
 
@@ -19,18 +19,18 @@ import time
 
 from absl import flags, logging
 
-from experiments import _flags
+from lth_jax.run import flags as run_flags
 from lth_jax.configs import sweep as sweep_configs
 from lth_jax.run import sweep as run_sweep
 
-_CONFIG = _flags.ConfigFlag(sweep_configs, "default")
+_CONFIG = run_flags.ConfigFlag(sweep_configs, "default")
 _OUT_DIR = flags.DEFINE_string(
     "out_dir", None, "Output directory (must be empty or new); default runs/sweep-<timestamp>.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the contents of a non-empty --out_dir.")
 
 
 def main(argv):
-  del argv  # _flags.run refuses stray arguments
+  del argv  # run_flags.run refuses stray arguments
   out_dir = _OUT_DIR.value or os.path.join("runs", time.strftime("sweep-%Y%m%d-%H%M%S"))
   result = run_sweep.run_experiment(_CONFIG.value, out_dir, overwrite=_OVERWRITE.value)
   if not result["primary"]:
@@ -43,4 +43,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  _flags.run(main, _CONFIG)
+  run_flags.run(main, _CONFIG)

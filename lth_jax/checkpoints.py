@@ -10,7 +10,9 @@ seconds).
 
 from __future__ import annotations
 
+import json
 import os
+import pathlib
 from typing import Any
 
 import jax
@@ -18,6 +20,35 @@ import jax
 
 class SettingsMismatch(ValueError):
   """A checkpoint directory holds a run written with other settings."""
+
+
+_STEP_METADATA = "_CHECKPOINT_METADATA"  # orbax writes it into every finished step
+
+
+def check_restorable(root: str | os.PathLike) -> None:
+  """Refuses garbage where orbax would look for steps, before a run tries to restore it
+  (orbax reports it as a ``KeyError`` deep inside a restore).
+
+  Every step directory (a child named by digits) of ``root`` and of its subdirectories
+  must hold orbax's step metadata as JSON; unfinished saves (orbax's temporary names) are
+  ignored, as orbax does.
+
+  Raises:
+    ValueError: naming the step directory and the way out.
+  """
+  root = pathlib.Path(root).expanduser()
+  parents = [root] + ([p for p in root.iterdir() if p.is_dir()] if root.is_dir() else [])
+  for parent in parents:
+    if not parent.is_dir():
+      continue
+    for step in parent.iterdir():
+      if not (step.is_dir() and step.name.isdigit()):
+        continue
+      try:
+        json.loads((step / _STEP_METADATA).read_text())
+      except (OSError, ValueError):
+        raise ValueError(f"{step}: not a restorable orbax checkpoint (no readable "
+                         f"{_STEP_METADATA}); remove it to start that work again") from None
 
 
 class Checkpoints:

@@ -7,6 +7,10 @@
   non-empty directory unless ``overwrite`` (then empties it) or, with a ``fingerprint``,
   the directory holds an unfinished run with the same fingerprint (then it is resumed).
 * ``check_finite_rows``: the NaN/Inf check applied to every logged measurement.
+* ``load_npz`` / ``load_npy``: arrays from files a user names, refused (``ValueError``
+  naming the file and key) unless they are real numeric arrays: nothing is ever unpickled.
+* ``check_state_file``: a run's JSON state file (manifest, fingerprint) is a JSON object,
+  or the directory is refused (or, with ``overwrite``, the unreadable file removed).
 
 Infrastructure stage: imports no lth_jax module.
 """
@@ -20,6 +24,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -158,15 +163,17 @@ def check_writable(directory: str | os.PathLike) -> pathlib.Path:
 
 
 def prepare_out_dir(out_dir: str | os.PathLike, overwrite: bool = False,
-                    fingerprint: Mapping | None = None) -> tuple[pathlib.Path, bool]:
+                    fingerprint: Mapping | None = None, *,
+                    resumable: bool = True) -> tuple[pathlib.Path, bool]:
   """THE output-directory guard: readies ``out_dir`` for a run and says if it resumes one.
 
   * A missing or empty directory is created (and checked writable): a fresh run.
   * ``overwrite``: a non-empty directory is emptied first: a fresh run.
   * With a ``fingerprint`` (the settings that make two runs the same, JSON-able): a
     non-empty directory whose ``run.json`` equals it and that has no ``done.json`` is an
-    unfinished run of the same settings: it is kept and resumed. A finished run, or one
-    with other settings, is refused.
+    unfinished run of the same settings: it is kept and resumed (``resumable=False``, for
+    a program that cannot resume: refused, saying it is unfinished). A finished run, or
+    one with other settings, is refused.
   * Without one, any non-empty directory is refused.
   The fingerprint is written to ``run.json`` (atomically) before the run's first result.
 
@@ -191,14 +198,19 @@ def prepare_out_dir(out_dir: str | os.PathLike, overwrite: bool = False,
           previous = json.loads(run_file.read_text()) if run_file.is_file() else None
         except (OSError, ValueError):
           previous = "unreadable"
-        if previous == to_jsonable(fingerprint) and not (out_dir / DONE_FILE).exists():
+        unfinished = not (out_dir / DONE_FILE).exists()
+        if previous == to_jsonable(fingerprint) and unfinished and resumable:
           resumed = True
+        elif previous == to_jsonable(fingerprint) and unfinished:
+          why = ("holds an unfinished run of the same settings (killed or failed: no "
+                 f"{DONE_FILE}), which this program cannot resume")
         elif previous is None:
           why = "does not hold a run of this program"
         elif (out_dir / DONE_FILE).exists() and previous == to_jsonable(fingerprint):
           why = "holds a finished run"
         else:
-          why = "holds a run with other settings"
+          why = ("holds an unfinished run" if unfinished else "holds a run") + (
+              " with other settings")
       if not resumed:
         raise FileExistsError(f"output directory {out_dir} is not empty and {why}; pass "
                               "--overwrite to replace its contents, or choose another "
@@ -230,3 +242,93 @@ def check_finite_rows(rows: Sequence[Mapping], keys: Sequence[str]) -> None:
         continue
       if not np.all(np.isfinite(np.asarray(v, dtype=np.float64))):
         raise FloatingPointError(f"row {i}: non-finite {k} = {v!r} in {dict(row)}")
+
+
+def check_state_file(path: str | os.PathLike, overwrite: bool = False) -> None:
+  """A run's JSON state file (``manifest.json``, ``run.json``), if present, must hold a JSON
+  object; a corrupt or foreign one is refused up front (``FileExistsError`` naming it),
+  or, with ``overwrite``, removed (the run replaces the directory's contents anyway)."""
+  path = pathlib.Path(path).expanduser()
+  if not path.exists():
+    return
+  try:
+    ok = isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+  except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+    ok = False
+  if ok:
+    return
+  if overwrite and path.is_file():
+    path.unlink()
+    return
+  raise FileExistsError(f"{path} is not a run's JSON state (corrupt or written by another "
+                        "program); pass --overwrite to replace the directory's contents, or "
+                        "choose another directory")
+
+
+def _check_array(path, key: str, array: np.ndarray) -> np.ndarray:
+  if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+    raise ValueError(f"{path}: {key} has non-real dtype {array.dtype}; only real numeric "
+                     "arrays are read")
+  return array
+
+
+def _load_error(path, key: str, e: Exception) -> ValueError:
+  """numpy's refusal of pickled data, in words that do not invite unpickling it."""
+  if "pickle" in str(e).lower() or "object" in str(e).lower():
+    return ValueError(f"{path}: {key} holds Python objects (an object array or pickled "
+                      "data); refused: only numeric arrays are read, nothing is unpickled")
+  return ValueError(f"{path}: {key}: corrupt or not a numpy array ({e})")
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """Every array of an ``.npz`` file, each a real numeric array.
+
+  Raises:
+    FileNotFoundError: no such file. ValueError (naming the file, and the key): not a zip
+      archive of ``.npy`` arrays, corrupt or truncated, an object (pickled) array, a
+      non-numeric dtype. Never unpickles.
+  """
+  path = pathlib.Path(path).expanduser()
+  if not path.is_file():
+    raise FileNotFoundError(2, "No such file", str(path))
+  if not zipfile.is_zipfile(path):
+    raise ValueError(f"{path}: not an .npz file (not a zip archive of .npy arrays)")
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      keys = list(npz.files)
+      arrays = {}
+      for key in keys:
+        try:
+          array = npz[key]
+          if not isinstance(array, np.ndarray):  # a member that is not an .npy file
+            raise ValueError(f"{path}: {key} is not a .npy array")
+          arrays[key] = _check_array(path, key, array)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+          if str(e).startswith(str(path)):
+            raise
+          raise _load_error(path, key, e) from None
+  except (OSError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path}: corrupt .npz file ({e})") from None
+  return arrays
+
+
+def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
+  """The array of an ``.npy`` file (memory-mapped if ``mmap``), a real, finite numeric array.
+
+  Raises FileNotFoundError, or ValueError naming the file for anything that is not a
+  numeric ``.npy`` array (another format, truncated, object arrays: never unpickled).
+  """
+  path = pathlib.Path(path).expanduser()
+  if not path.is_file():
+    raise FileNotFoundError(2, "No such file", str(path))
+  with open(path, "rb") as f:
+    if f.read(6) != b"\x93NUMPY":
+      raise ValueError(f"{path}: not an .npy file (no NUMPY header)")
+  try:
+    array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+  except (ValueError, OSError, EOFError) as e:
+    raise _load_error(path, "the array", e) from None
+  _check_array(path, "the array", array)
+  if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+    raise ValueError(f"{path}: contains NaN or infinite values")
+  return array

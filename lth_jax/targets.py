@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import tempfile
 from collections.abc import Sequence
 
 import chex
@@ -33,6 +32,7 @@ import numpy as np
 from absl import logging
 
 from lth_jax import _checks
+from lth_jax import files
 
 __all__ = ["check_target", "target_layer_sizes", "random_target", "forward", "as_matrix",
            "load_npz_target", "save_npz_target", "natural_key"]
@@ -127,13 +127,13 @@ def load_npz_target(path: str | os.PathLike, layout: str = "torch") -> list[jax.
   """Kernels [(d0, d1), (d1, d2), ...] (float32) of the bias-free network in an .npz file.
 
   See the module docstring for the key and orientation rules. Raises ValueError naming the
-  file and key for: no layers, a non-zero bias, a non-2-D or non-finite matrix, or
-  consecutive layers whose dimensions do not chain.
+  file and key for: not an npz (or corrupt, or holding object arrays: ``files.load_npz``),
+  no layers, a non-zero bias, a non-2-D or non-finite matrix, or consecutive layers whose
+  dimensions do not chain.
   """
   _check_layout(layout)
   path = pathlib.Path(path)
-  with np.load(path, allow_pickle=False) as npz:
-    arrays = {key: npz[key] for key in npz.files}
+  arrays = files.load_npz(path)  # numeric arrays only: never unpickles
   weight_keys = [k for k in arrays if k.endswith(".weight")]
   if weight_keys:
     layers = {k[: -len(".weight")]: k for k in weight_keys}
@@ -192,12 +192,4 @@ def save_npz_target(path: str | os.PathLike, kernels: Sequence[jax.Array],
     arrays[f"fc{i + 1}.weight"] = k.T if layout == "torch" else k
   if not arrays:
     raise ValueError("no kernels to save")
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-  try:
-    with os.fdopen(fd, "wb") as f:  # a file object: np.savez must not append ".npz"
-      np.savez(f, **arrays)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-  return path
+  return files.atomic_savez(path, arrays)

@@ -230,6 +230,6 @@ def test_entry_point_writes_jsonl_and_png(tmp_path):
     bad = subprocess.run(cmd + bad_args, cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode != 0
-    errors = [line for line in bad.stderr.splitlines() if line.startswith("FATAL")]
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and flag in errors[0], bad.stderr[-2000:]
     assert "Traceback" not in bad.stderr

@@ -24,6 +24,7 @@ from lth_jax.configs import experiment1 as configs
 from lth_jax.run import experiment1
 from lth_jax.run import experiment1_checks
 from lth_jax.run import experiment1_direct
+from lth_jax.run.common import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPS = 0.01
@@ -278,7 +279,7 @@ def test_lenet5_direct_end_to_end(tmp_path, monkeypatch):
 def test_lenet5_network_variant_is_a_config_error():
   config = configs.get_config("lenet5")
   config.variants = ("direct", "network")
-  with pytest.raises(experiment1_checks.ConfigError, match="FC2/FC4") as info:
+  with pytest.raises(ConfigError, match="FC2/FC4") as info:
     experiment1_checks.validate_config(config)
   assert info.value.field == "variants"
 
@@ -318,7 +319,7 @@ def test_validate_config_names_the_field(field, value, match):
   for p in parents:
     node = node[p]
   node[leaf] = value
-  with pytest.raises(experiment1_checks.ConfigError, match=match) as info:
+  with pytest.raises(ConfigError, match=match) as info:
     experiment1_checks.validate_config(config)
   assert info.value.field == field
 
@@ -355,7 +356,7 @@ def test_entry_point_smoke_writes_jsonl(tmp_path):
 
 
 @pytest.mark.parametrize("args,flag", [
-    (["--config.epsilon=2"], "--config.epsilon=2"),
+    (["--config.epsilon=2"], "--config.epsilon"),
     (["--config.nosuchfield=1"], "--config.nosuchfield"),
     (["--config.network.nope=1"], "--config.network.nope"),
     (["--config.variants=direct,bogus"], "--config.variants"),

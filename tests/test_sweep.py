@@ -1,6 +1,6 @@
 """Sweeps as one XLA program: one trace, equality with find_ticket, sane measurements,
 parameter counts. (The summary table: test_report.py; the driver and entry point:
-test_run_sweep.py; the flag loader: test_flags.py.)"""
+test_run_sweep.py; the flag loader: test_run_flags.py.)"""
 
 import importlib
 import json

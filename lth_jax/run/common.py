@@ -2,7 +2,7 @@
 
 A driver's ``validate_config`` is a list of checker calls; each checker raises
 ``ConfigError(field, why)`` for the first bad value, so every entry point reports it as the
-same one line (``error: --config.<field>: <why>``, see ``experiments/_flags.py``).
+same one line (``error: --config.<field>: <why>``, see ``lth_jax/run/flags.py``).
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from lth_jax import checkpoints
 from lth_jax import construction
 from lth_jax import data as data_lib
 from lth_jax import evaluation
@@ -53,6 +54,7 @@ from lth_jax import targets as targets_lib
 from lth_jax import training
 from lth_jax.report import tables
 from lth_jax.run import experiment1_checks as checks
+from lth_jax.run.common import ConfigError
 from lth_jax.run.experiment1_direct import direct_coefficients, direct_ticket
 
 __all__ = [
@@ -121,6 +123,7 @@ def load_target(config: ml_collections.ConfigDict, *, workdir: str | None = None
                          layout=t.npz_layout)
   model = models.get_model(t.model) if t.model != "mlp" else models.MLP(tuple(t.widths))
   ckpt = target_checkpoint_dir(config, workdir)
+  checkpoints.check_restorable(ckpt)  # garbage there: one line, not a KeyError from orbax
   t0 = time.perf_counter()
   params, metrics = training.load_or_train_target(
       model, checkpoint_dir=ckpt, key=jax.random.PRNGKey(t.seed), epochs=t.epochs,
@@ -230,6 +233,13 @@ class _Run:
     return checks.names(self.config.objectives)
 
 
+def _target_error(config, why: str) -> ValueError:
+  """A target that does not fit the data: names the npz file's flag when it is imported."""
+  if config.target.npz:
+    return ConfigError("target.npz", f"{config.target.npz}: {why}")
+  return ValueError(why)
+
+
 def _check_target_fits(config, kernels, test_ds) -> tuple | None:
   """The target's layer sizes (None for LeNet5), after checking that it reads the test
   images and that the network variant can run on it (before any solving)."""
@@ -238,19 +248,19 @@ def _check_target_fits(config, kernels, test_ds) -> tuple | None:
   if is_mlp:
     sizes = construction.target_layer_sizes(kernels)
     if sizes[0] != int(np.prod(test_ds.images.shape[1:])):
-      raise ValueError(f"target input size {sizes[0]} does not match {config.dataset}'s "
-                       f"{int(np.prod(test_ds.images.shape[1:]))} pixels")
+      raise _target_error(config, f"target input size {sizes[0]} does not match "
+                          f"{config.dataset}'s {int(np.prod(test_ds.images.shape[1:]))} pixels")
   elif test_ds.images.shape[1:] != (*data_lib.IMAGE_SHAPE, 1):  # LeNet5 fixes its input
-    raise ValueError(f"LeNet5 needs (28, 28, 1) images, {config.dataset} has "
-                     f"{test_ds.images.shape[1:]}")
+    raise _target_error(config, f"LeNet5 needs (28, 28, 1) images, {config.dataset} has "
+                        f"{test_ds.images.shape[1:]}")
   if "network" in checks.names(config.variants):
     if not is_mlp:
-      raise checks.ConfigError("variants", "the network variant is available for FC2/FC4 "
+      raise ConfigError("variants", "the network variant is available for FC2/FC4 "
                                "(MLP) targets only (Theorem 1's construction is for ReLU MLPs)")
     try:
       sizing.layer_caps(config.network.max_half, len(kernels))
     except ValueError as e:
-      raise checks.ConfigError("network.max_half", str(e)) from None
+      raise ConfigError("network.max_half", str(e)) from None
   return sizes
 
 
@@ -275,15 +285,26 @@ def _common_fields(config, kernels, sizes, target_info, test_ds) -> dict:
 
 
 def _prepare(config, out_dir: str, overwrite: bool) -> _Run:
-  """Validates, readies ``out_dir``, loads the test set and the target."""
+  """Validates, loads the test set (and an npz target), readies ``out_dir``, then loads or
+  trains the target. Bad input fails before ``out_dir`` is touched; an unusable
+  ``out_dir`` fails before the expensive work (training)."""
   checks.validate_config(config)
   if config.download:  # opt-in; before out_dir is touched, so a failed fetch leaves nothing
     data_lib.resolve_data_dir(config.dataset, _data_dir(config), download=True,
                               base_url=config.download_url or None)
-  files.prepare_out_dir(out_dir, overwrite)  # a non-empty out_dir needs overwrite
   test_ds = _test_set(config)
-  kernels, target_info = load_target(config, workdir=out_dir)
-  sizes = _check_target_fits(config, kernels, test_ds)
+  if config.target.npz:
+    try:
+      kernels, target_info = load_target(config)
+    except ValueError as e:  # not an npz, NaN, biases, shapes: name the flag and the file
+      raise ConfigError("target.npz", str(e)) from None
+    sizes = _check_target_fits(config, kernels, test_ds)
+  # run.json marks the directory as this run's; done.json (mark_done) as finished. A killed
+  # run is refused as unfinished (no resume: --overwrite starts it again).
+  files.prepare_out_dir(out_dir, overwrite, fingerprint=config.to_dict(), resumable=False)
+  if not config.target.npz:
+    kernels, target_info = load_target(config, workdir=out_dir)
+    sizes = _check_target_fits(config, kernels, test_ds)
   common = _common_fields(config, kernels, sizes, target_info, test_ds)
   return _Run(config, out_dir, test_ds, kernels, sizes, common)
 
@@ -377,7 +398,8 @@ def run_experiment1(config: ml_collections.ConfigDict, out_dir: str, *,
   ``out_dir``.
 
   Raises FileExistsError if ``out_dir`` is a non-empty directory and not ``overwrite``
-  (with ``overwrite`` it is emptied first).
+  (with ``overwrite`` it is emptied first): a killed run's directory (``run.json`` without
+  ``done.json``) is refused as unfinished.
   Returns the rows (dicts; see ``report.tables.format_experiment1_table`` for the columns).
   """
   run = _prepare(config, out_dir, overwrite)

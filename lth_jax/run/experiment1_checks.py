@@ -1,8 +1,7 @@
 """Experiment 1's configuration checks: ``validate_config`` names the bad field.
 
-Every field of ``lth_jax/configs/experiment1.py`` is required; ``ConfigError(field,
-message)`` says ``config.<field>: <why>`` (the entry point turns it into one
-``--config.<field>`` line).
+Every field of ``lth_jax/configs/experiment1.py`` is required; ``common.ConfigError(field,
+why)`` says ``--config.<field>: <why>``, the entry point's one error line.
 """
 
 from __future__ import annotations
@@ -17,18 +16,11 @@ from lth_jax import data as data_lib
 from lth_jax import objectives
 from lth_jax import random_net as rn
 from lth_jax.configs import experiment1 as presets
+from lth_jax.run.common import ConfigError
 
-__all__ = ["VARIANTS", "ConfigError", "names", "validate_config"]
+__all__ = ["VARIANTS", "names", "validate_config"]
 
 VARIANTS = ("direct", "network")
-
-
-class ConfigError(ValueError):
-  """A bad configuration value; ``field`` is its dotted path (e.g. ``network.copies``)."""
-
-  def __init__(self, field: str, message: str):
-    super().__init__(f"config.{field}: {message}")
-    self.field = field
 
 
 def names(x) -> tuple[str, ...]:
@@ -98,11 +90,11 @@ def _check_data(config) -> None:
 
 def _check_target(t, variants: Sequence[str]) -> None:
   """The ``target`` group: an npz file, or a model to train."""
+  if t.npz_layout not in ("torch", "jax"):  # also unused: a typo either way
+    raise ConfigError("target.npz_layout", f"must be 'torch' or 'jax', got {t.npz_layout!r}")
   if t.npz:
     if not os.path.isfile(os.path.expanduser(t.npz)):
       raise ConfigError("target.npz", f"{t.npz} is not a file")
-    if t.npz_layout not in ("torch", "jax"):
-      raise ConfigError("target.npz_layout", f"must be 'torch' or 'jax', got {t.npz_layout!r}")
     return
   if t.model not in ("fc2", "fc4", "lenet5", "mlp"):
     raise ConfigError("target.model", f"must be fc2, fc4, lenet5 or mlp, got {t.model!r}")

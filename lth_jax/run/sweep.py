@@ -72,8 +72,12 @@ def _check_targets_and_data(config) -> None:
                         f"each target needs >= 2 positive layer sizes, got {sizes}")
   common.float_in("targets.spectral_norm", t.spectral_norm, 0.0)
   common.one_of("targets.npz_layout", t.npz_layout, ("torch", "jax"))
-  if t.npz:
-    common.existing_file("targets.npz", t.npz)
+  if t.npz:  # read now (it is small): a malformed file is a config error, not a crash
+    path = common.existing_file("targets.npz", t.npz)
+    try:
+      targets_lib.load_npz_target(path, t.npz_layout)
+    except ValueError as e:
+      raise ConfigError("targets.npz", str(e)) from None
   if config.data.name:
     common.one_of("data.name", config.data.name, DATASETS + ("",), "dataset")
     common.int_in("data.limit", config.data.limit, 1)
@@ -154,18 +158,27 @@ def build_targets(config) -> list[tuple[str, list[jax.Array]]]:
   return out
 
 
-def _data_target(config):
-  """(name, kernels, (images, labels)) for the dataset experiment."""
+def _datasets(config) -> tuple | None:
+  """The dataset experiment's ``(test, train)`` splits (train None with an npz target; None
+  without a dataset): read before the output directory is prepared, so that bad data
+  files fail with nothing written."""
+  if not (config.sweep.methods and config.data.name):
+    return None
   data_dir = os.path.expanduser(config.data.data_dir) if config.data.data_dir else None
   test = data_lib.load_dataset(config.data.name, "test", data_dir, limit=config.data.limit,
                                seed=config.seed)
+  train = None if config.targets.npz else data_lib.load_dataset(
+      config.data.name, "train", data_dir, limit=config.data.train_limit, seed=config.seed)
+  return test, train
+
+
+def _data_target(config, test, train):
+  """(name, kernels, (images, labels)) for the dataset experiment."""
   if config.targets.npz:
     kernels = targets_lib.load_npz_target(os.path.expanduser(config.targets.npz),
                                           config.targets.npz_layout)
     name = "npz"
   else:
-    train = data_lib.load_dataset(config.data.name, "train", data_dir,
-                                  limit=config.data.train_limit, seed=config.seed)
     model = models.MLP(tuple(config.data.train_hidden) + (10,))
     logging.info("training a bias-free %s target on %s (%d examples, %d epochs)",
                  "-".join(map(str, (784,) + tuple(model.widths))), config.data.name,
@@ -214,8 +227,9 @@ def _sweep_one(config, named, data, widths, kwargs):
                                    tuple(sw.methods), dataset=data, **kwargs)
 
 
-def _run_sweeps(config, mesh) -> tuple[list, list[dict]]:
-  """Every target's grid: ``(named_results, rows)``; rows carry the config."""
+def _run_sweeps(config, mesh, splits) -> tuple[list, list[dict]]:
+  """Every target's grid: ``(named_results, rows)``; rows carry the config. ``splits``:
+  ``_datasets(config)``."""
   kwargs = sweep_kwargs(config)
   if mesh is not None:
     kwargs["mesh"] = mesh
@@ -225,7 +239,7 @@ def _run_sweeps(config, mesh) -> tuple[list, list[dict]]:
     if named:
       experiments.append((named, None))
     if config.data.name:
-      name, kernels, data = _data_target(config)
+      name, kernels, data = _data_target(config, *splits)
       experiments.append(([(name, kernels)], data))
   named_results, rows = [], []
   cfg = files_lib.to_jsonable(config)
@@ -303,8 +317,9 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
   """Runs the sweep (and Lueker check) of ``config`` and writes into ``out_dir``:
   ``results.jsonl`` (one row per target x method x width x seed, each with the config),
   ``summary.json`` (copies needed vs theory), ``lueker.jsonl``, the PNG figures
-  ``error_vs_copies.png``, ``overparam_vs_d.png``, ``lueker.png``, and last ``done.json``
-  (the marker of a finished run: a directory without it holds a killed or failed run).
+  ``error_vs_copies.png``, ``overparam_vs_d.png``, ``lueker.png``, first ``run.json`` (the
+  settings) and last ``done.json`` (the marker of a finished run: a directory with
+  ``run.json`` but without it holds a killed or failed run, refused unless ``overwrite``).
 
   ``config.devices.shard``: every grid's seeds split over all devices
   (``distributed.make_instance_mesh``); ``config.devices.distributed``: first
@@ -320,7 +335,11 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
   validate_config(config)
   devices = common.device_settings(config)
   primary = common.set_up_devices(devices)  # before anything touches a device
-  out = (files_lib.prepare_out_dir(out_dir, overwrite)[0] if primary
+  splits = _datasets(config)
+  # run.json marks the directory as this run's, done.json as finished: a killed run's
+  # directory is refused as unfinished (the sweep does not resume; --overwrite restarts).
+  out = (files_lib.prepare_out_dir(out_dir, overwrite, fingerprint=config.to_dict(),
+                                   resumable=False)[0] if primary
          else pathlib.Path(out_dir).expanduser())
   t0 = time.perf_counter()
   mesh = None
@@ -328,8 +347,8 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
     mesh = distributed.make_instance_mesh()
     logging.info("sweep: seeds split over %d devices (%d process(es))",
                  distributed.num_devices(mesh), jax.process_count())
-  named_results, rows = _run_sweeps(config, mesh)
-  written, text = [], {}
+  named_results, rows = _run_sweeps(config, mesh, splits)
+  written, text = ([out / files_lib.RUN_FILE] if primary else []), {}
   summary = tables.summary_rows(named_results, config.sweep.epsilon) if named_results else []
   if named_results:
     text["grid"] = tables.format_grid_table(named_results, config.sweep.epsilon)

@@ -1,8 +1,9 @@
 """The one config-flag loader and the one failure line of every entry point.
 
-An entry point declares its config flag, its own flags, a ``main`` and runs it::
+Run stage (``experiments/*.py`` and ``benchmarks/*.py`` import it; nothing in lth_jax
+does). An entry point declares its config flag, its own flags, a ``main`` and runs it::
 
-  _CONFIG = _flags.ConfigFlag(sweep_configs, "default")   # lth_jax/configs/sweep.py
+  _CONFIG = run_flags.ConfigFlag(sweep_configs, "default")   # lth_jax/configs/sweep.py
   _OUT_DIR = flags.DEFINE_string("out_dir", None, "...")
 
   def main(argv):
@@ -10,7 +11,7 @@ An entry point declares its config flag, its own flags, a ``main`` and runs it::
     run_sweep.run_experiment(_CONFIG.value, _OUT_DIR.value)
 
   if __name__ == "__main__":
-    _flags.run(main, _CONFIG)
+    run_flags.run(main, _CONFIG)      # without a config: run_flags.run(main)
 
 ``--config`` takes a preset name of the config module (``--config=quick``) or
 ``path/to/config.py[:preset]``; ``--config.<field>=value`` overrides a field
@@ -24,7 +25,8 @@ Failure contract (issue 12): every failure ends the process with ONE line on std
   value, a config field the driver refuses (``ConfigError``/``ValueError``, including the
   data module's ``DataError``), an output directory that may not be used
   (``FileExistsError``), a missing or unreadable file (``OSError``, including
-  ``DownloadError``);
+  ``DownloadError``), a file that is not what it claims (``ValueError`` from
+  ``files.load_npz``/``load_npy``, ``data.read_idx``: never unpickled);
 * exit status 1 -- anything else (a bug or a numerical failure), as
   ``error: <ExceptionType>: <message> (...)``.
 
@@ -204,6 +206,13 @@ def _flag_error(e: flags.Error) -> str:
   if isinstance(e, flags.UnrecognizedFlagError):
     return f"--{e.flagname}: unknown flag"
   msg = " ".join(str(e).split())
+  m = re.search(r"Flag (--\S+) must have a value other than None", msg)
+  if m:  # a required flag that was not given
+    return f"{m.group(1)}: required"
+  m = re.match(r"flags (\w+=.*?): (.*)$", msg)  # a validator of several flags
+  if m:
+    names = re.findall(r"(\w+)=", m.group(1))
+    return f"--{'/--'.join(names)}: {m.group(2)} (got {m.group(1)})"
   m = re.match(r"flag (--[^=\s]+)=(.*?): (.*)$", msg)
   return f"{m.group(1)}: {m.group(3)} (got {m.group(2)})" if m else msg
 
@@ -227,7 +236,7 @@ def _guarded(main: Callable[[list[str]], object]) -> Callable[[list[str]], objec
     except Exception as e:  # pylint: disable=broad-except  (SystemExit passes)
       if _debug():
         raise
-      if isinstance(e, (ValueError, OSError)):  # ConfigError, DataError, FileExistsError, ...
+      if isinstance(e, (ValueError, OSError, app.UsageError)):  # ConfigError, DataError, ...
         fail(error_line(e))
       fail(f"{type(e).__name__}: {error_line(e)} (an internal error; --debug or "
            f"{DEBUG_ENV}=1 shows the traceback)", FAILURE)

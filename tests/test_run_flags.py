@@ -1,4 +1,4 @@
-"""experiments/_flags.py: the one config-flag loader (presets, files, overrides, checked
+"""lth_jax/run/flags.py: the one config-flag loader (presets, files, overrides, checked
 before ml_collections sees them) and the one failure line with its exit statuses."""
 
 import errno
@@ -7,7 +7,7 @@ import pathlib
 import pytest
 from absl import flags
 
-from experiments import _flags
+from lth_jax.run import flags as run_flags
 from lth_jax import data as data_lib
 from lth_jax.configs import edge_popup as edge_popup_configs
 from lth_jax.configs import sweep as sweep_configs
@@ -19,7 +19,7 @@ SWEEP_FILE = str(REPO / "lth_jax" / "configs" / "sweep.py")
 
 def test_check_config_args_names_unknown_fields_and_presets():
   default = str(REPO / "lth_jax" / "configs" / "sweep.py") + ":default"
-  check = lambda *args: _flags.check_config_args(["prog", *args], default)
+  check = lambda *args: run_flags.check_config_args(["prog", *args], default)
   check("--config.sweep.widths=(2,4)", "--noconfig.devices.shard", "--out_dir=x")  # known
   check("--config", default.replace(":default", ":quick"), "--config.lueker.trials=0")
   with pytest.raises(ConfigError, match=r"^--config\.sweep\.foo: unknown field 'foo' in "
@@ -37,7 +37,7 @@ def test_check_config_args_names_unknown_fields_and_presets():
 
 
 def test_bare_presets_and_the_preset_alias_become_config_files():
-  flag = _flags.ConfigFlag.__new__(_flags.ConfigFlag)  # no absl definitions
+  flag = run_flags.ConfigFlag.__new__(run_flags.ConfigFlag)  # no absl definitions
   flag.file, flag.presets, flag.preset_flag = SWEEP_FILE, sweep_configs.PRESETS, None
   assert flag.normalize(["p", "--config=quick", "--config.seed=1"]) == [
       "p", f"--config={SWEEP_FILE}:quick", "--config.seed=1"]
@@ -56,7 +56,7 @@ def test_bare_presets_and_the_preset_alias_become_config_files():
 def test_check_config_args_accepts_every_entry_points_config_files():
   for configs, preset in ((sweep_configs, "quick"), (edge_popup_configs, "paper")):
     path = str(pathlib.Path(configs.__file__).with_suffix(".py"))
-    _flags.check_config_args(["p", f"--config={path}:{preset}"], f"{path}:{preset}")
+    run_flags.check_config_args(["p", f"--config={path}:{preset}"], f"{path}:{preset}")
 
 
 @pytest.mark.parametrize("error, line", [
@@ -73,14 +73,14 @@ def test_check_config_args_accepts_every_entry_points_config_files():
      "/d/train-images: truncated"),
 ])
 def test_error_line_names_what_and_why(error, line):
-  assert _flags.error_line(error) == line
+  assert run_flags.error_line(error) == line
 
 
 def test_flag_errors_name_the_flag():
-  assert _flags._flag_error(flags.UnrecognizedFlagError("bogus", "--bogus=1")) == (
+  assert run_flags._flag_error(flags.UnrecognizedFlagError("bogus", "--bogus=1")) == (
       "--bogus: unknown flag")
   e = flags.IllegalFlagValueError("flag --out_dir=: must not be empty")
-  assert _flags._flag_error(e) == "--out_dir: must not be empty (got )"
+  assert run_flags._flag_error(e) == "--out_dir: must not be empty (got )"
 
 
 @pytest.mark.parametrize("error, status, start", [
@@ -93,13 +93,13 @@ def test_flag_errors_name_the_flag():
     (KeyError("k"), 1, "error: KeyError: 'k' (an internal error"),
 ])
 def test_main_errors_end_in_one_line_and_status(error, status, start, capsys, monkeypatch):
-  monkeypatch.delenv(_flags.DEBUG_ENV, raising=False)
+  monkeypatch.delenv(run_flags.DEBUG_ENV, raising=False)
 
   def main(argv):
     raise error
 
   with pytest.raises(SystemExit) as info:
-    _flags._guarded(main)(["prog"])
+    run_flags._guarded(main)(["prog"])
   assert info.value.code == status
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and err.startswith(start), err
@@ -107,10 +107,10 @@ def test_main_errors_end_in_one_line_and_status(error, status, start, capsys, mo
 
 
 def test_debug_env_reraises(monkeypatch):
-  monkeypatch.setenv(_flags.DEBUG_ENV, "1")
+  monkeypatch.setenv(run_flags.DEBUG_ENV, "1")
 
   def main(argv):
     raise ConfigError("seed", "bad")
 
   with pytest.raises(ConfigError):
-    _flags._guarded(main)(["prog"])
+    run_flags._guarded(main)(["prog"])
