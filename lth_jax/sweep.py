@@ -468,10 +468,10 @@ def _sharded_grid(mesh, targets, key, epsilon, data, *, specs, num_seeds, opts, 
   """``_grid_program``'s outputs with the seeds split over ``mesh``: the padded seed
   count's keys (the same keys for the first ``num_seeds``) go to
   ``distributed.sharded_grid_program``, which runs ``_grid_body`` per device."""
-  from lth_jax import distributed  # pylint: disable=g-import-not-at-top  (sharded runs only)
-  padded = distributed.padded_size(num_seeds, mesh)
+  from lth_jax import sharding  # pylint: disable=g-import-not-at-top  (sharded runs only)
+  padded = sharding.padded_size(num_seeds, mesh)
   seed_keys = jnp.stack([_seed_keys(key, t, padded) for t in range(len(targets))])
-  out = distributed.sharded_grid_program(_grid_body, mesh, targets, epsilon, data, seed_keys,
+  out = sharding.sharded_grid_program(_grid_body, mesh, targets, epsilon, data, seed_keys,
                                          specs=specs, opts=opts, compiler_options=options)
   if padded != num_seeds:
     out = jax.tree.map(lambda a: a[:, :num_seeds] if a.ndim >= 2 else a, out)
@@ -601,8 +601,8 @@ def sweep_targets(
                   num_seeds=int(num_seeds), opts=opts)
   # Multi-host: outputs sharded over other processes' devices are not addressable here,
   # so gather them to every process (numpy) instead of jax.device_get.
-  from lth_jax import distributed  # pylint: disable=g-import-not-at-top  (calls back into sweep)
-  raw = jax.tree.map(distributed.to_host, raw)
+  from lth_jax import sharding  # pylint: disable=g-import-not-at-top
+  raw = jax.tree.map(sharding.to_host, raw)
   results = [dict() for _ in kernels]
   for (t, method, ws, _, _), r in zip(specs, raw):
     target_params = sum(a * b for a, b in zip(sizes[t][:-1], sizes[t][1:]))
@@ -1186,11 +1186,11 @@ def _devices(config):
 def _initialize_distributed(kwargs):
   """``distributed.initialize_distributed(True, **kwargs)`` once per process, its failure
   as a ``config.devices.distributed`` error."""
-  from lth_jax import distributed  # pylint: disable=g-import-not-at-top  (calls back into sweep)
+  from lth_jax import sharding  # pylint: disable=g-import-not-at-top
   if getattr(jax.distributed, "is_initialized", lambda: False)():
     return
   try:
-    distributed.initialize_distributed(True, **kwargs)
+    sharding.initialize_distributed(True, **kwargs)
   except (ValueError, RuntimeError) as e:
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     raise ValueError(f"config.devices.distributed: jax.distributed.initialize failed: {msg} "
@@ -1217,7 +1217,7 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
     ``tables`` (text), ``files`` (those written by this process), ``seconds``, ``out_dir``
     and ``primary`` (whether this process wrote them).
   """
-  from lth_jax import distributed  # pylint: disable=g-import-not-at-top  (calls back into sweep)
+  from lth_jax import sharding  # pylint: disable=g-import-not-at-top
   from lth_jax import lueker
   from lth_jax import files as files_lib
   from lth_jax import progress as progress_lib
@@ -1225,7 +1225,7 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
   shard, multi, init_kwargs = _devices(config)
   if multi:
     _initialize_distributed(init_kwargs)  # before anything touches a device
-  primary = distributed.is_primary()
+  primary = sharding.is_primary()
   out = (files_lib.prepare_out_dir(out_dir, overwrite)[0] if primary
          else pathlib.Path(out_dir).expanduser())
   t0 = time.perf_counter()
@@ -1233,9 +1233,9 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
   widths = sweep_widths(config)
   kwargs = sweep_kwargs(config)
   if shard:
-    kwargs["mesh"] = distributed.make_instance_mesh()
+    kwargs["mesh"] = sharding.make_instance_mesh()
     logging.info("sweep: seeds split over %d devices (%d process(es))",
-                 distributed.num_devices(kwargs["mesh"]), jax.process_count())
+                 sharding.num_devices(kwargs["mesh"]), jax.process_count())
   experiments = []  # (targets [(name, kernels)], dataset)
   if sw.methods:
     named = build_targets(config)
