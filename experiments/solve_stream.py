@@ -16,7 +16,7 @@ the same files as an uninterrupted run.
 import numpy as np
 from absl import app, flags, logging
 
-from lth_jax import distributed, streaming
+from lth_jax import sharding, stream_sources, streaming
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory.", required=True)
 _NUM_WEIGHTS = flags.DEFINE_integer("num_weights", 1_000_000,
@@ -51,19 +51,19 @@ def main(argv):
                             ("process_id", _PROCESS_ID.value)) if v is not None}
   if init and not _DISTRIBUTED.value:
     raise app.UsageError(f"--{'/--'.join(init)} need --distributed")
-  distributed.initialize_distributed(_DISTRIBUTED.value, **init)
+  sharding.initialize_distributed(_DISTRIBUTED.value, **init)
   weights = None
   if _WEIGHTS.value:
     weights = np.load(_WEIGHTS.value, mmap_mode="r").reshape(-1)
-  source = streaming.DirectSource(
+  source = stream_sources.DirectSource(
       _N.value, _SEED.value, _LOW.value, _HIGH.value, weights=weights,
       num_weights=None if weights is not None else _NUM_WEIGHTS.value,
       group_size=_GROUP.value)
-  mesh = distributed.make_instance_mesh() if _SHARD.value else None
+  mesh = sharding.make_instance_mesh() if _SHARD.value else None
   report = streaming.solve_stream(
       source, _OUT_DIR.value, chunk_size=_CHUNK.value, mesh=mesh, pack_masks=_PACK.value,
       overwrite=_OVERWRITE.value, epsilon=_EPSILON.value, pause_s=_PAUSE.value)
-  if distributed.is_primary():
+  if sharding.is_primary():
     logging.info("solved %d chunks (%d already done) of %s: %.0f instances/s; summary %s",
                  report.chunks_solved, report.chunks_skipped, report.out_dir,
                  report.instances_per_second, report.summary)
