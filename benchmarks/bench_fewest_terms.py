@@ -18,10 +18,7 @@ Prints a table and writes JSON (``--out``).
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import platform
-import sys
 import time
 
 from absl import flags, logging
@@ -29,19 +26,15 @@ from absl import flags, logging
 from lth_jax.run import flags as run_flags
 import numpy as np
 
+from benchmarks._common import HIGH, LOW, define_flags, write_json
+
 FLAGS = flags.FLAGS
-flags.DEFINE_list("n", ["16", "21", "24"], "Instance sizes (coefficients per target).")
-flags.DEFINE_integer("batch", 16384, "Instances per call for the uniform rows.")
-flags.DEFINE_integer("repeats", 2, "Timed repetitions (best is reported).")
-flags.DEFINE_float("epsilon", 0.01, "Tolerance.")
-flags.DEFINE_integer("check", 64, "Instances checked against float64 enumeration.")
+define_flags(batch=16384, batch_help="Instances per call for the uniform rows.", repeats=2,
+             check=64, check_help="Instances checked against float64 enumeration.",
+             epsilon_help="Tolerance.", out="benchmarks/results/fewest_terms.json")
 flags.DEFINE_integer("paper_batch", 397000, "Experiment-1 instances at n = 21 (0: skip).")
 flags.DEFINE_float("hard_epsilon", 1e-5, "Epsilon of the hard row at n = 21 (0: skip).")
 flags.DEFINE_integer("hard_batch", 4096, "Instances of the hard row.")
-flags.DEFINE_string("key_format", None, "int64 / int32x2 (default: per backend).")
-flags.DEFINE_string("out", "benchmarks/results/fewest_terms.json", "JSON output path.")
-
-LOW, HIGH = -0.464, 0.541  # the trained FC2's weight range (SPEC section 5)
 
 
 def timed(fn, repeats):
@@ -110,8 +103,6 @@ def run(name, n, t, c, eps, repeats, key_format, check):
 
 def main(argv):
   del argv
-  import jax
-
   rng = np.random.default_rng(0)
   rows = []
   for n in [int(v) for v in FLAGS.n]:
@@ -141,15 +132,7 @@ def main(argv):
           f"{r['feasible_fraction']:>8.4f} {r['agree']:>4}/{r['checked']:<3} "
           f"{r['fewest_first_call_s']:>9.1f}")
   print(f"load average at the end: {os.getloadavg()}")
-  out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                     "backend": jax.default_backend(), "jax": jax.__version__},
-         "command": " ".join(sys.argv), "rows": rows}
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-  tmp = FLAGS.out + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(out, f, indent=2)
-  os.replace(tmp, FLAGS.out)
-  logging.info("wrote %s", FLAGS.out)
+  write_json(FLAGS.out, {}, rows=rows)
 
 
 if __name__ == "__main__":

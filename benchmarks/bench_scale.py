@@ -60,12 +60,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _worker(devices: int, count: int, n: int, chunk_size: int) -> dict:
   """One row, in this process (XLA_FLAGS already set by the parent)."""
   import jax
-  from lth_jax import distributed, streaming
+  from lth_jax import sharding, stream_sources, streaming
 
   if jax.device_count() != devices:
     raise RuntimeError(f"expected {devices} devices, have {jax.device_count()}")
-  mesh = distributed.make_instance_mesh() if devices > 1 else None
-  source = streaming.DirectSource(n, 0, num_weights=count)
+  mesh = sharding.make_instance_mesh() if devices > 1 else None
+  source = stream_sources.DirectSource(n, 0, num_weights=count)
   out_dir = tempfile.mkdtemp(prefix="bench_scale_")
   load_before = os.getloadavg()[0]
   start = time.perf_counter()

@@ -18,11 +18,8 @@ Prints a table and writes JSON (``--out``).
 from __future__ import annotations
 
 import itertools
-import json
 import multiprocessing as mp
 import os
-import platform
-import sys
 import time
 
 from absl import flags, logging
@@ -30,19 +27,16 @@ from absl import flags, logging
 from lth_jax.run import flags as run_flags
 import numpy as np
 
+from benchmarks._common import HIGH, LOW, define_flags, write_json
+
 FLAGS = flags.FLAGS
-flags.DEFINE_list("n", ["16", "21", "24"], "Instance sizes (coefficients per target).")
-flags.DEFINE_integer("batch", 65536, "Instances per solve_subset_sum call.")
-flags.DEFINE_integer("repeats", 3, "Timed repetitions (best is reported).")
+define_flags(batch=65536, batch_help="Instances per solve_subset_sum call.", repeats=3,
+             check=256, check_help="Instances checked against the float64 reference.",
+             epsilon_help="Epsilon of the MIP formulation (|w - a.x| <= eps).",
+             out="benchmarks/results/subset_sum.json")
 flags.DEFINE_integer("processes", 2, "Pinned processes for the multi-core row (0: skip).")
-flags.DEFINE_integer("check", 256, "Instances checked against the float64 reference.")
 flags.DEFINE_integer("mip_instances", 20, "Instances given to Gurobi/HiGHS (0: skip).")
 flags.DEFINE_float("mip_time_limit", 60.0, "Seconds per MIP instance.")
-flags.DEFINE_float("epsilon", 0.01, "Epsilon of the MIP formulation (|w - a.x| <= eps).")
-flags.DEFINE_string("key_format", None, "int64 / int32x2 (default: per backend).")
-flags.DEFINE_string("out", "benchmarks/results/subset_sum.json", "JSON output path.")
-
-LOW, HIGH = -0.464, 0.541  # the trained FC2's weight range (SPEC section 5)
 
 
 def make_instances(n, batch, seed=0):
@@ -184,8 +178,6 @@ def run_mip(name, solve, t, c, ours, eps, time_limit):
 
 def main(argv):
   del argv
-  import jax
-
   rows, mips = [], []
   for n in [int(v) for v in FLAGS.n]:
     first, best, res = time_solver(n, FLAGS.batch, FLAGS.repeats, FLAGS.key_format)
@@ -232,16 +224,7 @@ def main(argv):
       print(f"{r['solver']:>7} {r['n']:>3} {r['seconds_per_instance']:>8.3f} "
             f"{r['time_ratio_vs_ours']:>10.0f} {r['mip_error_ge_ours']:>5}/{r['instances']:<4} "
             f"{r['mip_found_optimum']:>8} {r['no_solution']:>5}")
-  out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                     "backend": jax.default_backend(), "jax": jax.__version__,
-                     "load_avg": os.getloadavg()},
-         "command": " ".join(sys.argv), "solver": rows, "mip": mips}
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-  tmp = FLAGS.out + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(out, f, indent=2)
-  os.replace(tmp, FLAGS.out)
-  logging.info("wrote %s", FLAGS.out)
+  write_json(FLAGS.out, {"load_avg": os.getloadavg()}, solver=rows, mip=mips)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ command keeps every finished chunk. Bad input: one line ``error: <what>: <why>``
 
 from absl import flags, logging
 
-from lth_jax import distributed, files, streaming, subset_sum
+from lth_jax import files, sharding, stream_sources, streaming, subset_sum
 from lth_jax.run import flags as run_flags
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Output directory.", required=True)
@@ -38,19 +38,19 @@ def main(argv):
   init = {f.name: f.value for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID) if f.present}
   if init and not _DISTRIBUTED.value:
     raise ValueError(f"--{'/--'.join(init)}: need --distributed")
-  distributed.initialize_distributed(_DISTRIBUTED.value, **init)
+  sharding.initialize_distributed(_DISTRIBUTED.value, **init)
   weights = files.load_npy(_WEIGHTS.value, mmap=True).reshape(-1) if _WEIGHTS.value else None
-  if distributed.is_primary():  # a corrupt manifest, an unwritable --out_dir: refused now
+  if sharding.is_primary():  # a corrupt manifest, an unwritable --out_dir: refused now
     files.check_state_file(f"{_OUT_DIR.value}/{streaming.MANIFEST}", _OVERWRITE.value)
     files.check_writable(_OUT_DIR.value)
-  source = streaming.DirectSource(_N.value, _SEED.value, _LOW.value, _HIGH.value,
-                                  weights=weights, group_size=_GROUP.value,
-                                  num_weights=None if _WEIGHTS.value else _NUM_WEIGHTS.value)
+  source = stream_sources.DirectSource(_N.value, _SEED.value, _LOW.value, _HIGH.value,
+                                       weights=weights, group_size=_GROUP.value,
+                                       num_weights=None if _WEIGHTS.value else _NUM_WEIGHTS.value)
   report = streaming.solve_stream(
       source, _OUT_DIR.value, chunk_size=_CHUNK.value, pack_masks=_PACK.value,
-      mesh=distributed.make_instance_mesh() if _SHARD.value else None,
+      mesh=sharding.make_instance_mesh() if _SHARD.value else None,
       overwrite=_OVERWRITE.value, epsilon=_EPSILON.value, pause_s=_PAUSE.value)
-  if distributed.is_primary():
+  if sharding.is_primary():
     logging.info("solved %d chunks (%d already done) of %s: %.0f instances/s; summary %s",
                  report.chunks_solved, report.chunks_skipped, report.out_dir,
                  report.instances_per_second, report.summary)

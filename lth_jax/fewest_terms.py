@@ -1,5 +1,8 @@
 """Sparsest SubsetSum within a tolerance: the fewest terms whose sum is within epsilon.
 
+Solve stage: the fewest-terms objective, built on ``mitm``/``mitm_keys`` and
+``subset_sum.solve_chunk`` (tier 2).
+
 Problem: for each instance (target ``t``, coefficients ``c`` of length ``n``, tolerance
 ``eps > 0``), among all ``2^n`` subsets with ``|t - sum(c[mask])| <= eps`` return one with
 the fewest elements, ties broken by the smaller error, then by a deterministic rule. If no
@@ -78,16 +81,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from lth_jax import _checks
-from lth_jax import subset_sum as _ss
-from lth_jax.subset_sum import (
-    _KEYS,
-    _Int64Keys,
-    _chunk_size,
-    _grid_exponent,
-    _quantise,
-    _reduce_min,
-    _tmap,
-)
+from lth_jax import mitm
+from lth_jax import mitm_keys
+from lth_jax import subset_sum
+from lth_jax.mitm_keys import KEY_FORMATS, reduce_min, select, take_rows, tmap
 
 MAX_N = 30  # the subset code (index_A, index_B) is one int32 below 2^30
 _KEY_MAX = (1 << 63) - 1
@@ -129,34 +126,14 @@ def default_enumerated_terms(n: int) -> int:
 # --------------------------------------------------------------------------------------
 
 
-def _equal(x, y):
-  return functools.reduce(jnp.logical_and, jax.tree.leaves(_tmap(jnp.equal, x, y)))
-
-
-def _select(cond, x, y):
-  return _tmap(lambda u, v: jnp.where(cond, u, v), x, y)
-
-
-def _take(x, idx):
-  """Rows ``idx`` (static int array) of every leaf."""
-  return _tmap(lambda v: jnp.take(v, idx, axis=0), x)
-
-
-def _abs(ops, x):
-  if ops is _Int64Keys:
-    return jnp.abs(x)
-  negative = jax.tree.leaves(x)[0] < 0
-  return _select(negative, ops.sub(ops.full(negative.shape, 0), x), x)
-
-
 def _best(ops, gap, code, valid):
   """Lexicographic min of (gap, code) over axis 0 among ``valid`` rows.
 
   Returns (found bool, gap key, code int32); gap/code are garbage where not found.
   """
   found = jnp.any(valid, axis=0)
-  best_gap = _reduce_min(ops, _select(valid, gap, ops.full(valid.shape, _KEY_MAX)))
-  valid = valid & _equal(gap, _tmap(lambda v: v[None], best_gap))
+  best_gap = reduce_min(ops, select(valid, gap, ops.full(valid.shape, _KEY_MAX)))
+  valid = valid & mitm_keys.keys_equal(gap, tmap(lambda v: v[None], best_gap))
   best_code = jnp.min(jnp.where(valid, code, _NONE), axis=0)
   return found, best_gap, best_code
 
@@ -165,76 +142,8 @@ def _update(state, found, gap, code, count):
   """Takes (count, gap, code) where an instance is still unresolved and ``found``."""
   old_count, old_gap, old_code = state
   take = found & (old_count == _NONE)
-  return (jnp.where(take, count, old_count), _select(take, gap, old_gap),
+  return (jnp.where(take, count, old_count), select(take, gap, old_gap),
           jnp.where(take, code, old_code))
-
-
-def _merge(ops, x, size):
-  """Sorts the bitonic leading axis (length ``size``, a power of two) ascending.
-
-  Stone's shuffle-exchange form of the bitonic merge: every stage compare-exchanges the
-  two halves and interleaves them (a perfect shuffle), so all ``log2(size)`` stages are
-  the same operation: a ``fori_loop`` body compiled once, whatever the size.
-  """
-  levels = size.bit_length() - 1
-  rest = jax.tree.leaves(x)[0].shape[1:]
-
-  def stage(x):
-    y = _tmap(lambda v: v.reshape((2, size // 2) + rest), x)
-    lo, hi = ops.minmax(_tmap(lambda v: v[0], y), _tmap(lambda v: v[1], y))
-    return _tmap(lambda l, h: jnp.stack([l, h], 1).reshape((size,) + rest), lo, hi)
-
-  if levels >= 4:
-    x = jax.lax.fori_loop(0, levels // 2, lambda _, x: stage(stage(x)), x)
-    levels %= 2
-  for _ in range(levels):
-    x = stage(x)
-  return x
-
-
-class _PopcountMajor:
-  """Key arithmetic ordering subset keys by (number of terms, key).
-
-  The number of terms is the popcount of the key's index bits, recomputed in each
-  compare (measured faster than carrying it as a second key word).
-  """
-
-  def __init__(self, base, half):
-    self.base, self.half = base, half
-
-  def full(self, shape, value):
-    return self.base.full(shape, value)
-
-  def add(self, x, y):
-    return self.base.add(x, y)
-
-  def minmax(self, x, y):
-    px = jax.lax.population_count(self.base.low(x, self.half))
-    py = jax.lax.population_count(self.base.low(y, self.half))
-    swap = (py < px) | ((py == px) & self.base.less(y, x))
-    return _select(swap, y, x), _select(swap, x, y)
-
-
-def _layered_sums(ops, steps):
-  """All ``2^m`` subset sums sorted by (number of terms, value).
-
-  Args:
-    ops: key arithmetic.
-    steps: key pytree, leaves ``(m,) + batch``: constant added when element ``i`` joins
-      (its grid value shifted up, plus bit ``i`` of the index field).
-
-  Returns:
-    key pytree, leaves ``(2^m,) + batch``: layer ``p`` (subsets of ``p`` elements, sorted)
-    is rows ``sum_{q<p} C(m, q)`` onwards, ``C(m, p)`` rows.
-  """
-  m = jax.tree.leaves(steps)[0].shape[0]
-  pops = _PopcountMajor(ops, m)
-  batch = jax.tree.leaves(steps)[0].shape[1:]
-  lst = pops.full((1,) + batch, 0)
-  for i in range(m):
-    joined = _tmap(lambda v: v[::-1], pops.add(lst, _tmap(lambda v: v[i], steps)))
-    lst = _merge(pops, _tmap(lambda x, y: jnp.concatenate([x, y], 0), lst, joined), 2 << i)
-  return lst
 
 
 def _subset_code(subset, half):
@@ -259,19 +168,19 @@ def _enumerate(ops, q_keys, qt_key, eps_key, n_real, half, depth, state):
       parts, new = [], []
       for j in range(k - 1, n_real):
         m = math.comb(j, k - 1)
-        parts.append(ops.add(_tmap(lambda v: v[:m], sums), _tmap(lambda v: v[j:j + 1], q_keys)))
+        parts.append(ops.add(tmap(lambda v: v[:m], sums), tmap(lambda v: v[j:j + 1], q_keys)))
         new += [x + (j,) for x in subsets[:m]]
       # Materialised once (the barrier stops XLA re-deriving each prefix slice of it).
-      sums = jax.lax.optimization_barrier(_tmap(lambda *v: jnp.concatenate(v, 0), *parts))
+      sums = jax.lax.optimization_barrier(tmap(lambda *v: jnp.concatenate(v, 0), *parts))
       subsets = new
-    err = _abs(ops, ops.sub(_tmap(lambda v: v[None], qt_key), sums))  # < 2^(61 - half)
-    feasible = ~ops.less(_tmap(lambda v: v[None], eps_key), err)
+    err = mitm_keys.key_abs(ops, ops.sub(tmap(lambda v: v[None], qt_key), sums))  # < 2^(61 - half)
+    feasible = ~ops.less(tmap(lambda v: v[None], eps_key), err)
     codes = np.asarray([_subset_code(x, half) for x in subsets], np.int32)
     bits = max(1, (len(subsets) - 1).bit_length())
     if bits <= half + 2:  # (error, position) fits in one key below 2^63 - 1
       pos = jnp.broadcast_to(jnp.arange(len(subsets), dtype=jnp.int32)[:, None], feasible.shape)
       packed = ops.or_low(ops.shl_low(err, bits), pos)
-      best = _reduce_min(ops, _select(feasible, packed, ops.full(feasible.shape, _KEY_MAX)))
+      best = reduce_min(ops, select(feasible, packed, ops.full(feasible.shape, _KEY_MAX)))
       found = ops.less(best, ops.full((c,), _KEY_MAX))
       gap, code = ops.shr(best, bits), jnp.asarray(codes)[ops.low(best, bits)]
     else:
@@ -283,21 +192,18 @@ def _enumerate(ops, q_keys, qt_key, eps_key, n_real, half, depth, state):
 
 def _layered(ops, steps, t_key, eps_key, half, shift, first_level, feasible, state):
   """Tier 3: popcount-layered meet in the middle for levels ``first_level..2 half``."""
-  layered = _layered_sums(ops, steps)  # leaves (2^half, 2, C)
+  layered = mitm.layered_subset_sums(ops, steps)  # leaves (2^half, 2, C)
   sizes = [math.comb(half, p) for p in range(half + 1)]
   offsets = np.cumsum([0] + sizes)
-  sums_a = _tmap(lambda v: v[:, 0], layered)
-  sums_b = _tmap(lambda v: v[:, 1], layered)
+  sums_a = tmap(lambda v: v[:, 0], layered)
+  sums_b = tmap(lambda v: v[:, 1], layered)
   # t - B, each layer descending, with origin bit and B's index in the low bits.
-  idx = ops.low(sums_b, half)
-  cleared = ops.sub(sums_b, ops.from_float(idx.astype(jnp.float32)))
-  t_b = _tmap(lambda v: jnp.broadcast_to(v[None], idx.shape), t_key)
-  others = ops.or_low(ops.sub(t_b, cleared), idx | (1 << half))
-  sentinel = ops.full((1,) + idx.shape[1:], _KEY_MAX)
+  others = mitm.target_side(ops, t_key, sums_b, half, 1 << half)
+  sentinel = ops.full((1,) + mitm_keys.leading_shape(sums_b)[1:], _KEY_MAX)
   # Rows: A layers (2^half), t - B layers (2^half), one sentinel row.
-  table = _tmap(lambda a, b, z: jnp.concatenate([a, b, z], 0), sums_a, others, sentinel)
+  table = tmap(lambda a, b, z: jnp.concatenate([a, b, z], 0), sums_a, others, sentinel)
   blank = 2 * offsets[-1]
-  eps = _tmap(lambda v: v[None], eps_key)
+  eps = tmap(lambda v: v[None], eps_key)
 
   def stage(levels, state):
     pairs = [(p, k - p) for k in levels for p in range(half + 1) if 0 <= k - p <= half]
@@ -312,15 +218,12 @@ def _layered(ops, steps, t_key, eps_key, half, shift, first_level, feasible, sta
         rows[size - sizes[pb]:, j] = offsets[-1] + np.arange(offsets[pb], offsets[pb + 1])
         counts.append(np.full(size, pa + pb, np.int32))
         inner.append(np.arange(size) < size - 1)  # (row, row + 1) inside this merge
-      merged = _merge(ops, _take(table, rows), size)  # leaves (size, members, C)
-      blocks.append(_tmap(lambda v: jnp.swapaxes(v, 0, 1).reshape((-1, v.shape[-1])), merged))
+      merged = mitm.shuffle_merge(ops, take_rows(table, rows), size)  # leaves (size, members, C)
+      blocks.append(tmap(lambda v: jnp.swapaxes(v, 0, 1).reshape((-1, v.shape[-1])), merged))
     # All merges of the stage one after another: one pass finds the closest pairs.
-    merged = _tmap(lambda *v: jnp.concatenate(v, 0), *blocks)
-    lower = _tmap(lambda v: v[:-1], merged)
-    upper = _tmap(lambda v: v[1:], merged)
-    lo_origin = ops.low(lower, shift) >> half
-    cross = (lo_origin != (ops.low(upper, shift) >> half)) & np.concatenate(inner)[:-1, None]
-    gap = ops.sub(ops.shr(upper, shift), ops.shr(lower, shift))  # sentinels: > eps
+    merged = tmap(lambda *v: jnp.concatenate(v, 0), *blocks)
+    lower, upper, lo_origin, cross, gap = mitm.adjacent_pairs(ops, merged, shift, half)
+    cross = cross & np.concatenate(inner)[:-1, None]  # gaps to sentinels: > eps
     idx_lo, idx_hi = ops.low(lower, half), ops.low(upper, half)
     code = jnp.where(lo_origin == 0, (idx_lo << half) | idx_hi, (idx_hi << half) | idx_lo)
     valid = cross & ~ops.less(eps, gap)
@@ -355,9 +258,7 @@ def _stage_ends(first, top):
 def _grid_keys(ops, targets, coefficients, epsilon):
   """Per-instance grid exponent, grid values (float and keys) and epsilon on the grid."""
   half = coefficients.shape[0] // 2
-  s = _grid_exponent(targets, coefficients, half)  # the same grid as solve_subset_sum
-  q = _quantise(coefficients, s[None, :])
-  qt = _quantise(targets, s)
+  s, q, qt = mitm.on_grid(targets, coefficients, half)  # the same grid as solve_subset_sum
   # Every |value| on the grid is <= 2^(60 - half) (grid choice), so gaps < 2^(61 - half).
   eps_q = jnp.minimum(jnp.floor(jnp.ldexp(epsilon, s)), float(2 ** (61 - half)))
   keys = (ops.from_float(q), ops.from_float(qt), ops.from_float(eps_q))
@@ -367,14 +268,18 @@ def _grid_keys(ops, targets, coefficients, epsilon):
 
 def _assemble(ops, s, q_keys, gap, code):
   """Mask, value and error (float32, rounded once) of the subsets with these codes."""
-  n, c = jax.tree.leaves(q_keys)[0].shape
-  half = n // 2
+  half = jax.tree.leaves(q_keys)[0].shape[0] // 2
   bits = jnp.arange(half, dtype=jnp.int32)[:, None]
   mask = jnp.concatenate([(code[None] >> (bits + half)) & 1, (code[None] >> bits) & 1], 0)
   mask = mask == 1
-  chosen = _select(mask, q_keys, ops.full((n, c), 0))
-  value_q = functools.reduce(ops.add, [_tmap(lambda v: v[i], chosen) for i in range(n)])
+  value_q = _masked_sum(ops, mask, q_keys)
   return mask, jnp.ldexp(ops.to_float(value_q), -s), jnp.ldexp(ops.to_float(gap), -s)
+
+
+def _masked_sum(ops, mask, q_keys):
+  """Key ``(C,)``: the sum of the keys ``(n, C)`` where ``mask`` (exact)."""
+  chosen = select(mask, q_keys, ops.full(mask.shape, 0))
+  return functools.reduce(ops.add, [tmap(lambda v: v[i], chosen) for i in range(mask.shape[0])])
 
 
 def _none(ops, c):
@@ -384,7 +289,7 @@ def _none(ops, c):
 
 def _tier1_chunk(targets, coefficients, epsilon, key_format, n_real, depth):
   """Tier 1 on one chunk: (mask (n, C), value, error, resolved) for resolved instances."""
-  ops = _KEYS[key_format]
+  ops = KEY_FORMATS[key_format]
   c = targets.shape[0]
   s, _, _, q_keys, qt_key, eps_key = _grid_keys(ops, targets, coefficients, epsilon)
   half = coefficients.shape[0] // 2
@@ -395,21 +300,18 @@ def _tier1_chunk(targets, coefficients, epsilon, key_format, n_real, depth):
 
 def _general_chunk(targets, coefficients, epsilon, pending, key_format, n_real, depth):
   """Tiers 2 and 3 on one chunk; tier 3 only serves the ``pending`` instances."""
-  ops = _KEYS[key_format]
+  ops = KEY_FORMATS[key_format]
   n, c = coefficients.shape
   half = n // 2
   shift = half + 1
   s, q, qt, q_keys, qt_key, eps_key = _grid_keys(ops, targets, coefficients, epsilon)
   # Unpadded, so infeasible instances get solve_subset_sum's answer bit for bit.
-  mask2, value2, error2 = _ss._solve_chunk(targets, coefficients[:n_real], key_format)
+  mask2, value2, error2 = subset_sum.solve_chunk(targets, coefficients[:n_real], key_format)
   mask2 = jnp.pad(mask2, ((0, n - n_real), (0, 0)))
-  chosen = _select(mask2, q_keys, ops.full((n, c), 0))
-  sum2 = functools.reduce(ops.add, [_tmap(lambda v: v[i], chosen) for i in range(n)])
-  feasible = ~ops.less(eps_key, _abs(ops, ops.sub(qt_key, sum2)))
-  steps = ops.from_float(q * float(2**shift))
-  bit = jnp.asarray([1 << (i % half) for i in range(n)], jnp.int32)[:, None]
-  steps = ops.or_low(steps, jnp.broadcast_to(bit, (n, c)))
-  steps = _tmap(lambda v: jnp.stack([v[:half], v[half:]], 1), steps)  # (half, 2, C)
+  sum2 = _masked_sum(ops, mask2, q_keys)
+  feasible = ~ops.less(eps_key, mitm_keys.key_abs(ops, ops.sub(qt_key, sum2)))
+  steps = mitm.index_steps(ops, q, shift, (half, half))
+  steps = tmap(lambda v: jnp.stack([v[:half], v[half:]], 1), steps)  # (half, 2, C)
   t_key = ops.from_float(qt * float(2**shift))
   wanted = feasible & pending  # no subset of <= depth terms is within eps (tier 1)
   _, gap, code = jax.lax.cond(
@@ -511,7 +413,7 @@ def solve_fewest_terms(
       ``count = 0`` and ``feasible = False``.
   """
   epsilon = jnp.asarray(epsilon, jnp.float32)
-  targets, coefficients, batch, key_format = _ss.validate_batch(
+  targets, coefficients, batch, key_format = mitm.validate_batch(
       targets, coefficients, key_format, max_n=MAX_N, others=(("epsilon", epsilon),),
       why=lambda n: (f"solve_fewest_terms does meet in the middle over 2^{(n + 1) // 2} sums "
                      "per half with subset codes in 31 bits"))
@@ -530,10 +432,10 @@ def solve_fewest_terms(
   flat_t = jnp.broadcast_to(targets, batch).reshape(-1)
   flat_c = jnp.broadcast_to(coefficients, batch + (n,)).reshape(-1, n)
   flat_e = jnp.broadcast_to(epsilon, batch).reshape(-1)
-  chunk = _chunk_size(n + n % 2, size, chunk_keys)
+  chunk = mitm.instances_per_chunk(n + n % 2, size, chunk_keys)
   mask, value, error, feasible = _solve_flat(flat_t, flat_c, flat_e, key_format=key_format,
                                              chunk=chunk, depth=depth)
-  ok = (_ss.valid_instances(targets, coefficients, flat_t, flat_c)
+  ok = (mitm.valid_instances(targets, coefficients, flat_t, flat_c)
         & jnp.isfinite(flat_e) & (flat_e > 0))
   error = jnp.where(ok, error, jnp.nan)
   value = jnp.where(ok, value, jnp.nan)

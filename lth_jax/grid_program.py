@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from lth_jax import constructions
-from lth_jax import distributed
+from lth_jax import sharding
 from lth_jax import evaluation
 from lth_jax import objectives
 from lth_jax import subset_sum
@@ -246,10 +246,10 @@ def program_with_options(options):
 def _sharded_grid(mesh, targets, key, epsilon, data, *, specs, num_seeds, opts, options):
   """``grid_program``'s outputs with the seeds split over ``mesh``: the padded seed
   count's keys (the same keys for the first ``num_seeds``) go to
-  ``distributed.sharded_grid_program``, which runs ``grid_body`` per device."""
-  padded = distributed.padded_size(num_seeds, mesh)
+  ``sharding.sharded_grid_program``, which runs ``grid_body`` per device."""
+  padded = sharding.padded_size(num_seeds, mesh)
   keys = jnp.stack([seed_keys(key, t, padded) for t in range(len(targets))])
-  out = distributed.sharded_grid_program(grid_body, mesh, targets, epsilon, data, keys,
+  out = sharding.sharded_grid_program(grid_body, mesh, targets, epsilon, data, keys,
                                          specs=specs, opts=opts, compiler_options=options)
   if padded != num_seeds:
     out = jax.tree.map(lambda a: a[:, :num_seeds] if a.ndim >= 2 else a, out)
@@ -269,4 +269,4 @@ def run_grid(targets, key, epsilon, data, *, specs, num_seeds, opts, options=Non
     raw = program(targets, key, epsilon, data, specs=specs, num_seeds=num_seeds, opts=opts)
   # Multi-host: outputs sharded over other processes' devices are not addressable here,
   # so gather them to every process (numpy) instead of jax.device_get.
-  return jax.tree.map(distributed.to_host, raw)
+  return jax.tree.map(sharding.to_host, raw)

@@ -1,4 +1,4 @@
-"""Chunked, resumable SubsetSum over more instances than fit in memory.
+"""Chunked, resumable SubsetSum over more instances than fit in memory (programs stage).
 
 ``solve_stream(source, out_dir)`` solves instances ``0 .. N-1`` in fixed-size chunks and
 saves every finished chunk at once, so a run of millions of weights can be killed at any
@@ -6,16 +6,8 @@ moment and restarted with the same command: it skips the finished chunks and end
 files identical to those of an uninterrupted run (per-instance results never depend on
 the chunking, the device count or what was solved before).
 
-Sources (``InstanceSource``) describe the instances without materialising them:
-
-* ``DirectSource``: the ``"direct"`` construction at scale. Instance ``i``'s target is
-  ``weights[i]`` (any array-like, e.g. ``np.load(path, mmap_mode="r")``), or, with no
-  weights, a ``U[low, high]`` draw from ``fold_in(weight_key, i)``; its ``n`` coefficients
-  are ``U[low, high]`` draws from ``fold_in(key, i // group_size)`` (``group_size = d_in``
-  with row-major ``(d_out, d_in)`` weights shares one vector per output row, as the
-  official code does). Everything random is generated per chunk on the device.
-* ``ArraySource``: explicit ``targets (N,)`` and ``coefficients (N, n)`` or ``(n,)``
-  (numpy arrays or memmaps; only one chunk is read at a time).
+Sources (``stream_sources``: ``DirectSource``, ``ArraySource``) describe the instances
+without materialising them.
 
 Output directory:
 
@@ -29,7 +21,7 @@ Output directory:
 
 Memory: one or two chunks of inputs and outputs at a time (the host saves chunk ``i``
 while the devices solve chunk ``i + 1``), plus the solver's own ``chunk_keys`` bound.
-With a ``mesh``, every chunk is split over its devices (``distributed``); on many hosts
+With a ``mesh``, every chunk is split over its devices (``distributed``, ``sharding``); on many hosts
 every process computes and only process 0 writes.
 """
 
@@ -37,11 +29,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import pathlib
-import tempfile
 import time
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -54,197 +44,12 @@ from jax.experimental import multihost_utils
 from lth_jax import distributed
 from lth_jax import files as files_lib
 from lth_jax import progress as progress_lib
+from lth_jax import sharding
 from lth_jax import subset_sum
+from lth_jax.stream_sources import InstanceSource
 
 FORMAT = "lth_jax.stream/1"
 MANIFEST = "manifest.json"
-
-
-# --------------------------------------------------------------------------------------
-# Sources.
-# --------------------------------------------------------------------------------------
-
-
-def _as_key(key) -> jax.Array:
-  if isinstance(key, (int, np.integer)):
-    return jax.random.key(int(key))
-  key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-    key = jax.random.wrap_key_data(key)
-  return key
-
-
-def _key_json(key: jax.Array) -> list[int]:
-  return [int(v) for v in np.asarray(jax.random.key_data(key)).reshape(-1)]
-
-
-def _hash_array(x, block: int = 1 << 22) -> str:
-  """sha256 of an array-like's float32 bytes, read ``block`` rows at a time."""
-  h = hashlib.sha256()
-  h.update(repr(tuple(np.shape(x))).encode())
-  for s in range(0, max(len(x), 1), block):
-    h.update(np.ascontiguousarray(np.asarray(x[s:s + block], np.float32)).tobytes())
-  return h.hexdigest()
-
-
-def _padded(x: np.ndarray, size: int) -> np.ndarray:
-  if x.shape[0] == size:
-    return x
-  return np.pad(x, [(0, size - x.shape[0])] + [(0, 0)] * (x.ndim - 1))
-
-
-class InstanceSource:
-  """Instances ``0 .. num_instances - 1``, each ``n`` coefficients, produced per chunk.
-
-  ``host_chunk(start, count, size)`` reads the host data of instances
-  ``start .. start + count - 1`` padded to ``size`` rows (a dict of numpy arrays, possibly
-  empty). ``device_chunk(args, host, start, size)`` is a pure function traced inside
-  ``jit``: from ``args = device_args()`` (keys, ranges, shared coefficients), the chunk's
-  host arrays and its first index, it returns ``targets (size,)`` and ``coefficients
-  (size, n)`` (rows past ``count`` are ignored). ``program_key()`` names the program
-  structure (equal keys share one compiled program). ``fingerprint()`` is a JSON-able
-  description of the instances: a restart must see the same one.
-  """
-
-  num_instances: int
-  n: int
-
-  def host_chunk(self, start: int, count: int, size: int) -> dict[str, np.ndarray]:
-    raise NotImplementedError
-
-  def device_args(self) -> dict:
-    raise NotImplementedError
-
-  def device_chunk(self, args: dict, host: dict, start: jax.Array, size: int):
-    raise NotImplementedError
-
-  def program_key(self) -> tuple:
-    raise NotImplementedError
-
-  def fingerprint(self) -> dict:
-    raise NotImplementedError
-
-
-class ArraySource(InstanceSource):
-  """Explicit instances: ``targets (N,)``; ``coefficients (N, n)`` or ``(n,)`` shared."""
-
-  def __init__(self, targets, coefficients, fingerprint: str | None = None):
-    if np.ndim(targets) != 1 or len(targets) == 0:
-      raise ValueError(f"targets must be a non-empty 1-D array, got shape {np.shape(targets)}")
-    shape = np.shape(coefficients)
-    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[0] != len(targets)):
-      raise ValueError(f"coefficients must be (N, n) with N = {len(targets)} or (n,), got "
-                       f"{shape}")
-    self.targets, self.coefficients = targets, coefficients
-    self.shared = len(shape) == 1
-    self.num_instances, self.n = len(targets), int(shape[-1])
-    if not 1 <= self.n <= subset_sum.MAX_N:
-      raise ValueError(f"need 1 <= n <= {subset_sum.MAX_N}, got {self.n}")
-    self._fingerprint = fingerprint
-
-  def host_chunk(self, start, count, size):
-    out = {"t": _padded(np.asarray(self.targets[start:start + count], np.float32), size)}
-    if not self.shared:
-      out["c"] = _padded(np.asarray(self.coefficients[start:start + count], np.float32), size)
-    return out
-
-  def device_args(self):
-    return {"c": np.asarray(self.coefficients, np.float32)} if self.shared else {}
-
-  def device_chunk(self, args, host, start, size):
-    c = jnp.broadcast_to(args["c"], (size, self.n)) if self.shared else host["c"]
-    return host["t"], c
-
-  def program_key(self):
-    return ("array", self.n, self.shared)
-
-  def fingerprint(self):
-    if self._fingerprint is None:
-      self._fingerprint = _hash_array(self.targets) + ":" + _hash_array(
-          np.asarray(self.coefficients)[None] if self.shared else self.coefficients)
-    return {"kind": "array", "num_instances": self.num_instances, "n": self.n,
-            "sha256": self._fingerprint}
-
-
-class DirectSource(InstanceSource):
-  """The ``"direct"`` construction's instances, coefficients generated per chunk.
-
-  Args:
-    n: coefficients per weight.
-    key: int seed or PRNG key of the coefficients (group ``g`` uses ``fold_in(key, g)``).
-    low, high: range of the uniform coefficients (and of generated weights).
-    weights: target weights ``(N,)`` (array-like; a memmap is read chunk by chunk), or
-      ``None`` to draw weight ``i`` from ``fold_in(weight_key, i)`` (then pass
-      ``num_weights``).
-    num_weights: ``N`` when ``weights`` is None.
-    group_size: consecutive weights sharing one coefficient vector (1: one per weight).
-    weight_key: int seed or key of generated weights (default: ``fold_in(key, 0x5EED)``).
-    fingerprint: identifies ``weights`` in the manifest (default: their sha256).
-  """
-
-  def __init__(self, n: int, key, low: float = -0.464, high: float = 0.541, *,
-               weights=None, num_weights: int | None = None, group_size: int = 1,
-               weight_key=None, fingerprint: str | None = None):
-    if not 1 <= int(n) <= subset_sum.MAX_N:
-      raise ValueError(f"need 1 <= n <= {subset_sum.MAX_N}, got {n}")
-    if not float(low) < float(high):
-      raise ValueError(f"need low < high, got [{low}, {high}]")
-    if int(group_size) < 1:
-      raise ValueError(f"group_size must be positive, got {group_size}")
-    if weights is None:
-      if num_weights is None or int(num_weights) < 1:
-        raise ValueError("pass weights, or num_weights >= 1 to generate them")
-      self.num_instances = int(num_weights)
-      if weight_key is None:
-        weight_key = jax.random.fold_in(_as_key(key), 0x5EED)
-      self.weight_key = _as_key(weight_key)
-    else:
-      if np.ndim(weights) != 1 or len(weights) == 0:
-        raise ValueError(f"weights must be a non-empty 1-D array, got {np.shape(weights)}")
-      if num_weights is not None and int(num_weights) != len(weights):
-        raise ValueError(f"num_weights {num_weights} != len(weights) {len(weights)}")
-      self.num_instances = len(weights)
-      self.weight_key = None
-    self.n, self.key, self.low, self.high = int(n), _as_key(key), float(low), float(high)
-    self.weights, self.group_size = weights, int(group_size)
-    self._fingerprint = fingerprint
-
-  def host_chunk(self, start, count, size):
-    if self.weights is None:
-      return {}
-    return {"t": _padded(np.asarray(self.weights[start:start + count], np.float32), size)}
-
-  def device_args(self):
-    args = {"key": self.key, "low": np.float32(self.low), "high": np.float32(self.high)}
-    if self.weights is None:
-      args["weight_key"] = self.weight_key
-    return args
-
-  def device_chunk(self, args, host, start, size):
-    idx = start + jnp.arange(size, dtype=jnp.int32)
-    draw = lambda k, shape: jax.random.uniform(k, shape, jnp.float32, args["low"], args["high"])
-    coefs = jax.vmap(lambda g: draw(jax.random.fold_in(args["key"], g), (self.n,)))(
-        idx // self.group_size)
-    if self.weights is None:
-      targets = jax.vmap(lambda i: draw(jax.random.fold_in(args["weight_key"], i), ()))(idx)
-    else:
-      targets = host["t"]
-    return targets, coefs
-
-  def program_key(self):
-    return ("direct", self.n, self.group_size, self.weights is None)
-
-  def fingerprint(self):
-    out = {"kind": "direct", "num_instances": self.num_instances, "n": self.n,
-           "key": _key_json(self.key), "low": self.low, "high": self.high,
-           "group_size": self.group_size}
-    if self.weights is None:
-      out["weight_key"] = _key_json(self.weight_key)
-    else:
-      if self._fingerprint is None:
-        self._fingerprint = _hash_array(self.weights)
-      out["weights_sha256"] = self._fingerprint
-    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -254,21 +59,6 @@ class DirectSource(InstanceSource):
 
 def chunk_path(out_dir, index: int) -> pathlib.Path:
   return pathlib.Path(out_dir) / f"chunk_{index:06d}.npz"
-
-
-def _atomic_savez(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    os.fchmod(fd, 0o644)
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def _read_manifest(out_dir) -> dict | None:
@@ -408,7 +198,7 @@ def _make_chunk_program(source, size, mesh, key_format, chunk_keys):
 
   if mesh is None:
     return jax.jit(program)
-  sh, rep = distributed.instance_sharding(mesh), distributed.replicated(mesh)
+  sh, rep = sharding.instance_sharding(mesh), sharding.replicated(mesh)
   return jax.jit(program, in_shardings=(rep, sh, rep), out_shardings=(sh, sh, sh))
 
 
@@ -453,6 +243,124 @@ def _broadcast_verdict(status: int, differs: list[str], keys: list[str]):
   return int(flags[0]), [k for k, f in zip(keys, flags[1:]) if f]
 
 
+def _run_config(source: InstanceSource, chunk_size: int, mesh, pack_masks: bool) -> dict:
+  """The configuration a resumed run must share (chunk size rounded up for the mesh)."""
+  if chunk_size < 1:
+    raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+  if mesh is not None:
+    chunk_size = sharding.padded_size(chunk_size, mesh)
+  total = source.num_instances
+  num_chunks = -(-total // chunk_size)
+  if num_chunks * chunk_size >= 2**31:
+    raise ValueError(f"{total} instances: instance indices are int32, at most 2^31 - 1 "
+                     "including the last chunk's padding")
+  return {"format": FORMAT, "source": source.fingerprint(), "n": source.n,
+          "num_instances": total, "chunk_size": int(chunk_size), "num_chunks": num_chunks,
+          "pack_masks": bool(pack_masks)}
+
+
+def _ready_out_dir(out_dir: pathlib.Path, config: dict, overwrite: bool) -> None:
+  """Only process 0 looks at ``out_dir``; its verdict is shared before anyone goes on, so a
+  refused resume (or a failure) raises on every process instead of leaving the others
+  waiting for process 0 in a collective."""
+  status, differs, error = _OK, [], None
+  if sharding.is_primary():
+    try:
+      differs = _prepare_out_dir(out_dir, config, overwrite)
+      status = _REFUSED if differs else _OK
+    except Exception as e:  # pylint: disable=broad-except  (re-raised below)
+      status, error = _FAILED, e
+  if jax.process_count() > 1:  # also the barrier: the manifest is ready after it
+    status, differs = _broadcast_verdict(status, differs, sorted(config))
+  if status == _FAILED:
+    if error is not None:
+      raise error
+    raise RuntimeError(f"solve_stream: process 0 could not prepare {out_dir} (its error is "
+                       "in its log)")
+  if status == _REFUSED:
+    raise ValueError(f"{out_dir} holds a different run ({MANIFEST} differs in {differs}); "
+                     "use another directory or overwrite=True")
+
+
+class _Chunks:
+  """Reads, dispatches and saves the chunks of one run (on every process; only process 0
+  writes)."""
+
+  def __init__(self, source: InstanceSource, out_dir: pathlib.Path, config: dict, mesh):
+    self.source, self.out_dir, self.mesh = source, out_dir, mesh
+    self.size, self.pack = config["chunk_size"], config["pack_masks"]
+    self.sh = None if mesh is None else sharding.instance_sharding(mesh)
+    args = source.device_args()
+    if mesh is not None:
+      self.args = sharding.put_sharded_tree(args, sharding.replicated(mesh))
+    else:
+      self.args = jax.tree.map(jnp.asarray, args)
+    self.program = None
+
+  def count(self, i: int) -> int:
+    return min(self.size, self.source.num_instances - i * self.size)
+
+  def inputs(self, i: int) -> dict:
+    host = self.source.host_chunk(i * self.size, self.count(i), self.size)
+    if self.sh is not None:
+      return {k: sharding.put_sharded(v, self.sh) for k, v in host.items()}
+    return {k: jnp.asarray(v) for k, v in host.items()}
+
+  def first_index(self, start: int):
+    if self.mesh is None:
+      return jnp.int32(start)
+    return sharding.put_sharded(np.int32(start), sharding.replicated(self.mesh))
+
+  def compile(self, i: int, key_format, chunk_keys) -> None:
+    """Compiles the chunk program on chunk ``i``'s inputs (before any timing)."""
+    self.program = _chunk_program(self.source, self.size, self.mesh, key_format,
+                                  chunk_keys).lower(self.args, self.inputs(i),
+                                                    self.first_index(0)).compile()
+
+  def dispatch(self, i: int):
+    """Starts chunk ``i`` on the devices: ``(i, outputs)`` (asynchronous)."""
+    return i, self.program(self.args, self.inputs(i), self.first_index(i * self.size))
+
+  def save(self, i: int, out) -> None:
+    count = self.count(i)
+    mask, value, error = (sharding.to_host(x)[:count] for x in out)
+    if not sharding.is_primary():
+      return
+    arrays = {"start": np.int64(i * self.size), "count": np.int64(count),
+              "n": np.int64(self.source.n), "value": value, "error": error,
+              "kept": np.int64(mask.sum())}
+    if self.pack:
+      arrays["mask_bits"] = np.packbits(mask.reshape(-1))
+    else:
+      arrays["mask"] = mask.astype(np.uint8)
+    files_lib.atomic_savez(chunk_path(self.out_dir, i), arrays)
+
+
+def _solve_chunks(chunks: _Chunks, todo: list[int], num_chunks: int, *, log_every_s: float,
+                  pause_s: float, on_chunk_done) -> tuple[int, float, float]:
+  """Solves and saves the chunks ``todo`` (the host saves one while the devices solve the
+  next). Returns ``(instances solved, seconds, CPU seconds)``."""
+  cpu_start = time.process_time()
+  pending = chunks.dispatch(todo[0])
+  progress = progress_lib.Progress(sum(chunks.count(i) for i in todo),
+                                   what=f"solve_stream {chunks.out_dir.name}",
+                                   unit="instances", every=log_every_s)
+  solved = 0
+  for k in range(len(todo)):
+    nxt = chunks.dispatch(todo[k + 1]) if k + 1 < len(todo) else None  # overlaps the save
+    i, out = pending
+    chunks.save(i, out)
+    solved += chunks.count(i)
+    progress.update(solved, note=f"chunk {i + 1}/{num_chunks}, "
+                    f"{solved / max(progress.elapsed(), 1e-9):.0f} instances/s")
+    if on_chunk_done is not None:
+      on_chunk_done(i)
+    if pause_s:
+      time.sleep(pause_s)
+    pending = nxt
+  return solved, progress.elapsed(), time.process_time() - cpu_start
+
+
 def solve_stream(
     source: InstanceSource,
     out_dir: str | os.PathLike,
@@ -471,13 +379,13 @@ def solve_stream(
   """Solves every instance of ``source`` chunk by chunk into ``out_dir``, resumably.
 
   Args:
-    source: the instances (``DirectSource``, ``ArraySource``).
+    source: the instances (``stream_sources.DirectSource``, ``ArraySource``).
     out_dir: output directory (created). If it holds a run with the same configuration,
       its finished chunks are kept and only the missing ones are solved; a different
       configuration is an error unless ``overwrite`` (which deletes the old run's files).
     chunk_size: instances per chunk (rounded up to a multiple of the mesh's device count).
       Part of the configuration: resuming needs the same value.
-    mesh: a 1-D device mesh (``distributed.make_instance_mesh()``) to split every chunk
+    mesh: a 1-D device mesh (``sharding.make_instance_mesh()``) to split every chunk
       over, or None for the default device.
     pack_masks: store masks bit-packed (``np.packbits``; ``n / 8`` bytes per instance).
     overwrite: replace a different run found in ``out_dir``.
@@ -493,118 +401,28 @@ def solve_stream(
     StreamReport (chunks solved / skipped, timing, summary of the complete run).
   """
   out_dir = pathlib.Path(out_dir).expanduser()
-  if chunk_size < 1:
-    raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-  if mesh is not None:
-    chunk_size = distributed.padded_size(chunk_size, mesh)
-  total = source.num_instances
-  num_chunks = -(-total // chunk_size)
-  if num_chunks * chunk_size >= 2**31:
-    raise ValueError(f"{total} instances: instance indices are int32, at most 2^31 - 1 "
-                     "including the last chunk's padding")
-  config = {"format": FORMAT, "source": source.fingerprint(), "n": source.n,
-            "num_instances": total, "chunk_size": int(chunk_size), "num_chunks": num_chunks,
-            "pack_masks": bool(pack_masks)}
-  primary = distributed.is_primary()
-  # Only process 0 looks at out_dir; its verdict is shared before anyone goes on, so a
-  # refused resume (or a failure) raises on every process instead of leaving the others
-  # waiting for process 0 in a collective.
-  status, differs, error = _OK, [], None
-  if primary:
-    try:
-      differs = _prepare_out_dir(out_dir, config, overwrite)
-      status = _REFUSED if differs else _OK
-    except Exception as e:  # pylint: disable=broad-except  (re-raised below)
-      status, error = _FAILED, e
-  if jax.process_count() > 1:  # also the barrier: the manifest is ready after it
-    status, differs = _broadcast_verdict(status, differs, sorted(config))
-  if status == _FAILED:
-    if error is not None:
-      raise error
-    raise RuntimeError(f"solve_stream: process 0 could not prepare {out_dir} (its error is "
-                       "in its log)")
-  if status == _REFUSED:
-    raise ValueError(f"{out_dir} holds a different run ({MANIFEST} differs in {differs}); "
-                     "use another directory or overwrite=True")
-
+  config = _run_config(source, chunk_size, mesh, pack_masks)
+  num_chunks = config["num_chunks"]
+  _ready_out_dir(out_dir, config, overwrite)
   done = _done_chunks(out_dir, num_chunks)
   todo = [i for i in range(num_chunks) if not done[i]]
   skipped = num_chunks - len(todo)
   if skipped:
     logging.info("solve_stream: %s: resuming, %d of %d chunks already done", out_dir,
                  skipped, num_chunks)
-  sh = None if mesh is None else distributed.instance_sharding(mesh)
-
-  def inputs(i):
-    start = i * chunk_size
-    count = min(chunk_size, total - start)
-    host = source.host_chunk(start, count, chunk_size)
-    if sh is not None:
-      host = {k: distributed.put_sharded(v, sh) for k, v in host.items()}
-    else:
-      host = {k: jnp.asarray(v) for k, v in host.items()}
-    return start, count, host
-
-  program = None
-  args = source.device_args()
-  if mesh is not None:
-    args = distributed.put_sharded_tree(args, distributed.replicated(mesh))
-  else:
-    args = jax.tree.map(jnp.asarray, args)
-
-  def first_index(start):
-    if mesh is None:
-      return jnp.int32(start)
-    return distributed.put_sharded(np.int32(start), distributed.replicated(mesh))
-
-  def dispatch(i):
-    start, count, host = inputs(i)
-    return i, start, count, program(args, host, first_index(start))
-
-  def save(i, start, count, out):
-    mask, value, error = (distributed.to_host(x)[:count] for x in out)
-    if not primary:
-      return
-    arrays = {"start": np.int64(start), "count": np.int64(count), "n": np.int64(source.n),
-              "value": value, "error": error, "kept": np.int64(mask.sum())}
-    if pack_masks:
-      arrays["mask_bits"] = np.packbits(mask.reshape(-1))
-    else:
-      arrays["mask"] = mask.astype(np.uint8)
-    _atomic_savez(chunk_path(out_dir, i), arrays)
-
-  instances_todo = sum(min(chunk_size, total - i * chunk_size) for i in todo)
-  progress = None
-  solved_instances = 0
-  seconds = cpu_seconds = 0.0
+  chunks = _Chunks(source, out_dir, config, mesh)
+  solved, seconds, cpu_seconds = 0, 0.0, 0.0
   if todo:
     # Compile before timing, so the ETA and the throughput are those of the steady state.
-    _, _, example = inputs(todo[0])
-    program = _chunk_program(source, chunk_size, mesh, key_format, chunk_keys).lower(
-        args, example, first_index(0)).compile()
-    del example
-    cpu_start = time.process_time()
-    pending = dispatch(todo[0])
-    progress = progress_lib.Progress(instances_todo, what=f"solve_stream {out_dir.name}",
-                                     unit="instances", every=log_every_s)
-    for k in range(len(todo)):
-      nxt = dispatch(todo[k + 1]) if k + 1 < len(todo) else None  # overlaps the save
-      i, start, count, out = pending
-      save(i, start, count, out)
-      solved_instances += count
-      progress.update(solved_instances, note=f"chunk {i + 1}/{num_chunks}, "
-                      f"{solved_instances / max(progress.elapsed(), 1e-9):.0f} instances/s")
-      if on_chunk_done is not None:
-        on_chunk_done(i)
-      if pause_s:
-        time.sleep(pause_s)
-      pending = nxt
-    seconds = progress.elapsed()
-    cpu_seconds = time.process_time() - cpu_start
+    chunks.compile(todo[0], key_format, chunk_keys)
+    solved, seconds, cpu_seconds = _solve_chunks(
+        chunks, todo, num_chunks, log_every_s=log_every_s, pause_s=pause_s,
+        on_chunk_done=on_chunk_done)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("lth_jax.streaming: chunks saved")
+  primary = sharding.is_primary()
   summary = summarize_stream(out_dir, epsilon) if primary else {}
   if primary:
     _write_manifest(out_dir, dict(config, complete=True, summary=summary))
-  return StreamReport(str(out_dir), num_chunks, len(todo), skipped, solved_instances, seconds,
+  return StreamReport(str(out_dir), num_chunks, len(todo), skipped, solved, seconds,
                       cpu_seconds, summary)

@@ -1,4 +1,4 @@
-"""Sharded solver, tickets, sweeps and streams on a 1-D device mesh.
+"""Sharded solver, tickets, sweeps and streams on a 1-D device mesh (distributed, sharding).
 
 XLA fixes the CPU device count when JAX starts, and this process has one device, so
 ``test_multidevice_subprocess`` runs this same file again in a subprocess with
@@ -16,8 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth_jax import construction, distributed, streaming, subset_sum
+from lth_jax import construction, distributed, sharding, stream_sources, streaming, subset_sum
+from lth_jax import grid_program
 from lth_jax import random_net as rn
+from lth_jax import targets as targets_lib
 
 _INNER = "LTH_DISTRIBUTED_INNER"
 four_devices = pytest.mark.skipif(jax.device_count() != 4 or not os.environ.get(_INNER),
@@ -58,7 +60,7 @@ def test_multidevice_subprocess():
 
 def test_one_device_mesh_matches_solver():
   mesh = distributed.make_instance_mesh(jax.devices()[:1])
-  assert mesh.axis_names == (distributed.AXIS,) and distributed.num_devices(mesh) == 1
+  assert mesh.axis_names == (sharding.AXIS,) and sharding.num_devices(mesh) == 1
   t, c = _instances((37,), 9)
   _assert_same(distributed.sharded_solve_subset_sum(t, c, mesh=mesh),
                subset_sum.solve_subset_sum(t, c))
@@ -75,19 +77,27 @@ def _assert_same_sweep(ref, got):
       assert a == b, field.name
 
 
+def _sharded_sweep(sweep, target, widths, num_seeds, method, **kwargs):
+  """``sweep.sweep`` with the seeds split over every device: ``sweep_targets(..., mesh=)``
+  (the seed count is padded to a multiple of the device count)."""
+  mesh = distributed.make_instance_mesh()
+  return sweep.sweep_targets([target], widths, num_seeds, (method,), mesh=mesh,
+                             **kwargs)[0][method]
+
+
 def test_one_device_mesh_sweep_matches_sweep():
   """``sweep(..., mesh=)`` is an argument (no module state is swapped), compiler options
   included."""
   sweep = pytest.importorskip("lth_jax.sweep")
   mesh = distributed.make_instance_mesh(jax.devices()[:1])
   key = jax.random.key(0)
-  target = sweep.random_target(key, (4, 3, 2))
+  target = targets_lib.random_target(key, (4, 3, 2))
   kw = dict(key=key, num_points=8, ascent_steps=1,
             compiler_options={"xla_backend_optimization_level": 0})
-  program = sweep._grid_program
+  program = grid_program.grid_program
   got = sweep.sweep(target, [3, 5], 2, "network", mesh=mesh, **kw)
-  assert sweep._grid_program is program
-  assert distributed.last_grid_shardings
+  assert grid_program.grid_program is program
+  assert sharding.last_grid_shardings
   _assert_same_sweep(sweep.sweep(target, [3, 5], 2, "network", **kw), got)
 
 
@@ -101,8 +111,8 @@ def test_input_errors():
   with pytest.raises(ValueError, match="broadcast"):
     distributed.sharded_solve_subset_sum(t[:3], c, mesh=mesh)
   with pytest.raises(ValueError, match="1-D mesh"):
-    distributed.instance_sharding(jax.make_mesh((1, 1), ("a", "b")))
-  assert distributed.padded_size(10, mesh) == 10
+    sharding.instance_sharding(jax.make_mesh((1, 1), ("a", "b")))
+  assert sharding.padded_size(10, mesh) == 10
 
 
 # --------------------------------------------------------------------------------------
@@ -119,7 +129,7 @@ def test_four_solver_bit_identical_and_sharded(batch):
   _assert_same(res, subset_sum.solve_subset_sum(t, c))
   if batch == (1024,):
     for x in res:
-      assert x.sharding.spec == jax.sharding.PartitionSpec(distributed.AXIS)
+      assert x.sharding.spec == jax.sharding.PartitionSpec(sharding.AXIS)
       shards = x.addressable_shards
       assert len({s.device for s in shards}) == 4
       assert all(s.data.shape[0] == 256 for s in shards)
@@ -142,10 +152,11 @@ def test_four_find_ticket_bit_identical():
             for i, s in enumerate([(5, 8), (8, 3)])]
   net = rn.sample_random_network(key, (5, 8, 3), 6)
   mesh = distributed.make_instance_mesh()
-  _assert_same(distributed.sharded_find_ticket(net, target, "network", mesh=mesh),
+  solve_fn = distributed.mesh_solver(mesh)
+  _assert_same(construction.find_ticket(net, target, "network", solve_fn=solve_fn),
                construction.find_ticket(net, target, "network"))
   coefs = construction.sample_direct_coefficients(key, target, 6)
-  ticket = distributed.sharded_find_ticket(coefs, target, "direct", mesh=mesh)
+  ticket = construction.find_ticket(coefs, target, "direct", solve_fn=solve_fn)
   _assert_same(ticket, construction.find_ticket(coefs, target, "direct"))
   # (d_out * d_in) = 40 weights of layer 0 split 4 ways: its masks stay on the devices.
   assert len({s.device for s in ticket.masks["coefficients"][0].addressable_shards}) == 4
@@ -155,18 +166,18 @@ def test_four_find_ticket_bit_identical():
 def test_four_sweep_matches_and_is_sharded():
   sweep = pytest.importorskip("lth_jax.sweep")
   key = jax.random.key(0)
-  target = sweep.random_target(key, (4, 4, 2))
+  target = targets_lib.random_target(key, (4, 4, 2))
   kw = dict(key=key, num_points=16, ascent_steps=2)
   ref = sweep.sweep(target, [4, 6], 3, "direct", **kw)  # 3 seeds: padded to 4
-  got = distributed.sharded_sweep(target, [4, 6], 3, "direct", **kw)
+  got = _sharded_sweep(sweep, target, [4, 6], 3, "direct", **kw)
   _assert_same_sweep(ref, got)
   # The grid program's outputs (all (W, S, ...) grids here, no dataset): every one split on
   # the seed axis over the 4 devices, one seed per device (S padded to 4).
-  shardings = distributed.last_grid_shardings
+  shardings = sharding.last_grid_shardings
   assert len(shardings) == 7  # 5 (W, S) grids, per-weight errors of 2 layers
   for s in shardings:
     assert isinstance(s, jax.sharding.NamedSharding)
-    assert s.spec == jax.sharding.PartitionSpec(None, distributed.AXIS), s.spec
+    assert s.spec == jax.sharding.PartitionSpec(None, sharding.AXIS), s.spec
     assert len(s.device_set) == 4 and s.num_devices == 4
     assert s.shard_shape((2, 4)) == (2, 1)
 
@@ -177,15 +188,15 @@ def test_four_sweep_sup_error_bit_identical_on_seven_seeds():
   gradient differently for several partitions); evaluation's explicit norm JVP fixes it."""
   sweep = pytest.importorskip("lth_jax.sweep")
   key = jax.random.key(0)
-  target = sweep.random_target(key, (6, 5, 3))
+  target = targets_lib.random_target(key, (6, 5, 3))
   kw = dict(key=key, num_points=64, ascent_steps=5)
   _assert_same_sweep(sweep.sweep(target, [3, 8], 7, "direct", **kw),
-                     distributed.sharded_sweep(target, [3, 8], 7, "direct", **kw))
+                     _sharded_sweep(sweep, target, [3, 8], 7, "direct", **kw))
 
 
 @four_devices
 def test_four_stream_with_mesh_matches_single_device(tmp_path):
-  src = streaming.DirectSource(6, 5, num_weights=3000, group_size=3)
+  src = stream_sources.DirectSource(6, 5, num_weights=3000, group_size=3)
   mesh = distributed.make_instance_mesh()
   sharded = streaming.solve_stream(src, tmp_path / "a", chunk_size=1022, mesh=mesh)
   assert sharded.num_chunks == 3  # chunk size rounded up to 1024

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth_jax import streaming, subset_sum
+from lth_jax import stream_sources, streaming, subset_sum
 
 N = 8  # coefficients per instance: small, so every test compiles quickly
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +28,7 @@ def _mtimes(out_dir):
   return {p.name: p.stat().st_mtime_ns for p in out_dir.glob("chunk_*.npz")}
 
 
-def _materialised(src: streaming.DirectSource):
+def _materialised(src: stream_sources.DirectSource):
   """The source's instances built in one go, the obvious way."""
   idx = jnp.arange(src.num_instances)
   draw = lambda k, shape: jax.random.uniform(k, shape, jnp.float32, src.low, src.high)
@@ -42,7 +42,7 @@ def _materialised(src: streaming.DirectSource):
 
 @pytest.mark.parametrize("group_size", [1, 7])
 def test_direct_source_matches_one_solver_call(tmp_path, group_size):
-  src = streaming.DirectSource(N, 1, num_weights=1000, group_size=group_size)
+  src = stream_sources.DirectSource(N, 1, num_weights=1000, group_size=group_size)
   report = streaming.solve_stream(src, tmp_path, chunk_size=128)
   assert (report.num_chunks, report.chunks_solved, report.chunks_skipped) == (8, 8, 0)
   assert report.instances_solved == 1000 and report.instances_per_second > 0
@@ -64,23 +64,23 @@ def test_memmapped_weights_and_array_source(tmp_path):
   w = rng.uniform(-0.4, 0.5, 1000).astype(np.float32)
   np.save(tmp_path / "w.npy", w)
   weights = np.load(tmp_path / "w.npy", mmap_mode="r")
-  src = streaming.DirectSource(N, 2, weights=weights)
+  src = stream_sources.DirectSource(N, 2, weights=weights)
   streaming.solve_stream(src, tmp_path / "direct", chunk_size=128, pack_masks=False)
   _assert_same(streaming.load_stream(tmp_path / "direct"),
                subset_sum.solve_subset_sum(*_materialised(src)))
 
   c = rng.uniform(-0.5, 0.5, (1000, N)).astype(np.float32)
   np.save(tmp_path / "c.npy", c)
-  arr = streaming.ArraySource(weights, np.load(tmp_path / "c.npy", mmap_mode="r"))
+  arr = stream_sources.ArraySource(weights, np.load(tmp_path / "c.npy", mmap_mode="r"))
   streaming.solve_stream(arr, tmp_path / "array", chunk_size=128)
   _assert_same(streaming.load_stream(tmp_path / "array"), subset_sum.solve_subset_sum(w, c))
-  shared = streaming.ArraySource(w, c[0])
+  shared = stream_sources.ArraySource(w, c[0])
   streaming.solve_stream(shared, tmp_path / "shared", chunk_size=128)
   _assert_same(streaming.load_stream(tmp_path / "shared"), subset_sum.solve_subset_sum(w, c[0]))
 
 
 def test_packed_masks_are_small_and_equal(tmp_path):
-  src = streaming.DirectSource(N, 3, num_weights=512)
+  src = stream_sources.DirectSource(N, 3, num_weights=512)
   streaming.solve_stream(src, tmp_path / "packed", chunk_size=128)
   streaming.solve_stream(src, tmp_path / "plain", chunk_size=128, pack_masks=False)
   _assert_same(streaming.load_stream(tmp_path / "packed"), streaming.load_stream(tmp_path / "plain"))
@@ -89,7 +89,7 @@ def test_packed_masks_are_small_and_equal(tmp_path):
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path):
-  src = streaming.DirectSource(N, 4, num_weights=1250)
+  src = stream_sources.DirectSource(N, 4, num_weights=1250)
   full = streaming.solve_stream(src, tmp_path / "full", chunk_size=128)
 
   class Stop(Exception):
@@ -121,13 +121,13 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path):
 
 
 def test_different_run_in_directory_is_refused(tmp_path):
-  src = streaming.DirectSource(N, 5, num_weights=300)
+  src = stream_sources.DirectSource(N, 5, num_weights=300)
   streaming.solve_stream(src, tmp_path, chunk_size=128)
   with pytest.raises(ValueError, match="chunk_size"):
     streaming.solve_stream(src, tmp_path, chunk_size=100)
   with pytest.raises(ValueError, match="pack_masks"):
     streaming.solve_stream(src, tmp_path, chunk_size=128, pack_masks=False)
-  other = streaming.DirectSource(N, 6, num_weights=300)
+  other = stream_sources.DirectSource(N, 6, num_weights=300)
   with pytest.raises(ValueError, match="source"):
     streaming.solve_stream(other, tmp_path, chunk_size=128)
   report = streaming.solve_stream(other, tmp_path, chunk_size=256, overwrite=True)
@@ -136,11 +136,11 @@ def test_different_run_in_directory_is_refused(tmp_path):
 
 def test_source_errors():
   with pytest.raises(ValueError, match="num_weights"):
-    streaming.DirectSource(N, 0)
+    stream_sources.DirectSource(N, 0)
   with pytest.raises(ValueError, match="n <="):
-    streaming.DirectSource(subset_sum.MAX_N + 1, 0, num_weights=3)
+    stream_sources.DirectSource(subset_sum.MAX_N + 1, 0, num_weights=3)
   with pytest.raises(ValueError, match="coefficients"):
-    streaming.ArraySource(np.zeros(4), np.zeros((3, 5)))
+    stream_sources.ArraySource(np.zeros(4), np.zeros((3, 5)))
 
 
 def test_killed_process_resumes_with_same_command(tmp_path):
@@ -178,7 +178,7 @@ def test_killed_process_resumes_with_same_command(tmp_path):
   assert len(after) == 12 and all(after[name] == t for name, t in before.items())
   assert not list(out.glob(".chunk_*"))  # no temporary file left behind
 
-  src = streaming.DirectSource(N, 7, num_weights=1500)
+  src = stream_sources.DirectSource(N, 7, num_weights=1500)
   streaming.solve_stream(src, tmp_path / "ref", chunk_size=128)
   _assert_same(streaming.load_stream(out), streaming.load_stream(tmp_path / "ref"))
   ref_manifest = json.loads((tmp_path / "ref" / "manifest.json").read_text())
@@ -191,15 +191,15 @@ import jax
 port, pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2,
                            process_id=pid)
-from lth_jax import distributed, streaming
+from lth_jax import files, sharding, stream_sources, streaming
 writes = []  # every file this process writes goes through one of these two
-for name in ("_atomic_savez", "_write_manifest"):
-  def wrapped(path, arrays, orig=getattr(streaming, name)):
+for module, name in ((files, "atomic_savez"), (streaming, "_write_manifest")):
+  def wrapped(path, arrays, orig=getattr(module, name)):
     writes.append(str(path))
     return orig(path, arrays)
-  setattr(streaming, name, wrapped)
-mesh = distributed.make_instance_mesh()
-src = streaming.DirectSource(%(n)d, 11, num_weights=700, group_size=3)
+  setattr(module, name, wrapped)
+mesh = sharding.make_instance_mesh()
+src = stream_sources.DirectSource(%(n)d, 11, num_weights=700, group_size=3)
 report = streaming.solve_stream(src, out, chunk_size=128, mesh=mesh)
 refused = None
 try:  # a different configuration: refused on every process, nobody left waiting
@@ -245,7 +245,7 @@ def test_two_processes_only_process_zero_writes_and_refusals_are_shared(tmp_path
   for r in rows:
     assert r["refused"] is not None and "chunk_size" in r["refused"], r
 
-  src = streaming.DirectSource(N, 11, num_weights=700, group_size=3)
+  src = stream_sources.DirectSource(N, 11, num_weights=700, group_size=3)
   streaming.solve_stream(src, tmp_path / "one", chunk_size=128)
   _assert_same(streaming.load_stream(out), streaming.load_stream(tmp_path / "one"))
   assert (json.loads((out / "manifest.json").read_text())

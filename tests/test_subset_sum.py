@@ -13,6 +13,7 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from lth_jax import MAX_N, solve_subset_sum
+from lth_jax import mitm
 from lth_jax import subset_sum
 
 BATCH = 8  # one compiled program per n in these tests
@@ -387,7 +388,7 @@ def test_grid_exponent_never_overflows():
   with np.errstate(over="ignore"):
     assert not np.isfinite(np.abs(c).sum(0) + np.abs(t)).all()
   half = (n + 1) // 2
-  s = np.asarray(subset_sum._grid_exponent(jnp.asarray(t), jnp.asarray(c), half))
+  s = np.asarray(mitm.grid_exponent(jnp.asarray(t), jnp.asarray(c), half))
   total = np.abs(t.astype(np.float64)) + np.abs(c.astype(np.float64)).sum(0)
   top = np.log2(total) + s + half + 3  # log2 of the largest key
   assert (top < 62 + 1e-6).all() and (top >= 60).all()
@@ -402,20 +403,6 @@ def test_grid_exponent_never_overflows():
     chosen = sum((Fraction(float(v)) for v in cc[i][np.asarray(mask[i])]), Fraction(0))
     assert abs(Fraction(float(tt[i])) - chosen) == exact_optimum(tt[i], cc[i]) == 0
     assert float(error[i]) == 0
-
-
-def test_int32x2_key_to_float_is_correctly_rounded():
-  """(hi, lo) -> float32 rounds once, like int64 -> float32, also for negative keys
-  (hi * 2^32 + lo would cancel: -1 is (-1, 2^32 - 1) and f32(2^32 - 1) = 2^32)."""
-  rng = np.random.default_rng(12)
-  x = rng.integers(-2**62, 2**62, 4000) >> rng.integers(0, 62, 4000)
-  ties = (rng.integers(2**23, 2**24, 500) << 20) + (1 << 19)  # exactly half an ulp
-  x = np.concatenate([x, ties, ties + 1, -ties, -ties - 1,
-                      [0, 1, -1, -(2**26 + 2**10 + 1), 2**32, -2**32, -2**63, 2**63 - 1]])
-  keys = (jnp.asarray((x >> 32).astype(np.int32)),
-          jnp.asarray((x & 0xFFFFFFFF).astype(np.uint32)))
-  got = jax.jit(subset_sum._Int32x2Keys.to_float)(keys)
-  np.testing.assert_array_equal(np.asarray(got), x.astype(np.float32))
 
 
 def test_small_negative_values_identical_in_both_key_formats():

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import jax
 
 from lth_jax import _checks
-from lth_jax import distributed
+from lth_jax import sharding
 
 
 class ConfigError(ValueError):
@@ -130,13 +130,13 @@ def set_up_devices(devices: Devices) -> bool:
   this process is the primary one (process 0: it prepares the output and writes)."""
   if devices.distributed and not getattr(jax.distributed, "is_initialized", lambda: False)():
     try:
-      distributed.initialize_distributed(True, **devices.init_kwargs)
+      sharding.initialize_distributed(True, **devices.init_kwargs)
     except (ValueError, RuntimeError) as e:
       msg = str(e).splitlines()[0] if str(e) else type(e).__name__
       raise ConfigError("devices.distributed", f"jax.distributed.initialize failed: {msg} "
                         "(outside a managed cluster set config.devices.coordinator_address, "
                         "num_processes and process_id)") from None
-  return distributed.is_primary()
+  return sharding.is_primary()
 
 
 def peak_rss_mb() -> float:

@@ -21,7 +21,7 @@ from absl import logging
 
 from lth_jax import construction
 from lth_jax import data as data_lib
-from lth_jax import distributed
+from lth_jax import sharding
 from lth_jax import files as files_lib
 from lth_jax import lueker
 from lth_jax import models
@@ -322,7 +322,7 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
   ``run.json`` but without it holds a killed or failed run, refused unless ``overwrite``).
 
   ``config.devices.shard``: every grid's seeds split over all devices
-  (``distributed.make_instance_mesh``); ``config.devices.distributed``: first
+  (``sharding.make_instance_mesh``); ``config.devices.distributed``: first
   ``jax.distributed.initialize()`` (multi-host; implies ``shard``; arguments from the cluster
   or ``config.devices.coordinator_address`` etc.). Every process computes everything (the
   sharded programs need all of them); only process 0 prepares ``out_dir`` and writes files.
@@ -344,9 +344,9 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
   t0 = time.perf_counter()
   mesh = None
   if devices.shard:
-    mesh = distributed.make_instance_mesh()
+    mesh = sharding.make_instance_mesh()
     logging.info("sweep: seeds split over %d devices (%d process(es))",
-                 distributed.num_devices(mesh), jax.process_count())
+                 sharding.num_devices(mesh), jax.process_count())
   named_results, rows = _run_sweeps(config, mesh, splits)
   written, text = ([out / files_lib.RUN_FILE] if primary else []), {}
   summary = tables.summary_rows(named_results, config.sweep.epsilon) if named_results else []
