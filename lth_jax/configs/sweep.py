@@ -1,12 +1,14 @@
 """Width sweeps (error vs copies, over-parameterisation vs d) and the Lueker check: presets.
 
-get_config("default"): embedded random targets (single-layer d x d, d in {4, 8, 16, 32},
-  spectral norm 1), network/single widths 2..32 copies, direct widths 2..20, 5 seeds, all
-  three methods, no data: under a minute on 2 CPU cores (most of it XLA compilation).
+get_config("default"): random spectral-norm-1 targets d x d (d = 4, 8, 16) and permutation
+  targets 4-4, 4-4-4, 4-4-4-4 (depth axis), network/single widths 8..48 (step 8, sign halves
+  capped at 20), direct 4..20, 32 seeds, success at eps = 0.2 .. 0.01 from one grid, the
+  log-law fit. Measured 2026-12-03: 2 min 14 s wall / 58.7 s CPU at load 9-13 on 2 shared
+  cores (benchmarks/bench_sweep.py splits it); not measured on an idle machine.
 get_config("quick"): a tiny grid for tests (seconds).
-get_config("paper"): paper-sized: d up to 32 and a 3-layer 16-16-16-16 target, network
-  widths to 48, 10 seeds, plus the Lueker check at 100 trials with the SPEC's sizes (products
-  n up to 44). Long: about an hour on 2 busy CPU cores.
+get_config("paper"): full size: random d = 4..64 and 16-16-16-16, permutation targets of
+  depth 1..4 and d = 4..64, widths 8..64, cap 24, 64 seeds, Lueker check at 100 trials. Not
+  run yet (hours on 2 CPU cores).
 get_config("lueker"): only the Lueker coverage check at SPEC section 2's sizes (U[-1, 1]
   n = 12/16/20, products n = 20/28/36/44; 100 trials, epsilon 0.01): 6.3 CPU-minutes, 18.6
   minutes wall on 2 heavily shared CPU cores, three quarters of it products n = 44.
