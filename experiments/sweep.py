@@ -5,9 +5,9 @@
   python -m experiments.sweep --out_dir=/tmp/s --config.sweep.widths="(4,8,16)" --overwrite
   python -m experiments.sweep --config.devices.shard=True   # seeds split over all devices
 
-Prints the tables; writes results.jsonl, summary.json, error_vs_copies.png,
-overparam_vs_d.png (and lueker.jsonl, lueker.png), then done.json, into --out_dir, named in
-the last log line. Multi-host (--config.devices.distributed=True; outside a managed cluster
+Prints the tables; writes results.jsonl, success.jsonl, copies.jsonl, summary.json,
+tables.txt, success_vs_copies.png, log_law.png, error_vs_copies.png, overparam_vs_d.png (and
+lueker.jsonl, lueker.png), then done.json, into --out_dir, named in the last log line. Multi-host (--config.devices.distributed=True; outside a managed cluster
 also --config.devices.coordinator_address=host:port --config.devices.num_processes=N
 --config.devices.process_id=i): every process runs the same command; only process 0 writes
 and prints. Bad flags end with one line ``error: --<flag>: ...`` (lth_jax/run/flags.py).
@@ -35,9 +35,8 @@ def main(argv):
   result = run_sweep.run_experiment(_CONFIG.value, out_dir, overwrite=_OVERWRITE.value)
   if not result["primary"]:
     return  # multi-host: process 0 prints and writes
-  for name in ("grid", "summary", "lueker"):
-    if name in result["tables"]:
-      print(result["tables"][name], end="\n\n", flush=True)
+  for table in result["tables"].values():  # success, log law, summary, lueker
+    print(table, end="\n\n", flush=True)
   logging.info("finished in %.1f s; wrote %d files", result["seconds"], len(result["files"]))
   logging.info("output directory: %s", os.path.abspath(result["out_dir"]))
 

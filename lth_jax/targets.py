@@ -34,8 +34,13 @@ from absl import logging
 from lth_jax import _checks
 from lth_jax import files
 
-__all__ = ["check_target", "target_layer_sizes", "random_target", "forward", "as_matrix",
-           "load_npz_target", "save_npz_target", "natural_key"]
+__all__ = ["check_target", "target_layer_sizes", "random_target", "permutation_target",
+           "TARGET_FAMILIES", "make_target", "forward", "as_matrix", "load_npz_target",
+           "save_npz_target", "natural_key"]
+
+# Random target families of the sweep (``make_target``): "random" shrinks approximation
+# errors with depth, "permutation" lets them add up (see ``permutation_target``).
+TARGET_FAMILIES = ("random", "permutation")
 
 _LAYOUTS = ("torch", "jax")
 
@@ -91,6 +96,47 @@ def random_target(key: chex.PRNGKey, layer_sizes: Sequence[int],
     k = jax.random.normal(jax.random.fold_in(key, i), (a, b), jnp.float32)
     out.append(k * (spectral_norm / jnp.linalg.norm(k, ord=2)))
   return out
+
+
+def permutation_target(key: chex.PRNGKey, layer_sizes: Sequence[int],
+                       spectral_norm: float = 1.0) -> list[jax.Array]:
+  """Scaled partial permutation kernels: layer ``i`` maps input ``j`` to output ``pi_i(j)``
+  with weight ``spectral_norm`` (``pi_i`` a random injection for ``d_in <= d_out``; for
+  ``d_in > d_out`` only ``d_out`` inputs are kept).
+
+  Why this family: with ``spectral_norm = 1`` a square layer is an isometry that maps
+  nonnegative vectors to nonnegative vectors, so after the first ReLU every later ReLU
+  passes the activations unchanged and the norm is preserved through the whole network.
+  An approximation error made in one layer is therefore carried to the output at full
+  size and the layers' errors add up (roughly ``l`` times one layer's), as in the worst
+  case of Theorem 1. Random spectral-norm-1 Gaussian targets (``random_target``) instead
+  shrink errors with depth (their ReLU layers contract most directions), so they cannot
+  show the depth term. The nonzero weights are all ``spectral_norm`` (1: the largest a
+  spectral-norm-1 layer can have, hence the hardest SubsetSum targets); the zero weights
+  are met exactly by the empty subset.
+  """
+  sizes = tuple(int(d) for d in layer_sizes)
+  if len(sizes) < 2 or any(d < 1 for d in sizes):
+    raise ValueError(f"layer_sizes must list >= 2 positive sizes, got {layer_sizes}")
+  if not spectral_norm > 0:
+    raise ValueError(f"spectral_norm must be positive, got {spectral_norm}")
+  out = []
+  for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    key_i = jax.random.fold_in(key, i)
+    rows = jax.random.permutation(key_i, a)[:min(a, b)]
+    cols = jax.random.permutation(jax.random.fold_in(key_i, 1), b)[:min(a, b)]
+    out.append(jnp.zeros((a, b), jnp.float32).at[rows, cols].set(spectral_norm))
+  return out
+
+
+def make_target(family: str, key: chex.PRNGKey, layer_sizes: Sequence[int],
+                spectral_norm: float = 1.0) -> list[jax.Array]:
+  """A target of ``family`` (``TARGET_FAMILIES``): ``random_target`` or
+  ``permutation_target``."""
+  makers = {"random": random_target, "permutation": permutation_target}
+  if family not in makers:
+    raise ValueError(f"target family must be one of {TARGET_FAMILIES}, got {family!r}")
+  return makers[family](key, layer_sizes, spectral_norm)
 
 
 @jax.jit

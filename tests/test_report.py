@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lth_jax import lueker
+from lth_jax import stats
 from lth_jax import targets as targets_lib
 from lth_jax import theory
 from lth_jax.report import figures
@@ -109,6 +110,59 @@ def test_figures_are_written_as_png(grid, tmp_path):
   cov = [_coverage("uniform", n, c, c, epsilon=0.05) for n, c in ((4, 0.2), (6, 0.5))]
   figures.close(figures.plot_lueker_check(cov, 0.05, tmp_path / "l.png"))
   for name in ("e.png", "o.png", "l.png"):
+    assert (tmp_path / name).read_bytes()[:8] == PNG
+
+
+def test_success_copies_and_log_law_rows(grid):
+  _, _, res = grid
+  named = [("random_6x6", res[0]), ("perm_5x4x3", res[1])]
+  epsilons = (0.2, 0.05)
+  success = tables.success_rows(named, epsilons)
+  widths = {m: len(w) for m, w in WIDTHS.items()}
+  assert len(success) == 2 * len(epsilons) * sum(widths.values())
+  for s in success:
+    assert 0 <= s["success_low"] <= s["success"] <= s["success_high"] <= 1
+    assert s["seeds"] == 2 and s["family"] == s["target"].split("_")[0]
+    r = dict(named)[s["target"]][s["method"]]
+    i = list(r.widths).index(s["width"])
+    assert s["successes"] == int(np.sum(r.sup_error[i] <= s["epsilon"]))
+  copies = tables.copies_rows(named, epsilons)
+  assert len(copies) == 2 * 3 * len(epsilons)
+  for c in copies:
+    r = dict(named)[c["target"]][c["method"]]
+    frac = np.mean(r.sup_error <= c["epsilon"], axis=1)
+    for level in tables.LEVELS:
+      n = stats.copies_needed(r.widths, frac, level)
+      assert c[f"copies_{level:g}"] == (n if np.isfinite(n) else None)
+    assert c["log_term"] == pytest.approx(np.log2(c["d"] * c["depth"] / c["epsilon"]))
+  assert {(c["d"], c["depth"]) for c in copies} == {(6, 1), (5, 2)}
+  text = tables.format_success_table(success, 0.05)
+  assert text.count("target ") == 2 and "network P(sup<=eps)" in text
+  assert "log2(dl/e)" in tables.format_log_law_table(copies, tables.log_law_fits(copies))
+
+
+def test_log_law_fit_recovers_a_planted_line_and_drops_censored_points():
+  copies = [dict(method="network", family="perm" if i % 2 else "random", log_term=x,
+                 **{"copies_0.5": 3.0 + 2.0 * x, "copies_0.9": None if i == 0 else 5.0 + 3.0 * x})
+            for i, x in enumerate((4.0, 5.0, 6.5, 8.0, 9.0))]
+  fits = {(f["level"], f["group"]): f for f in tables.log_law_fits(copies)}
+  fit = fits[(0.5, "all")]["fit"]
+  assert fit["slope"] == pytest.approx(2.0) and fit["intercept"] == pytest.approx(3.0)
+  assert fits[(0.9, "all")]["dropped"] == 1 and fits[(0.9, "all")]["points"] == 4
+  assert fits[(0.9, "all")]["fit"]["slope"] == pytest.approx(3.0)
+  assert fits[(0.5, "perm")]["fit"] is None  # 2 points: no fit
+  text = tables.format_log_law_table([], tables.log_law_fits(copies))
+  assert "C = 2.00" in text and "not enough points" in text
+
+
+def test_success_and_log_law_figures_are_png(grid, tmp_path):
+  _, _, res = grid
+  named = [("random_6x6", res[0]), ("perm_5x4x3", res[1])]
+  success = tables.success_rows(named, (0.2, 0.05))
+  copies = tables.copies_rows(named, (0.2, 0.05))
+  figures.close(figures.plot_success_vs_copies(success, 0.05, tmp_path / "s.png"))
+  figures.close(figures.plot_log_law(copies, tables.log_law_fits(copies), tmp_path / "g.png"))
+  for name in ("s.png", "g.png"):
     assert (tmp_path / name).read_bytes()[:8] == PNG
 
 

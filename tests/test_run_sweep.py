@@ -39,9 +39,22 @@ def test_entry_point_quick_preset_writes_jsonl_and_png(tmp_path):
   assert rows[0]["config"]["preset"] == "quick"
   assert {"sup_error", "max_weight_error", "fraction_within_epsilon", "params_random",
           "params_kept", "width_factor", "experiment", "width", "seed"} <= set(rows[0])
-  for name in ("error_vs_copies.png", "overparam_vs_d.png", "lueker.png"):
+  for name in ("error_vs_copies.png", "overparam_vs_d.png", "lueker.png",
+               "success_vs_copies.png", "log_law.png"):
     assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert "copies per input needed" in stdout and "LB P" in stdout
+  # Success at every eps of the config from the same grid, each row with its config.
+  success = files_lib.read_jsonl(out / "success.jsonl")
+  assert len(success) == per_target * len(config.targets.sizes) // config.sweep.num_seeds * len(
+      config.sweep.epsilons)
+  assert {r["epsilon"] for r in success} == set(config.sweep.epsilons)
+  assert all(r["config"]["preset"] == "quick" for r in success)
+  copies = files_lib.read_jsonl(out / "copies.jsonl")
+  assert {"copies_0.5", "copies_0.9", "log_term", "config"} <= set(copies[0])
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["config"]["preset"] == "quick" and "fits" in summary
+  assert "P(sup error <= 0.05)" in stdout and "fit copies" in stdout
+  assert (out / "tables.txt").read_text().count("target ") >= 2
   last = [line for line in stderr.splitlines() if line.strip()][-1]
   assert last.endswith(str(out)), last
   # The completion marker, written last, lists every other output file.
@@ -172,6 +185,8 @@ def test_entry_point_bad_flags_and_guard_are_one_line_errors(tmp_path):
     ("sweep.direct_widths", (2, 40), "at most 36 coefficients per weight"),
     ("sweep.methods", ("network", "network"), "methods must be distinct"),
     ("sweep.epsilon", 0.0, "must be in (0, 1), got 0.0"),
+    ("sweep.epsilons", (0.1, 1.5), "must be in (0, 1), got 1.5"),
+    ("targets.permutation_sizes", ((3,),), "each target needs >= 2 positive layer sizes"),
     ("sweep.num_seeds", 0, "must be positive, got 0"),
     ("sweep.max_half", 37, "must be in [0, 36] (0: default), got 37"),
     ("sweep.distribution", "cauchy", "must be one of ('uniform', 'normal'), got 'cauchy'"),
@@ -217,6 +232,9 @@ def test_widths_targets_and_cost_estimate():
                                             "single": (2, 4, 8)}
   named = run_sweep.build_targets(config)
   assert [n for n, _ in named] == ["random_3x3", "random_4x2"]
+  config.targets.permutation_sizes = ((3, 3, 3),)
+  assert [n for n, _ in run_sweep.build_targets(config)][2:] == ["perm_3x3x3"]
+  assert np.asarray(run_sweep.build_targets(config)[2][1][1]).sum() == 3.0
   assert [k.shape for k in named[1][1]] == [(4, 2)]
   assert run_sweep.estimated_keys([(3, 3)], (2, 4), 2, "single") == 0.0
   # "direct" at widths up to 6: 2^(3 + 1) keys per weight, 9 weights, 2 widths, 2 seeds

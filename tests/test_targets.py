@@ -168,3 +168,22 @@ def test_forward_and_as_matrix():
   conv = jnp.arange(2 * 2 * 3 * 4, dtype=jnp.float32).reshape(2, 2, 3, 4)
   assert targets.as_matrix(conv).shape == (12, 4)
   np.testing.assert_array_equal(targets.as_matrix(conv)[:, 1], conv[..., 1].reshape(-1))
+
+
+def test_permutation_target_preserves_the_norm_of_nonnegative_inputs():
+  kernels = targets.permutation_target(jax.random.key(3), (5, 5, 5, 5))
+  assert targets.target_layer_sizes(kernels) == (5, 5, 5, 5)
+  for k in kernels:
+    k = np.asarray(k)
+    assert sorted(np.unique(k)) == [0.0, 1.0]
+    np.testing.assert_array_equal(k.sum(0), 1.0)  # one 1 per row and column
+    np.testing.assert_array_equal(k.sum(1), 1.0)
+    assert np.linalg.norm(k, 2) == pytest.approx(1.0)
+  x = np.abs(np.random.default_rng(0).normal(size=(7, 5))).astype(np.float32)
+  y = np.asarray(targets.forward(kernels, x))
+  np.testing.assert_allclose(np.linalg.norm(y, axis=1), np.linalg.norm(x, axis=1), rtol=1e-6)
+  wide = targets.permutation_target(jax.random.key(0), (3, 6))[0]
+  assert np.asarray(wide).sum() == 3 and np.asarray(wide).max() == 1.0
+  assert targets.make_target("permutation", jax.random.key(3), (5, 5, 5, 5))[1].shape == (5, 5)
+  with pytest.raises(ValueError, match="family must be one of"):
+    targets.make_target("orthogonal", jax.random.key(0), (2, 2))

@@ -1,12 +1,14 @@
 """Width sweeps (error vs copies, over-parameterisation vs d) and the Lueker check: presets.
 
-get_config("default"): embedded random targets (single-layer d x d, d in {4, 8, 16, 32},
-  spectral norm 1), network/single widths 2..32 copies, direct widths 2..20, 5 seeds, all
-  three methods, no data: under a minute on 2 CPU cores (most of it XLA compilation).
+get_config("default"): random spectral-norm-1 targets d x d (d = 4, 8, 16) and permutation
+  targets 4-4, 4-4-4, 4-4-4-4 (depth axis), network/single widths 8..48 (step 8, sign halves
+  capped at 20), direct 4..20, 32 seeds, success at eps = 0.2 .. 0.01 from one grid, the
+  log-law fit. Measured 2026-12-03: 2 min 14 s wall / 58.7 s CPU at load 9-13 on 2 shared
+  cores (benchmarks/bench_sweep.py splits it); not measured on an idle machine.
 get_config("quick"): a tiny grid for tests (seconds).
-get_config("paper"): paper-sized: d up to 32 and a 3-layer 16-16-16-16 target, network
-  widths to 48, 10 seeds, plus the Lueker check at 100 trials with the SPEC's sizes (products
-  n up to 44). Long: about an hour on 2 busy CPU cores.
+get_config("paper"): full size: random d = 4..64 and 16-16-16-16, permutation targets of
+  depth 1..4 and d = 4..64, widths 8..64, cap 24, 64 seeds, Lueker check at 100 trials. Not
+  run yet (hours on 2 CPU cores).
 get_config("lueker"): only the Lueker coverage check at SPEC section 2's sizes (U[-1, 1]
   n = 12/16/20, products n = 20/28/36/44; 100 trials, epsilon 0.01): 6.3 CPU-minutes, 18.6
   minutes wall on 2 heavily shared CPU cores, three quarters of it products n = 44.
@@ -29,15 +31,24 @@ def _base() -> ml_collections.ConfigDict:
 
   c.sweep = ml_collections.ConfigDict()
   c.sweep.methods = ("network", "direct", "single")
-  c.sweep.widths = (2, 4, 6, 8, 10, 12, 16, 20, 24, 28, 32)  # copies per input
+  # copies per input. Success jumps from ~0 to ~1 within ~16 copies, so a step of 8 reads
+  # copies needed to +-4 at a quarter of the solver work of a step of 2.
+  c.sweep.widths = (8, 16, 24, 32, 40, 48)
   # "direct" solves one instance of `width` coefficients per weight (cost ~2^(w/2)); its
   # error hits float32 resolution near w = 24, so it gets its own (smaller) widths.
-  c.sweep.direct_widths = tuple(range(2, 21))
-  c.sweep.num_seeds = 5
-  c.sweep.epsilon = 0.05       # per-weight "within epsilon" and the copies-needed criterion
-  c.sweep.num_points = 2048    # random unit vectors for the sup-error estimate
-  c.sweep.ascent_steps = 30    # projected gradient ascent steps from the worst 16 of them
-  c.sweep.max_half = 0         # network SubsetSum size per sign half (0: default_max_half(w))
+  c.sweep.direct_widths = (4, 6, 8, 10, 12, 14, 16, 20)
+  # Success fractions over this many seeds: a 95% Wilson interval is about +-0.15 wide.
+  c.sweep.num_seeds = 32
+  c.sweep.epsilon = 0.05       # the primary eps: tables, summary, "within epsilon"
+  # The eps axis: success at each is read from the same sup errors (the solve does not
+  # depend on eps), so it costs no compilation and no solving.
+  c.sweep.epsilons = (0.2, 0.1, 0.05, 0.02, 0.01)
+  c.sweep.num_points = 256     # random unit vectors for the sup-error estimate
+  c.sweep.ascent_steps = 10    # projected gradient ascent steps from the worst 16 of them
+  # network SubsetSum size per sign half (0: default_max_half(w), which reaches 28 at
+  # w = 48: 2^15 keys per instance). One size for the whole grid; a half with more members
+  # prunes the surplus (allowed: pruning more is always allowed).
+  c.sweep.max_half = 20
   c.sweep.distribution = "uniform"
   c.sweep.eval_batch = 4       # grid points evaluated together
   # XLA CPU backend optimisation level for the one grid program (-1: XLA's default). Level 1
@@ -45,7 +56,11 @@ def _base() -> ml_collections.ConfigDict:
   c.sweep.xla_opt_level = 1
 
   c.targets = ml_collections.ConfigDict()
-  c.targets.sizes = ((4, 4), (8, 8), (16, 16), (32, 32))  # layer sizes (d_0, ..., d_l)
+  # layer sizes (d_0, ..., d_l) of random Gaussian targets (spectral norm per layer)
+  c.targets.sizes = ((4, 4), (8, 8), (16, 16))
+  # permutation targets (lth_jax.targets.permutation_target): norm-preserving through the
+  # ReLUs, so per-layer errors add up; the depth axis l = 1..3.
+  c.targets.permutation_sizes = ((4, 4), (4, 4, 4), (4, 4, 4, 4))
   c.targets.spectral_norm = 1.0
   c.targets.npz = ""            # also sweep this .npz target (lth_jax.targets.load_npz_target)
   c.targets.npz_layout = "torch"
@@ -87,10 +102,13 @@ _OVERRIDES = {
         "sweep.widths": (2, 4, 8),
         "sweep.direct_widths": (2, 4, 6),  # 6 = default_max_half(8): one solver size
         "sweep.num_seeds": 2,
+        "sweep.epsilons": (0.2, 0.05),
+        "sweep.max_half": 0,
         "sweep.num_points": 64,
         "sweep.ascent_steps": 3,
         "sweep.xla_opt_level": 0,  # tiny grid: compile time is everything
         "targets.sizes": ((3, 3), (4, 2)),
+        "targets.permutation_sizes": (),
         "lueker.trials": 8,
         "lueker.epsilon": 0.05,
         "lueker.uniform_sizes": (6,),
@@ -98,13 +116,16 @@ _OVERRIDES = {
         "lueker.spacing": 0.0125,
     },
     "paper": {
-        "sweep.widths": (4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48),
+        "sweep.widths": (8, 16, 24, 32, 40, 48, 56, 64),
         "sweep.direct_widths": tuple(range(2, 25)),
-        "sweep.num_seeds": 10,
-        "sweep.num_points": 4096,
-        "sweep.ascent_steps": 50,
+        "sweep.num_seeds": 64,
+        "sweep.num_points": 1024,
+        "sweep.ascent_steps": 30,
+        "sweep.max_half": 24,
         "sweep.xla_opt_level": -1,
-        "targets.sizes": ((4, 4), (8, 8), (16, 16), (32, 32), (16, 16, 16, 16)),
+        "targets.sizes": ((4, 4), (8, 8), (16, 16), (32, 32), (64, 64), (16, 16, 16, 16)),
+        "targets.permutation_sizes": ((4, 4), (4, 4, 4), (4, 4, 4, 4), (4, 4, 4, 4, 4),
+                                      (8, 8), (16, 16), (32, 32), (64, 64)),
         "lueker.trials": 100,
         "lueker.uniform_sizes": (4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24),
         "lueker.product_sizes": (12, 16, 20, 24, 28, 32, 36, 40, 44),
@@ -112,6 +133,7 @@ _OVERRIDES = {
     "lueker": {
         "sweep.methods": (),
         "targets.sizes": (),
+        "targets.permutation_sizes": (),
         # SPEC section 2's reference sizes (lueker.REFERENCE), 100 trials as there.
         "lueker.trials": 100,
         "lueker.uniform_sizes": (12, 16, 20),

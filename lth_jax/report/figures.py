@@ -38,31 +38,40 @@ def _agg() -> None:
   matplotlib.use("Agg")
 
 
-def plot_error_vs_copies(named_results, path=None, epsilon=None):
-  """Sup error (median over seeds, band: min-max) vs copies per input, log y, one panel per
-  target; dashed: the max per-weight error. Returns the figure (saved if ``path``)."""
-  if path is not None:
-    _agg()
+def _panels(num, width=4.2, height=3.6, sharey=True):
   import matplotlib.pyplot as plt
-  num = len(named_results)
   cols = min(num, 4)
   rows = -(-num // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False,
-                           sharey=True)
-  colors = _COLORS
+  fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False,
+                           sharey=sharey)
+  for ax in list(axes.flat)[num:]:
+    ax.axis("off")
+  return fig, axes
+
+
+def plot_error_vs_copies(named_results, path=None, epsilon=None):
+  """Mean per-weight error (mean over seeds and weights; solid, log y) and the median sup
+  error (dotted) vs copies per input, one panel per target. On a log axis an exponential
+  decay is a straight line: its rate per copy (least squares on log error) is in the
+  legend; ``single`` gets a ~1/n reference. Returns the figure (saved if ``path``)."""
+  if path is not None:
+    _agg()
+  fig, axes = _panels(len(named_results))
   for ax, (name, per_method) in zip(axes.flat, named_results):
     for m, r in per_method.items():
       order = np.argsort(r.widths)
       w = r.widths[order]
-      sup = np.maximum(r.sup_error[order], 1e-9)
-      ax.plot(w, np.median(sup, 1), "o-", ms=3, color=colors.get(m), label=f"{m}: sup error")
-      ax.fill_between(w, sup.min(1), sup.max(1), color=colors.get(m), alpha=0.15, lw=0)
-      ax.plot(w, np.maximum(np.median(r.max_weight_error[order], 1), 1e-9), "--", lw=1,
-              color=colors.get(m), alpha=0.8, label=f"{m}: max per-weight error")
-      if m == "single":  # ~1/n reference through the median at the middle width
+      mean = np.maximum(np.mean(r.mean_weight_error[order], 1), 1e-9)
+      label = f"{m}: mean per-weight error"
+      if m != "single" and len(w) >= 2:
+        rate = np.exp(np.polyfit(w, np.log(mean), 1)[0])
+        label += f" (x{rate:.2f}/copy)"
+      ax.plot(w, mean, "o-", ms=3, color=_COLORS.get(m), label=label)
+      ax.plot(w, np.maximum(np.median(r.sup_error[order], 1), 1e-9), ":", lw=1,
+              color=_COLORS.get(m), alpha=0.8, label=f"{m}: sup error (median)")
+      if m == "single":  # ~1/n reference through the middle width
         mid = len(w) // 2
-        ref = np.median(sup, 1)[mid] * w[mid] / w
-        ax.plot(w, ref, ":", color="gray", lw=1, label="~1/n")
+        ax.plot(w, mean[mid] * w[mid] / w, "--", color="gray", lw=1, label="~1/n")
     if epsilon is not None:
       ax.axhline(epsilon, color="k", lw=0.8, alpha=0.5)
     ax.set_yscale("log")
@@ -70,12 +79,103 @@ def plot_error_vs_copies(named_results, path=None, epsilon=None):
     ax.set_xlabel("copies per input n (direct: coefficients per weight)")
     ax.grid(alpha=0.3, which="both")
   for ax in axes[:, 0]:
-    ax.set_ylabel("error (median over seeds)")
-  for ax in list(axes.flat)[num:]:
-    ax.axis("off")
-  axes.flat[0].legend(fontsize=7, loc="lower left")
-  fig.suptitle("SubsetSum tickets: error falls exponentially in n (network, direct); "
-               "best single unit: ~1/n", fontsize=11)
+    ax.set_ylabel("error")
+  axes.flat[0].legend(fontsize=6, loc="lower left")
+  fig.suptitle("per-weight error vs copies: exponential in n (network, direct: straight "
+               "lines on a log axis); best single unit ~1/n", fontsize=11)
+  return _finish(fig, path)
+
+
+def plot_success_vs_copies(success, epsilon, path=None):
+  """P(sup error <= eps) over seeds vs copies per input with 95% Wilson bands, one panel
+  per target: every method at ``epsilon`` (solid), ``network`` also at the other epsilons
+  of ``success`` (thin). ``success``: ``tables.success_rows``. Returns the figure."""
+  if path is not None:
+    _agg()
+  names = list(dict.fromkeys(s["target"] for s in success))
+  fig, axes = _panels(len(names), sharey=True)
+  epsilons = sorted({s["epsilon"] for s in success})
+  for ax, name in zip(axes.flat, names):
+    mine = [s for s in success if s["target"] == name]
+    for m in dict.fromkeys(s["method"] for s in mine):
+      for eps in epsilons:
+        pts = sorted((s["width"], s["success"], s["success_low"], s["success_high"])
+                     for s in mine if s["method"] == m and s["epsilon"] == eps)
+        if not pts or (eps != epsilon and m != "network"):
+          continue
+        w, p, lo, hi = map(np.asarray, zip(*pts))
+        main = eps == epsilon
+        ax.plot(w, p, "o-" if main else "-", ms=3, lw=1.5 if main else 0.8,
+                alpha=1.0 if main else 0.6, color=_COLORS.get(m),
+                label=f"{m}, eps={eps:g}" if main else f"{m}, eps={eps:g} (thin)")
+        if main:
+          ax.fill_between(w, lo, hi, color=_COLORS.get(m), alpha=0.15, lw=0)
+    for level in tables.LEVELS:
+      ax.axhline(level, color="k", lw=0.6, ls=":", alpha=0.6)
+    sizes = mine[0]["layer_sizes"]
+    ax.set_title(f"{name} (sizes {sizes}, {mine[0]['seeds']} seeds)", fontsize=9)
+    ax.set_xlabel("copies per input n (direct: coefficients per weight)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+  for ax in axes[:, 0]:
+    ax.set_ylabel(f"P(sup error <= eps) over seeds")
+  axes.flat[0].legend(fontsize=6, loc="lower right")
+  fig.suptitle(f"success probability vs copies (bands: 95% Wilson; thick: eps = {epsilon:g})",
+               fontsize=11)
+  return _finish(fig, path)
+
+
+_FAMILY_MARKERS = {"random": "o", "perm": "s", "permutation": "s"}
+
+
+def plot_log_law(copies, fits, path=None, level: float = 0.9):
+  """The log law: copies needed for success >= ``level`` against ``log2(d l / eps)``, a
+  point for every (target, epsilon) (marker: target family, filled: network, x: single),
+  censored points as open triangles at the grid's max width, the fitted line(s)
+  ``a + C log2(d l / eps)`` with C's interval, and the counting lower bound per input.
+  ``copies``: ``tables.copies_rows``; ``fits``: ``tables.log_law_fits``."""
+  if path is not None:
+    _agg()
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(9.0, 5.0))
+  field = f"copies_{level:g}"
+  xs = [c["log_term"] for c in copies]
+  if not xs:
+    return fig
+  for method, color in (("network", _COLORS["network"]), ("single", _COLORS["single"])):
+    for fam in sorted({c["family"] for c in copies}):
+      pts = [c for c in copies if c["method"] == method and c["family"] == fam]
+      hit = [(c["log_term"], c[field]) for c in pts if c[field] is not None]
+      cen = [(c["log_term"], c["max_width"]) for c in pts if c[field] is None]
+      marker = _FAMILY_MARKERS.get(fam, "D") if method == "network" else "x"
+      if hit:
+        ax.scatter(*zip(*hit), marker=marker, color=color, s=28, zorder=3,
+                   label=f"{method}, {fam} targets")
+      if cen:
+        ax.scatter(*zip(*cen), marker="^", facecolor="none", edgecolor=color, s=40,
+                   label=f"{method}, {fam}: not reached (at max width)")
+  grid = np.linspace(min(xs), max(xs), 20)
+  for f in fits:
+    if f["level"] != level or f["fit"] is None or f["method"] != "network":
+      continue
+    fit = f["fit"]
+    style = "-" if f["group"] == "all" else "--"
+    ax.plot(grid, fit["intercept"] + fit["slope"] * grid, style, color="k",
+            lw=1.5 if f["group"] == "all" else 0.8,
+            label=(f"fit ({f['group']}): C = {fit['slope']:.2f} [{fit['slope_low']:.2f}, "
+                   f"{fit['slope_high']:.2f}], R² = {fit['r_squared']:.2f}"))
+  lb = sorted({(c["log_term"], c["lower_bound_per_input"]) for c in copies})
+  ax.scatter(*zip(*lb), marker="_", color="gray", s=60, label="counting lower bound per input")
+  mal = [c["malach_width_factor"] for c in copies]
+  ax.plot([], [], " ", label=f"Malach et al. width factor d^4 l^2: {min(mal):.3g} .. "
+          f"{max(mal):.3g} (off scale)")
+  ax.set_xlabel("log2(d l / eps)   (d: target width, l: target depth)")
+  ax.set_ylabel(f"copies per input for P(sup error <= eps) >= {level:g}")
+  ax.grid(alpha=0.3)
+  ax.set_ylim(bottom=0)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+  ax.set_title("copies needed vs log2(d l / eps): every (d, l, eps) of the sweep, "
+               "and the least-squares line", fontsize=9)
   return _finish(fig, path)
 
 

@@ -1,10 +1,13 @@
 """The driver behind ``python -m experiments.sweep``: config in, files out.
 
 ``run_experiment(config, out_dir)`` checks the config (``validate_config``), builds the
-targets (random ones, an npz file, or one trained on a dataset), runs every target's width
-x seed grid as one XLA program (``lth_jax.sweep.sweep_targets``), the Lueker coverage check,
-and writes the rows, the summary, the tables' data and the figures (``lth_jax.report``),
-then ``done.json``. Presets: ``lth_jax/configs/sweep.py``. Callable from a notebook.
+targets (random and permutation families, an npz file, or one trained on a dataset), runs
+every target's width x seed grid as one XLA program (``lth_jax.sweep.sweep_targets``), the
+Lueker coverage check, and writes the rows, the success probabilities at every epsilon of
+``config.sweep.epsilons`` (read from the same grid's sup errors: the solve does not depend
+on epsilon), the copies needed and the log-law fit, the tables and the figures
+(``lth_jax.report``), then ``done.json``. Presets: ``lth_jax/configs/sweep.py``. Callable
+from a notebook.
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ def _check_sweep(sw) -> None:
     raise ConfigError("sweep.direct_widths", f"at most {subset_sum.MAX_N} coefficients per "
                       f"weight (the solver's MAX_N), got {max(sw.direct_widths)}")
   common.float_in("sweep.epsilon", sw.epsilon, 0.0, 1.0)
+  epsilons = tuple(sw.epsilons) if isinstance(sw.epsilons, (list, tuple)) else (sw.epsilons,)
+  if not epsilons or len(set(epsilons)) != len(epsilons):
+    raise ConfigError("sweep.epsilons", f"must be distinct values in (0, 1), got {epsilons}")
+  for eps in epsilons:
+    common.float_in("sweep.epsilons", eps, 0.0, 1.0)
   common.int_in("sweep.num_seeds", sw.num_seeds, 1)
   if sw.num_points < 1 or sw.ascent_steps < 0 or sw.eval_batch < 1:
     raise ConfigError("sweep.num_points",
@@ -66,10 +74,11 @@ def _check_sweep(sw) -> None:
 
 def _check_targets_and_data(config) -> None:
   t = config.targets
-  for sizes in t.sizes:
-    if len(sizes) < 2 or any(not isinstance(d, int) or d < 1 for d in sizes):
-      raise ConfigError("targets.sizes",
-                        f"each target needs >= 2 positive layer sizes, got {sizes}")
+  for field in ("sizes", "permutation_sizes"):
+    for sizes in t[field]:
+      if len(sizes) < 2 or any(not isinstance(d, int) or d < 1 for d in sizes):
+        raise ConfigError(f"targets.{field}",
+                          f"each target needs >= 2 positive layer sizes, got {sizes}")
   common.float_in("targets.spectral_norm", t.spectral_norm, 0.0)
   common.one_of("targets.npz_layout", t.npz_layout, ("torch", "jax"))
   if t.npz:  # read now (it is small): a malformed file is a config error, not a crash
@@ -111,7 +120,8 @@ def validate_config(config) -> None:
   common.device_settings(config)
   if not sw.methods and not config.lueker.trials:
     raise ConfigError("sweep.methods", "nothing to do: no methods and lueker.trials = 0")
-  if sw.methods and not config.targets.sizes and not config.targets.npz and not config.data.name:
+  if (sw.methods and not config.targets.sizes and not config.targets.permutation_sizes
+      and not config.targets.npz and not config.data.name):
     raise ConfigError("targets.sizes", "no targets: give sizes, an npz file or a dataset")
 
 
@@ -144,13 +154,20 @@ def _target_name(sizes):
 
 
 def build_targets(config) -> list[tuple[str, list[jax.Array]]]:
-  """The random targets of ``config.targets.sizes`` (and the npz one), named by sizes."""
+  """The random targets of ``config.targets.sizes`` (``random_<sizes>``), the permutation
+  targets of ``config.targets.permutation_sizes`` (``perm_<sizes>``: errors add up with
+  depth, ``targets.permutation_target``) and the npz one, named by family and sizes."""
   key = jax.random.fold_in(jax.random.key(config.seed), 1_000_003)
   out = []
   for i, sizes in enumerate(config.targets.sizes):
     out.append((f"random_{_target_name(sizes)}",
                 targets_lib.random_target(jax.random.fold_in(key, i), sizes,
                                         config.targets.spectral_norm)))
+  perm_key = jax.random.fold_in(key, 7_000_003)
+  for i, sizes in enumerate(config.targets.permutation_sizes):
+    out.append((f"perm_{_target_name(sizes)}",
+                targets_lib.permutation_target(jax.random.fold_in(perm_key, i), sizes,
+                                               config.targets.spectral_norm)))
   if config.targets.npz and not config.data.name:
     kernels = targets_lib.load_npz_target(os.path.expanduser(config.targets.npz),
                                           config.targets.npz_layout)
@@ -280,16 +297,41 @@ def run_lueker(config, progress=True):
 # --------------------------------------------------------------------------------------
 
 
-def _write_sweep(out, named_results, rows, summary, config) -> list[pathlib.Path]:
-  """results.jsonl, summary.json and the two sweep figures."""
+def analyse(named_results, config) -> dict:
+  """Success probabilities at every epsilon, copies needed, the log-law fits and the
+  per-(target, method) summary at ``config.sweep.epsilon`` (``lth_jax.report.tables``)."""
+  epsilons = sorted(set(tuple(config.sweep.epsilons)) | {config.sweep.epsilon}, reverse=True)
+  copies = tables.copies_rows(named_results, epsilons)
+  return dict(success=tables.success_rows(named_results, epsilons), copies=copies,
+              fits=tables.log_law_fits(copies),
+              summary=tables.summary_rows(named_results, config.sweep.epsilon))
+
+
+def _write_sweep(out, named_results, rows, analysis, text, config) -> list[pathlib.Path]:
+  """results.jsonl, success.jsonl, copies.jsonl, summary.json, tables.txt and the sweep
+  figures; every row and summary.json carry the config."""
   cfg = files_lib.to_jsonable(config)
   eps = config.sweep.epsilon
+  summary = analysis["summary"]
   written = [files_lib.write_jsonl(out / "results.jsonl", rows),
+             files_lib.write_jsonl(out / "success.jsonl",
+                                   [dict(r, config=cfg) for r in analysis["success"]]),
+             files_lib.write_jsonl(out / "copies.jsonl",
+                                   [dict(r, config=cfg) for r in analysis["copies"]]),
              files_lib.atomic_write_text(out / "summary.json", json.dumps(
-                 files_lib.to_jsonable(dict(config=cfg, summary=summary)), indent=1,
-                 sort_keys=True))]
+                 files_lib.to_jsonable(dict(config=cfg, summary=summary,
+                                            copies=analysis["copies"], fits=analysis["fits"])),
+                 indent=1, sort_keys=True)),
+             files_lib.atomic_write_text(out / "tables.txt", "\n\n".join(text.values()) + "\n")]
   figures.close(figures.plot_error_vs_copies(named_results, out / "error_vs_copies.png", eps))
   written.append(out / "error_vs_copies.png")
+  figures.close(figures.plot_success_vs_copies(analysis["success"], eps,
+                                               out / "success_vs_copies.png"))
+  written.append(out / "success_vs_copies.png")
+  # Level 0.5: the median seed; at 0.9 a grid step of 8 copies censors more points.
+  figures.close(figures.plot_log_law(analysis["copies"], analysis["fits"],
+                                     out / "log_law.png", level=0.5))
+  written.append(out / "log_law.png")
   single_layer = [(n, r) for n, r in named_results
                   if len(next(iter(r.values())).layer_sizes) == 2]
   figures.close(figures.plot_overparam_vs_d(
@@ -316,10 +358,14 @@ def _write_lueker(out, coverage, config) -> list[pathlib.Path]:
 def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
   """Runs the sweep (and Lueker check) of ``config`` and writes into ``out_dir``:
   ``results.jsonl`` (one row per target x method x width x seed, each with the config),
-  ``summary.json`` (copies needed vs theory), ``lueker.jsonl``, the PNG figures
-  ``error_vs_copies.png``, ``overparam_vs_d.png``, ``lueker.png``, first ``run.json`` (the
-  settings) and last ``done.json`` (the marker of a finished run: a directory with
-  ``run.json`` but without it holds a killed or failed run, refused unless ``overwrite``).
+  ``success.jsonl`` (P(sup error <= eps) with its Wilson interval per target x method x
+  eps x width), ``copies.jsonl`` (copies needed for success >= 0.5 / 0.9 per target x
+  method x eps), ``summary.json`` (the config, copies needed vs theory, the log-law fits),
+  ``tables.txt``, ``lueker.jsonl``, the PNG figures ``success_vs_copies.png``,
+  ``log_law.png``, ``error_vs_copies.png``, ``overparam_vs_d.png``, ``lueker.png``, first
+  ``run.json`` (the settings) and last ``done.json`` (the marker of a finished run: a
+  directory with ``run.json`` but without it holds a killed or failed run, refused unless
+  ``overwrite``).
 
   ``config.devices.shard``: every grid's seeds split over all devices
   (``sharding.make_instance_mesh``); ``config.devices.distributed``: first
@@ -328,7 +374,8 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
   sharded programs need all of them); only process 0 prepares ``out_dir`` and writes files.
 
   Returns:
-    a dict with ``results`` ([(name, {method: SweepResult})]), ``summary``, ``lueker``,
+    a dict with ``results`` ([(name, {method: SweepResult})]), ``summary``, ``analysis``
+    (``analyse``), ``lueker``,
     ``tables`` (text), ``files`` (those written by this process), ``seconds``, ``out_dir``
     and ``primary`` (whether this process wrote them).
   """
@@ -349,12 +396,14 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
                  sharding.num_devices(mesh), jax.process_count())
   named_results, rows = _run_sweeps(config, mesh, splits)
   written, text = ([out / files_lib.RUN_FILE] if primary else []), {}
-  summary = tables.summary_rows(named_results, config.sweep.epsilon) if named_results else []
+  analysis = analyse(named_results, config) if named_results else {}
+  summary = analysis.get("summary", [])
   if named_results:
-    text["grid"] = tables.format_grid_table(named_results, config.sweep.epsilon)
+    text["success"] = tables.format_success_table(analysis["success"], config.sweep.epsilon)
+    text["log_law"] = tables.format_log_law_table(analysis["copies"], analysis["fits"])
     text["summary"] = tables.format_summary_table(summary)
     if primary:
-      written += _write_sweep(out, named_results, rows, summary, config)
+      written += _write_sweep(out, named_results, rows, analysis, text, config)
   coverage = []
   if config.lueker.trials:
     # Every process runs it (unsharded), so all of them reach the end together.
@@ -368,6 +417,7 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds=seconds,
         files=sorted(pathlib.Path(f).name for f in written), preset=config.preset,
         devices=jax.device_count(), processes=jax.process_count(), sharded=devices.shard)))
-  return dict(results=named_results, summary=summary, lueker=coverage, tables=text,
+  return dict(results=named_results, summary=summary, analysis=analysis, lueker=coverage,
+              tables=text,
               files=[str(f) for f in written], seconds=seconds, out_dir=str(out),
               primary=primary)
