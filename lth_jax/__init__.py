@@ -1,18 +1,18 @@
 """lth_jax: strong lottery tickets by exact SubsetSum (Pensia et al., NeurIPS 2020), in JAX.
 
-Core API (pure functions over pytrees of arrays; PRNG keys passed explicitly):
+The public API (pure functions over pytrees of arrays; PRNG keys passed explicitly), curated
+here one name per line and listed in ``__all__``:
 
 * ``solve_subset_sum`` / ``solve_fewest_terms``: exact vmapped SubsetSum objectives.
 * ``sample_random_network``, ``dense_params``: the depth-2l random network of Theorem 1.
-* ``find_ticket``: masks that prune it to a target, for any registered construction
-  (``lth_jax.constructions``: "network", "single", "direct").
+* ``find_ticket``: masks that prune a random object to a target, for any registered
+  construction (``lth_jax.constructions``: "network", "single", "direct").
 * ``forward``, ``structured_forward``, ``apply_masks``, ``approximation_error``.
-* ``run_sweep`` / ``sweep_targets``: width x seed grids as one XLA program
-  (module ``lth_jax.sweep``).
+* ``sweep_targets`` / ``run_sweep``: width x seed grids as one XLA program.
 
-Experiment modules load on first use: ``lth_jax.data``, ``models``, ``training``,
-``targets``, ``theory``, ``lueker``, ``results``, ``experiment1``, ``edge_popup``,
-``supermask``, ``distributed``, ``streaming``.
+The stages' modules (``lth_jax.data``, ``training``, ``distributed``, ``streaming``, ``stats``,
+``report``, ``run``, ...) are imported on first attribute access: several pull in flax,
+optax or orbax, which cost seconds to import.
 """
 
 import importlib
@@ -37,9 +37,34 @@ from lth_jax.theory import construction_size, counting_lower_bound, malach_width
 
 __version__ = "0.1.0"
 
-_LAZY = ("data", "models", "training", "targets", "theory", "lueker", "files", "progress", "checkpoints",
-         "sizing", "objectives", "run", "edge_popup", "supermask", "distributed", "streaming",
-         "configs", "constructions", "grid_program")
+__all__ = [
+    # solve
+    "MAX_N", "SubsetSumResult", "default_key_format", "solve_subset_sum",
+    "FewestTermsResult", "solve_fewest_terms",
+    # sample
+    "RandomNetwork", "dense_params", "num_params", "sample_random_network", "truncate_copies",
+    "check_target", "random_target", "target_layer_sizes", "forward",
+    # mask
+    "DirectCoefficients", "sample_direct_coefficients", "default_max_half",
+    "METHODS", "Ticket", "find_ticket",
+    "apply_masks", "count_kept", "dense_masks", "from_jaxpruner", "load_masks_npz",
+    "save_masks_npz", "to_jaxpruner",
+    # evaluate
+    "ErrorReport", "analytic_bound", "approximation_error", "dense_pruned_params",
+    "pruned_forward_fn", "structured_forward", "sup_output_error",
+    "construction_size", "counting_lower_bound", "malach_width_factor",
+    # programs
+    "SweepResult", "copies_needed", "sweep_targets", "run_sweep",
+]
+
+# Submodules reachable as attributes without an explicit import (see the module doc).
+_LAZY = ("_checks", "files", "progress", "checkpoints", "sharding",
+         "targets", "random_net", "data", "models",
+         "mitm", "mitm_keys", "subset_sum", "fewest_terms", "objectives", "distributed",
+         "constructions", "construction", "masks", "supermask",
+         "evaluation", "theory", "lueker", "sizing", "stats",
+         "grid_program", "sweep", "streaming", "stream_sources", "edge_popup", "training",
+         "report", "run", "configs")
 
 
 def __getattr__(name):
