@@ -6,7 +6,8 @@
   evaluated from its random weights and masks (for ``"network"`` without the dense
   block-diagonal ``M1``: ``y = einsum('bjk,ojk->bo', relu(x[:,:,None] * U'), V')``).
 * ``approximation_error``: max per-weight error, a tight-from-below estimate of the sup of
-  ``||f(x) - g(x)||_2`` over the unit ball, and an analytic upper bound.
+  ``||f(x) - g(x)||_2`` over the unit ball (random points, ``±e_j`` and gradient ascent),
+  and an analytic upper bound.
 * ``analytic_bound`` (batched over leading axes), ``sup_output_error``, ``accuracy``: the
   one implementation of each, shared by tickets, the sweep's grid program and training.
 """
@@ -147,11 +148,17 @@ def sup_output_error(
   """Estimates ``sup_{||x||<=1} ||f(x) - g(x)||_2`` from below.
 
   Bias-free ReLU networks are positively homogeneous, so the sup is on the sphere:
-  ``num_points`` random unit vectors, then projected (normalised) gradient ascent on the
-  sphere from the ``num_starts`` worst ones. Returns ``(value, worst unit vector)``.
+  ``num_points`` random unit vectors and the ``2 d_in`` points ``±e_j``, then projected
+  (normalised) gradient ascent on the sphere from the ``num_starts`` worst ones. For a
+  one-layer ticket the output error at ``x = ±e_j`` is input ``j``'s vector of errors
+  (for ``"network"``/``"single"``: of the ``u > 0`` half at ``+e_j``, of the ``u < 0`` half
+  at ``-e_j``), so the estimate is never below the largest per-weight error; random points
+  alone could fall below it. Returns ``(value, worst unit vector)``.
   """
   x = jax.random.normal(key, (num_points, d_in), jnp.float32)
   x = x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+  basis = jnp.eye(d_in, dtype=jnp.float32)
+  x = jnp.concatenate([x, basis, -basis])
 
   def err(z):
     return _row_norm(f(z) - g(z))
@@ -193,7 +200,8 @@ def approximation_error(
     target: list of ``(d_in, d_out)`` kernels.
     pruned: the ``Ticket`` from ``find_ticket``.
     key: PRNG key for the sampled unit vectors.
-    num_points: random unit vectors before the gradient ascent.
+    num_points: random unit vectors before the gradient ascent (the ``2 d_0`` points
+      ``±e_j`` are always added).
     net: the pruned ``RandomNetwork`` (required for ``"network"``/``"single"``).
     ascent_steps: projected gradient ascent steps from the worst points.
 

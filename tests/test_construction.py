@@ -93,6 +93,12 @@ def test_single_is_far_worse_than_network(tickets):
     assert int(jnp.max(jnp.sum(mv, axis=-1))) <= 2
 
 
+def _kept_copies(u, v, o, j, sign, cap, width):
+  """The rule: a half's member copies below `width` with the largest |v u| (ties: lower k)."""
+  members = [k for k in range(width) if (u[j, k] > 0) == (sign > 0)]
+  return sorted(members, key=lambda k: (-abs(v[o, j, k] * u[j, k]), k))[:cap]
+
+
 def test_network_ticket_is_optimal_per_instance(target, tickets):
   """Recompute one layer's per-weight errors by brute force over the kept-able copies."""
   net, ticket, _ = tickets[8]
@@ -103,12 +109,51 @@ def test_network_ticket_is_optimal_per_instance(target, tickets):
   for o, j in [(0, 0), (3, 5), (7, 31)]:
     errs = []
     for sign in (1, -1):
-      copies = [k for k in range(8) if (u[j, k] > 0) == (sign > 0)][:cap]
-      prods = np.array([v[o, j, k] * u[j, k] for k in copies])
+      prods = np.array([v[o, j, k] * u[j, k] for k in _kept_copies(u, v, o, j, sign, cap, 8)])
       best = min(abs(w[o, j] - sum(s)) for r in range(len(prods) + 1)
                  for s in itertools.combinations(prods, r))
       errs.append(best)
     assert abs(float(ticket.weight_errors[1][j, o]) - max(errs)) < 1e-6
+
+
+@pytest.mark.parametrize("width, cap", [(24, 4), (17, 6), (24, 30)])
+def test_cap_keeps_the_largest_products_below_the_width(width, cap):
+  """Per (o, j, half) the kept slots are the top-|v u| members among copies k < width, in
+  decreasing order; slot/copy_index invert each other; no copy at or beyond the width."""
+  from lth_jax.constructions import network
+  net = L.sample_random_network(jax.random.key(6), (5, 3), 24)
+  u, v = net.params["u"][0], net.params["v"][0]
+  inst = network.layer_instances(u, v, jnp.zeros((5, 3)), cap, width)
+  un, vn = np.asarray(u, np.float64), np.asarray(v, np.float64)
+  idx, valid, slot = map(np.asarray, (inst.copy_index, inst.valid, inst.slot))
+  assert idx.shape == (2, 3, 5, cap) and valid.shape == (2, 5, cap) and slot.shape == (3, 5, 24)
+  for o in range(3):
+    for j in range(5):
+      for h, sign in enumerate((1, -1)):
+        want = _kept_copies(un, vn, o, j, sign, cap, width)
+        assert list(idx[h, o, j][valid[h, j]]) == want
+        np.testing.assert_allclose(np.asarray(inst.products[h, o, j][valid[h, j]]),
+                                   [vn[o, j, k] * un[j, k] for k in want], rtol=1e-6)
+        for s, k in enumerate(want):
+          assert slot[o, j, k] == h * cap + s
+      kept = set(idx[0, o, j][valid[0, j]]) | set(idx[1, o, j][valid[1, j]])
+      assert {k for k in range(24) if slot[o, j, k] >= 0} == kept
+  assert np.all(np.asarray(inst.products)[~np.broadcast_to(valid[:, None], idx.shape)] == 0)
+
+
+def test_more_copies_help_beyond_the_cap():
+  """Weights of size 0.6 with the cap binding (m = 10; halves of ~12-32 members): more
+  copies keep larger products, so fewer weights miss eps. Keeping the first m members in
+  copy order gave the same instances at every width once a half had m members."""
+  signs = jnp.sign(jax.random.normal(jax.random.key(2), (16, 8)))
+  target = [0.6 * signs]
+  misses, means = [], []
+  for copies in (24, 64):
+    net = L.sample_random_network(jax.random.key(1), (16, 8), copies)
+    err = np.asarray(L.find_ticket(net, target, "network", max_half=10).weight_errors[0])
+    misses.append(int(np.sum(err > 0.01)))
+    means.append(float(np.mean(err)))
+  assert misses[1] < misses[0] and means[1] < means[0]
 
 
 def test_deterministic(target):
@@ -297,7 +342,7 @@ def test_layer_building_blocks_compose_to_find_ticket(target):
   ticket = L.find_ticket(net, target, "network", max_half=5)
   u, v, k = net.params["u"][1], net.params["v"][1], target[1]
   inst = network.layer_instances(u, v, k, 5)
-  assert inst.products.shape == (2, 8, 32, 5) and inst.copy_index.shape == (2, 32, 5)
+  assert inst.products.shape == (2, 8, 32, 5) and inst.copy_index.shape == (2, 8, 32, 5)
   chosen = L.solve_subset_sum(inst.targets, inst.products).mask
   layer = network.layer_masks(chosen, inst.targets, inst.products, inst.valid, inst.slot)
   np.testing.assert_array_equal(np.asarray(layer.mask_v), np.asarray(ticket.masks["v"][1]))

@@ -61,3 +61,31 @@ def test_forwards_dispatch_on_the_ticket_construction():
                              real, rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="pass the RandomNetwork"):
     evaluation.pruned_forward_fn(ticket.replace(method="network"))
+
+
+@pytest.mark.parametrize("method", ["network", "single", "direct"])
+def test_sup_error_is_at_least_the_largest_weight_error(method):
+  """One-layer tickets: x = ±e_j (always candidates) attain each weight's error, so the
+  estimate never falls below the largest one, even with few random points and no ascent."""
+  from lth_jax import constructions
+  target = targets_lib.random_target(jax.random.key(5), (12, 6))
+  obj = constructions.get(method).sample(jax.random.key(6), target, 8)
+  ticket = construction.find_ticket(obj, target, method)
+  rep = evaluation.approximation_error(target, ticket, jax.random.key(7), 1, net=obj,
+                                       ascent_steps=0)
+  assert float(rep.sup_error) >= float(rep.max_weight_error) > 0
+  assert float(rep.sup_error) <= float(rep.bound) * (1 + 1e-5)
+
+
+def test_sup_error_finds_a_coordinate_direction_random_points_miss():
+  """The error lives in a thin cone around e_0 (zero elsewhere, so no gradient leads to
+  it): random unit vectors and the ascent from them see nothing; e_0 gives the exact sup."""
+  d = 32
+  f = lambda x: jnp.zeros((x.shape[0], 1))
+  g = lambda x: jax.nn.relu(x[:, :1] - jnp.sum(jnp.abs(x[:, 1:]), -1, keepdims=True))
+  key = jax.random.key(8)
+  x = jax.random.normal(key, (256, d))  # the random candidates sup_output_error draws
+  assert float(jnp.max(g(x / jnp.linalg.norm(x, axis=-1, keepdims=True)))) == 0.0
+  value, worst = evaluation.sup_output_error(f, g, d, key, 256, ascent_steps=10)
+  assert float(value) == 1.0
+  np.testing.assert_array_equal(worst, jnp.eye(d)[0])

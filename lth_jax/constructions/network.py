@@ -4,11 +4,16 @@ For target layer ``W`` (``d_out x d_in``) and ``n`` copies per input, the random
 is ``U`` (``d_in, n``: the block-diagonal ``M1`` entries a ticket can keep) and ``V``
 (``d_out, d_in, n``). Every weight ``(o, j)`` is two SubsetSum problems with target
 ``W[o, j]`` over the products ``v[o, j, k] u[j, k]``, one over the copies with ``u > 0`` and
-one over ``u <= 0``; each sign half is capped at ``m`` copies (surplus copies are pruned), so
-every instance has size ``m``. Since ``relu(u z) = u relu(z)`` for ``u > 0`` and
-``|u| relu(-z)`` for ``u < 0``, the pruned network's layer is
-``z -> relu(z) @ P - relu(-z) @ N`` with ``P`` (``N``) the kept products summed over the
-``u > 0`` (``u < 0``) copies: the compact ``effective`` form ``(2, d_in, d_out)``.
+one over ``u <= 0``. Each sign half is capped at ``m`` copies: per instance ``(o, j, half)``
+the ``m`` member copies with the largest ``|v[o, j, k] u[j, k]|`` (ties: lower copy index)
+are kept and the surplus is pruned, so every instance has size ``m`` and a half with more
+than ``m`` members still gains from more copies (keeping the first ``m`` in copy order made
+extra copies useless: ``benchmarks/bench_caps.py`` measures both rules). Only copies below
+the width take part, so a narrower width's instances are those of the truncated network.
+Since ``relu(u z) = u relu(z)`` for ``u > 0`` and ``|u| relu(-z)`` for ``u < 0``, the pruned
+network's layer is ``z -> relu(z) @ P - relu(-z) @ N`` with ``P`` (``N``) the kept products
+summed over the ``u > 0`` (``u < 0``) copies: the compact ``effective`` form
+``(2, d_in, d_out)``.
 """
 
 from __future__ import annotations
@@ -31,16 +36,20 @@ import lth_jax.constructions.base as base
 class LayerInstances(NamedTuple):
   """The ``2 * d_out * d_in`` SubsetSum instances of one target layer: per weight ``(o, j)``
   and sign half ``h`` (``u > 0``, ``u <= 0``), target ``W[o, j]`` over the products
-  ``v[o, j, k] u[j, k]`` of the half's copies ``k``.
+  ``v[o, j, k] u[j, k]`` of the half's kept copies ``k`` (at most ``m``: those with the
+  largest ``|v u|``, so which copies are kept depends on ``o``).
 
   Attributes:
     targets: ``(2, d_out, d_in)``, ``W`` once per half.
-    products: ``(2, d_out, d_in, m)``, zero where a half has fewer than ``m`` copies.
-    valid: ``(2, d_in, m)`` bool, the slots holding a copy.
-    copy_index: ``(2, d_in, m)`` int, which copy of input ``j`` sits in each slot
-      (members in copy order; meaningless where not ``valid``).
-    slot: ``(d_in, n)`` int32, where each copy sits in ``concat(halves)`` (``-1``: not in
-      any instance, the half's surplus beyond ``m``).
+    products: ``(2, d_out, d_in, m)``, by decreasing ``|v u|``; zero where a half has fewer
+      than ``m`` copies.
+    valid: ``(2, d_in, m)`` bool, the slots holding a copy (slot ``s`` iff ``s`` is below
+      the half's member count and ``m``: the same for every output ``o``).
+    copy_index: ``(2, d_out, d_in, m)`` int, which copy of input ``j`` sits in each slot of
+      instance ``(o, j)`` (meaningless where not ``valid``).
+    slot: ``(d_out, d_in, n)`` int32, where copy ``k`` sits in ``concat(halves)`` of
+      instance ``(o, j)`` (``-1``: not in it: beyond the width, or the half's surplus
+      beyond ``m``).
   """
 
   targets: jax.Array
@@ -98,50 +107,58 @@ def check_random_network(net: rn.RandomNetwork) -> None:
                         for i, a in enumerate(net.params[name])], "random network params")
 
 
-def _sign_halves(u, max_half):
-  """Per input, the first ``max_half`` copies with u > 0 and with u <= 0.
+def _sign_halves(u, v, max_half, width=None):
+  """Per instance ``(o, j, half)`` the ``max_half`` member copies below ``width`` with the
+  largest ``|v[o, j, k] u[j, k]|``, ties to the lower copy index.
+
+  One three-key sort per ``(o, j)`` (half, then ``-|v u|``, then copy index) orders both
+  halves at once; a second sort inverts it for the scatter back to copies.
 
   Args:
-    u: ``(d_in, n)``.
+    u: ``(d_in, n)``; v: ``(d_out, d_in, n)``.
+    max_half: ``m`` (static).
+    width: copies ``k >= width`` take no part (int or traced int32 scalar; None: all ``n``).
   Returns:
-    index ``(2, d_in, m)`` into the copy axis, valid ``(2, d_in, m)`` bool, and
-    slot ``(d_in, n)``: where each copy sits in ``concat(halves)`` (``-1``: surplus).
+    index ``(2, d_out, d_in, m)`` into the copy axis, valid ``(2, d_in, m)`` bool, and
+    slot ``(d_out, d_in, n)``: where each copy sits in ``concat(halves)`` (``-1``: unused).
   """
-  d_in, n = u.shape
+  d_out, d_in, n = v.shape
   m = max_half
-  k = jnp.arange(n)
-  pos = u > 0
-  halves_idx, halves_valid = [], []
-  slot = jnp.full((d_in, n), -1, jnp.int32)
-  for h, member in enumerate((pos, ~pos)):
-    order = jnp.argsort(jnp.where(member, k, n + k), axis=-1, stable=True)  # members first
-    count = jnp.sum(member, axis=-1, keepdims=True)
-    idx = order[:, :m] if m <= n else jnp.pad(order, ((0, 0), (0, m - n)))
-    valid = jnp.arange(m)[None, :] < jnp.minimum(count, m)
-    halves_idx.append(idx)
-    halves_valid.append(valid)
-    rank = jnp.argsort(order, axis=-1)  # position of copy k within this half's order
-    slot = jnp.where(member & (rank < m), h * m + rank, slot)
-  return jnp.stack(halves_idx), jnp.stack(halves_valid), slot
+  k = jnp.arange(n, dtype=jnp.int32)
+  below = k < (n if width is None else width)
+  group = jnp.where(below, jnp.where(u > 0, 0, 1), 2).astype(jnp.int32)  # (d_in, n)
+  counts = jnp.stack([jnp.sum(group == h, axis=-1, dtype=jnp.int32) for h in (0, 1)])
+  iota = jnp.broadcast_to(k, v.shape)
+  _, _, order = jax.lax.sort((jnp.broadcast_to(group, v.shape), -jnp.abs(v * u), iota),
+                             num_keys=3)  # (d_out, d_in, n): half 0, half 1, the rest
+  _, rank = jax.lax.sort((order, iota), num_keys=1)  # position of copy k in `order`
+  start = jnp.stack([jnp.zeros_like(counts[0]), counts[0]])  # (2, d_in): each half's start
+  at = start[:, None, :, None] + jnp.arange(m)  # (2, 1, d_in, m)
+  idx = jnp.take_along_axis(order[None], jnp.minimum(at, n - 1), axis=-1)  # (2, d_out, d_in, m)
+  valid = jnp.arange(m) < jnp.minimum(counts, m)[..., None]
+  in_half = rank - jnp.where(group == 1, counts[0][:, None], 0)
+  slot = jnp.where((group < 2) & (in_half < m), group * m + in_half, -1).astype(jnp.int32)
+  return idx, valid, slot
 
 
-def layer_instances(u: jax.Array, v: jax.Array, kernel: jax.Array,
-                    max_half: int) -> LayerInstances:
+def layer_instances(u: jax.Array, v: jax.Array, kernel: jax.Array, max_half: int,
+                    width=None) -> LayerInstances:
   """The SubsetSum instances of one target layer (each sign half capped at ``max_half``).
 
   Args:
     u: ``(d_in, n)``; v: ``(d_out, d_in, n)``: one layer of ``RandomNetwork.params``.
     kernel: the target layer ``(d_in, d_out)``.
-    max_half: ``m``, the instance size (static): the first ``m`` member copies per half.
+    max_half: ``m``, the instance size (static): per instance the ``m`` member copies with
+      the largest ``|v u|``.
+    width: only copies ``k < width`` take part (int or traced scalar; None: all ``n``).
   Returns:
     ``LayerInstances`` (``(2, d_out, d_in)`` targets, ``(..., m)`` products).
   """
   d_out, d_in, _ = v.shape
   w = kernel.T  # (d_out, d_in)
-  idx, valid, slot = _sign_halves(u, max_half)  # (2, d_in, m)
-  u_h = jnp.take_along_axis(u[None], idx, axis=-1)  # (2, d_in, m)
-  v_h = jnp.take_along_axis(v[None], idx[:, None], axis=-1)  # (2, d_out, d_in, m)
-  prods = jnp.where(valid[:, None], v_h * u_h[:, None], 0.0)
+  idx, valid, slot = _sign_halves(u, v, max_half, width)
+  prods = jnp.take_along_axis((v * u)[None], idx, axis=-1)  # (2, d_out, d_in, m)
+  prods = jnp.where(valid[:, None], prods, 0.0)
   targets = jnp.broadcast_to(w[None], (2, d_out, d_in))
   return LayerInstances(targets, prods, valid, idx, slot)
 
@@ -161,11 +178,11 @@ def layer_masks(chosen: jax.Array, targets: jax.Array, prods: jax.Array, valid: 
   chosen = chosen & valid[:, None]
   effective = jnp.sum(jnp.where(chosen, prods, 0.0), axis=-1)  # (2, d_out, d_in)
   errors = jnp.max(jnp.abs(effective - targets), axis=0)
-  # Scatter back to copies: copy k of input j sits at slot[j, k] of concat(halves).
+  # Scatter back to copies: copy k sits at slot[o, j, k] of instance (o, j)'s concat(halves).
   flat = jnp.concatenate([chosen[0], chosen[1]], axis=-1)  # (d_out, d_in, 2m)
-  gathered = jnp.take_along_axis(flat, jnp.maximum(slot, 0)[None], axis=-1)
-  mask_v = gathered & (slot >= 0)[None]
-  mask_u = jnp.any(mask_v, axis=0)
+  gathered = jnp.take_along_axis(flat, jnp.maximum(slot, 0), axis=-1)
+  mask_v = gathered & (slot >= 0)
+  mask_u = jnp.any(mask_v, axis=0)  # a copy is kept when any output uses it
   return LayerMasks(mask_u.astype(jnp.uint8), mask_v.astype(jnp.uint8), errors, effective)
 
 
@@ -201,14 +218,14 @@ def instance_size(width: int, cap: int | None) -> int:
 
 def instances(net: rn.RandomNetwork, kernels, width, cap, *, sizes) -> base.Instances:
   """Per layer the problems ``(targets (2, d_out, d_in), products (2, d_out, d_in, m))`` and
-  ``aux = (valid (2, d_in, m), slot (d_in, n))``."""
+  ``aux = (valid (2, d_in, m), slot (d_out, d_in, n))``."""
   problems, aux = [], []
   for i, (u, v, k) in enumerate(zip(net.params["u"], net.params["v"], kernels)):
     m = sizes[i]
-    inst = layer_instances(u, v, k, m)
-    # Members are ordered by copy index, so those among the first `width` copies are a prefix.
-    valid = (inst.valid & (inst.copy_index < base.per_layer(width, i))
-             & (jnp.arange(m) < base.per_layer(cap, i)))
+    inst = layer_instances(u, v, k, m, base.per_layer(width, i))
+    # Slots are by decreasing |v u|, so the first `cap` are the top `cap`: a cap below m
+    # gives the instances of instance_size = cap.
+    valid = inst.valid & (jnp.arange(m) < base.per_layer(cap, i))
     problems.append((inst.targets, jnp.where(valid[:, None], inst.products, 0.0)))
     aux.append((valid, inst.slot))
   return base.Instances(problems, aux)
