@@ -19,10 +19,10 @@ same cache as ``experiments.subset_sum``: ``config.target.checkpoint_dir``, defa
 only, with a WARNING and ``target.fallback`` in the JSON) a synthetic FC2 with the trained
 target's statistics (N(0, 0.03) weights clipped to the paper's range [-0.464, 0.541]).
 The coefficients are ``constructions.direct.sample_direct_coefficients`` with key
-``fold_in(PRNGKey(config.seed), 1)``, the very draw ``experiments.subset_sum`` solves, so on the trained target the remaining counts coincide
-with the experiment's. ``min_error``'s time does not depend on the weights (sorting
-networks); ``fewest_terms``'s does (small subsets are found early). Results go to ``--out``
-(JSON, written atomically).
+``fold_in(PRNGKey(config.seed), 1)``, the very draw ``experiments.subset_sum`` solves, so on
+the trained target the remaining counts coincide with the experiment's. ``min_error``'s time
+does not depend on the weights (sorting networks); ``fewest_terms``'s does (small subsets are
+found early). Results go to ``--out`` (JSON, written atomically).
 """
 
 from __future__ import annotations
