@@ -5,10 +5,11 @@ r"""Benchmark: Experiment 1 "direct" at paper scale (FC2, 397,000 weights, n = 2
 
 The paper's official run solved one Gurobi MIP per weight: 77,266 s on 36 cores. Goal here:
 the whole network in <= 15 s on this 2-core CPU. Each row solves every weight of the FC2
-target with ``run.experiment1_direct.direct_ticket`` (blocks of instances with progress, as the
-experiment runs it); the first repeat includes XLA compilation ("cold"), later ones do not
-("warm", the best of them is reported). ``construction.find_ticket(..., "direct")`` (one
-solver call) is timed as a reference. Wall time, process CPU time and the load average
+target with ``construction.find_ticket(..., "direct", solve_fn=objectives.blocked_solver(...))``
+(blocks of instances with progress, as the experiment runs it); the first repeat includes XLA
+compilation ("cold"), later ones do not ("warm", the best of them is reported).
+``construction.find_ticket(..., "direct")`` with its default solver (one call for all
+instances) is timed as a reference. Wall time, process CPU time and the load average
 (``os.getloadavg``) are recorded per row: the machine is shared, so wall time alone
 overstates the solver's cost under load.
 
@@ -17,11 +18,11 @@ same cache as ``experiments.subset_sum``: ``config.target.checkpoint_dir``, defa
 ``~/.cache/lth_jax/targets``) when finished there (never trained here), else (``--target=auto``
 only, with a WARNING and ``target.fallback`` in the JSON) a synthetic FC2 with the trained
 target's statistics (N(0, 0.03) weights clipped to the paper's range [-0.464, 0.541]).
-The coefficients are ``run.experiment1_direct.direct_coefficients(config.seed, ...)``, the very draw
-``experiments.subset_sum`` solves, so on the trained target the remaining counts coincide
-with the experiment's. ``min_error``'s time does not depend on the weights (sorting
-networks); ``fewest_terms``'s does (small subsets are found early). Results go to ``--out``
-(JSON, written atomically).
+The coefficients are ``constructions.direct.sample_direct_coefficients`` with key
+``fold_in(PRNGKey(config.seed), 1)``, the very draw ``experiments.subset_sum`` solves, so on
+the trained target the remaining counts coincide with the experiment's. ``min_error``'s time
+does not depend on the weights (sorting networks); ``fewest_terms``'s does (small subsets are
+found early). Results go to ``--out`` (JSON, written atomically).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ flags.DEFINE_enum("target", "auto", ["auto", "trained", "synthetic"],
                   "auto: the cached trained FC2 if its checkpoint is finished, else a "
                   "synthetic FC2 (with a WARNING); trained: fail without the checkpoint.")
 flags.DEFINE_string("config", "fc2", "Experiment 1 preset whose target checkpoint to use.")
-flags.DEFINE_bool("reference", True, "Also time construction.find_ticket(..., 'direct').")
+flags.DEFINE_bool("reference", True, "Also time find_ticket(..., 'direct') with its default "
+                  "solver (one call).")
 flags.DEFINE_string("out", "benchmarks/results/experiment1.json", "JSON output path.")
 
 GOAL_SECONDS = 15.0
@@ -111,7 +113,8 @@ def main(argv):
   import numpy as np
   from lth_jax import construction, objectives
   from lth_jax.configs import experiment1 as configs
-  from lth_jax.run import experiment1_direct
+  from lth_jax.constructions import direct
+  from lth_jax.progress import Progress
 
   bad = [o for o in FLAGS.objectives if o not in objectives.OBJECTIVES]
   if bad:
@@ -121,9 +124,10 @@ def main(argv):
   config = configs.get_config(FLAGS.config)
   kernels, target_info = _target(FLAGS.target, config)
   weights = sum(int(np.size(k)) for k in kernels)
-  # The experiment's own draw (same function, same seed): identical instances, so the
+  # The experiment's own draw (same sampler, key and range): identical instances, so the
   # remaining counts match the experiment's table on the trained target.
-  coefs = experiment1_direct.direct_coefficients(config.seed, kernels, FLAGS.copies)
+  coefs = direct.sample_direct_coefficients(
+      jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), kernels, FLAGS.copies)
   eps = float(config.epsilon)
   rows = []
 
@@ -147,24 +151,26 @@ def main(argv):
   for objective in FLAGS.objectives:
     times = []
     for _ in range(FLAGS.repeats):
-      ticket, wall, cpu, load = _timed(lambda o=objective: experiment1_direct.direct_ticket(
-          kernels, coefs, objective=o, epsilon=eps))
+      solve_fn = objectives.blocked_solver(objective, eps, progress=Progress(
+          weights, what=f"direct/{objective}", unit="instances"))
+      ticket, wall, cpu, load = _timed(lambda f=solve_fn: construction.find_ticket(
+          coefs, kernels, "direct", solve_fn=f))
       times.append((wall, cpu, load))
-    record("experiment1.direct_ticket", objective, times, ticket)
+    record("find_ticket(direct, blocked_solver)", objective, times, ticket)
   if FLAGS.reference:
     times = []
     for _ in range(FLAGS.repeats):
       ticket, wall, cpu, load = _timed(lambda: construction.find_ticket(coefs, kernels, "direct"))
       times.append((wall, cpu, load))
-    record("construction.find_ticket", "min_error", times, ticket)
+    record("find_ticket(direct)", "min_error", times, ticket)
 
-  head = (f"{'solver':<26} {'objective':<12} {'cold s':>7} {'warm s':>7} {'warm cpu s':>10} "
+  head = (f"{'solver':<36} {'objective':<12} {'cold s':>7} {'warm s':>7} {'warm cpu s':>10} "
           f"{'load':>5} {'remaining':>10} {'ratio':>6} {'within eps':>10} {'goal 15 s':>9}")
   print(head)
   print("-" * len(head))
   fmt = lambda x, spec: "-" if x is None else format(x, spec)
   for r in rows:
-    print(f"{r['solver']:<26} {r['objective']:<12} {r['cold_wall_s']:>7.1f} "
+    print(f"{r['solver']:<36} {r['objective']:<12} {r['cold_wall_s']:>7.1f} "
           f"{fmt(r['warm_wall_s'], '>7.1f')} {fmt(r['warm_cpu_s'], '>10.1f')} "
           f"{fmt(r['warm_load'] if r['warm_load'] is not None else r['cold_load'], '>5.1f')} "
           f"{r['remaining_params']:>10,} {r['remaining_params'] / weights:>5.2f}x "
@@ -175,7 +181,7 @@ def main(argv):
     print(f"WARNING: {target_info['warning']}")
   payload = dict(benchmark="experiment1_direct_fc2", goal_seconds=GOAL_SECONDS,
                  paper_seconds=PAPER_SECONDS, target=target_info, epsilon=eps,
-                 coefficients=dict(function="experiment1.direct_coefficients",
+                 coefficients=dict(function="constructions.direct.sample_direct_coefficients",
                                    seed=int(config.seed), key="fold_in(PRNGKey(seed), 1)"),
                  jax_version=jax.__version__, backend=jax.default_backend(),
                  cpu_count=os.cpu_count(), machine=platform.machine(),

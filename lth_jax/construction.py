@@ -27,13 +27,6 @@ from flax import struct
 from lth_jax import _checks
 from lth_jax import constructions
 from lth_jax import objectives
-# Names other modules read from here until the integrator re-points them: experiment1
-# (default_max_half, OBJECTIVES, objective_solver, objective_max_n, target_layer_sizes,
-# DirectCoefficients, sample_direct_coefficients).
-from lth_jax.constructions.direct import DirectCoefficients, sample_direct_coefficients
-from lth_jax.constructions.network import default_max_half
-from lth_jax.objectives import OBJECTIVES, SolveFn, objective_max_n, objective_solver
-from lth_jax.targets import check_target, target_layer_sizes
 
 METHODS = constructions.names()
 
@@ -85,7 +78,7 @@ def find_ticket(
     max_half: int | Sequence[int] | None = None,
     objective: str = "min_error",
     epsilon: float | None = None,
-    solve_fn: SolveFn | None = None,
+    solve_fn: objectives.SolveFn | None = None,
 ) -> Ticket:
   """Masks that prune ``random_net`` to approximate ``target``.
 
@@ -96,10 +89,11 @@ def find_ticket(
       ``(kh, kw, in, out)``, solved as ``(kh * kw * in, out)`` matrices).
     method: a registered construction (``METHODS``).
     max_half: per-sign-half instance size cap (``"network"``), one int or one per layer;
-      default ``default_max_half(copies)``.
-    objective: which subset each SubsetSum instance gets (``objective_solver``):
-      ``"min_error"`` (closest) or ``"fewest_terms"`` (fewest terms within ``epsilon``).
-      Constructions that solve no SubsetSum (``"single"``) ignore it.
+      default ``constructions.network.default_max_half(copies)``.
+    objective: which subset each SubsetSum instance gets
+      (``objectives.objective_solver``): ``"min_error"`` (closest) or ``"fewest_terms"``
+      (fewest terms within ``epsilon``). Constructions that solve no SubsetSum
+      (``"single"``) ignore it.
     epsilon: the per-instance tolerance of ``"fewest_terms"``.
     solve_fn: instead of ``objective``, a solver ``(targets (B,), coefficients (B, m))``
       -> result with ``.mask`` bool ``(B, m)`` and ``.error`` ``(B,)``. It is called
@@ -119,7 +113,7 @@ def find_ticket(
   construction = constructions.get(method)
   if solve_fn is not None and objective != "min_error":
     raise ValueError(f"give objective ({objective!r}) or solve_fn, not both")
-  limit = objective_max_n(objective)  # (validates the name)
+  limit = objectives.objective_max_n(objective)  # (validates the name)
   kernels = construction.check(random_net, target)
   widths = construction.widths(random_net)
   caps = _caps(max_half, len(widths), limit)
@@ -130,7 +124,7 @@ def find_ticket(
   inst = _instances(random_net, kernels, construction=construction, widths=widths,
                     sizes=sizes)
   if construction.solves:
-    solve_fn = solve_fn or objective_solver(objective, epsilon)
+    solve_fn = solve_fn or objectives.objective_solver(objective, epsilon)
     solutions = objectives.solve_grouped(inst.problems, solve_fn)
   else:
     solutions = _choose(inst, construction=construction)

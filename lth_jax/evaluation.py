@@ -244,3 +244,18 @@ def _approximation_error(target, pruned, net, key, num_points, ascent_steps):
   sup, worst = sup_output_error(f, g, int(target[0].shape[0]), key, num_points, ascent_steps)
   max_w = jnp.max(jnp.stack([jnp.max(e) for e in pruned.weight_errors]))
   return ErrorReport(max_w, sup, analytic_bound(target, pruned.weight_errors), worst)
+
+
+def dense_check(net, ticket: construction.Ticket, x: jax.Array) -> float:
+  """Max |structured - dense| output difference, relative to the dense output's max |.|:
+  the pruned network as literally masked dense random matrices vs its structured view.
+
+  Args:
+    net: the random network the ticket prunes; ticket: from ``find_ticket``.
+    x: ``(batch, ...)`` inputs, flattened to ``(batch, d_0)``.
+  """
+  x = jnp.asarray(x, jnp.float32).reshape(x.shape[0], -1)
+  dense = forward(dense_pruned_params(net, ticket), x)
+  structured = structured_forward(net, ticket.masks, x, ticket.method)
+  scale = max(float(jnp.max(jnp.abs(dense))), 1e-30)
+  return float(jnp.max(jnp.abs(dense - structured))) / scale

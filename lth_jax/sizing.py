@@ -24,6 +24,8 @@ from lth_jax import construction
 from lth_jax import objectives
 from lth_jax import random_net as rn
 from lth_jax import subset_sum
+from lth_jax import targets as targets_lib
+from lth_jax.constructions import network
 from lth_jax.progress import Progress
 
 __all__ = ["CopiesSearch", "layer_caps", "half_sizes", "network_ticket", "search_copies"]
@@ -51,7 +53,7 @@ def half_sizes(max_half, copies: Sequence[int], limit: int = subset_sum.MAX_N) -
 
   Args:
     max_half: per layer (as ``layer_caps``) the requested size, or 0/None for
-      ``construction.default_max_half(copies)``.
+      ``network.default_max_half(copies)``.
     copies: copies per layer of the random network.
     limit: the solver's maximum instance size.
 
@@ -60,7 +62,7 @@ def half_sizes(max_half, copies: Sequence[int], limit: int = subset_sum.MAX_N) -
   """
   sizes = []
   for c, cap in zip(copies, layer_caps(max_half, len(copies))):
-    m = construction.default_max_half(c) if not cap else int(cap)
+    m = network.default_max_half(c) if not cap else int(cap)
     sizes.append(max(1, min(m, int(c), int(limit))))
   return sizes
 
@@ -102,7 +104,7 @@ def network_ticket(net: rn.RandomNetwork, target: Sequence[jax.Array], *,
     ``Ticket`` with method ``"network"``.
   """
   kernels = [jnp.asarray(k, jnp.float32) for k in target]
-  sizes = construction.target_layer_sizes(kernels)
+  sizes = targets_lib.target_layer_sizes(kernels)
   if sizes != tuple(net.layer_sizes):
     raise ValueError(f"target layer sizes {sizes} do not match the random network's "
                      f"{tuple(net.layer_sizes)}")
@@ -207,7 +209,7 @@ def search_copies(key: jax.Array, target: Sequence[jax.Array], candidates: Seque
   t0 = time.perf_counter()
   candidates = sorted({int(c) for c in candidates})
   kernels = [jnp.asarray(k, jnp.float32) for k in target]
-  sizes = construction.target_layer_sizes(kernels)
+  sizes = targets_lib.target_layer_sizes(kernels)
   halves = {c: half_sizes(max_half, [c] * len(kernels), max_instance) for c in candidates}
   full = rn.sample_random_network(key, sizes, candidates[-1], distribution)
   log = [_search_layer(layer, u_all, v_all, k, candidates, halves, epsilon, block_keys)

@@ -25,8 +25,9 @@ from absl import logging
 
 from lth_jax import checkpoints as checkpoints_lib
 from lth_jax import data as data_lib
+from lth_jax import evaluation
 
-__all__ = ["accuracy", "train_classifier", "load_or_train_target", "restore_target"]
+__all__ = ["accuracy_of", "train_classifier", "load_or_train_target", "restore_target"]
 
 Params = Any  # linen variables: {"params": {...}}
 
@@ -34,33 +35,29 @@ Params = Any  # linen variables: {"params": {...}}
 # ----------------------------------------------------------------------------- evaluation
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _count_correct(apply_fn, params, images, labels, valid):
-  predictions = jnp.argmax(apply_fn(params, images), axis=-1)
-  return jnp.sum((predictions == labels) & valid)
+@functools.partial(jax.jit, static_argnames=("apply_fn", "batch"))
+def _accuracy(apply_fn, args, images, labels, batch):
+  return evaluation.accuracy(lambda x: apply_fn(*args, x), images, labels, batch)
 
 
-def accuracy(apply_fn: Callable, params: Params, dataset: data_lib.Dataset,
-             batch_size: int = 1000) -> float:
-  """Fraction of `dataset` classified correctly; apply_fn(params, images (B, ...)) -> logits.
+def accuracy_of(apply_fn: Callable, args: tuple, images, labels,
+                batch_size: int = 1000) -> float:
+  """Fraction of ``images`` that ``apply_fn(*args, x (B, ...)) -> logits`` classifies as
+  ``labels``: ``evaluation.accuracy`` jitted (one compiled program per ``apply_fn`` and
+  shapes), as the exact Python ``count / n``.
 
-  The last batch is padded to `batch_size` (and masked), so one compiled program serves all.
+  Args:
+    apply_fn: e.g. ``model.apply`` with ``args = (variables,)``; hashable (static).
+    args: the arrays before the input.
+    images: ``(n, ...)``; labels: ``(n,)`` int; ``batch_size``: examples per batch
+      (at most ``n``: the last batch is padded).
   """
-  n = len(dataset.labels)
+  n = len(labels)
   if n == 0:
     raise ValueError("accuracy of an empty dataset")
-  batch_size = min(batch_size, n)
-  correct = 0
-  for start in range(0, n, batch_size):
-    x = dataset.images[start:start + batch_size]
-    y = dataset.labels[start:start + batch_size]
-    valid = np.ones(batch_size, bool)
-    if (pad := batch_size - len(y)):
-      x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-      y = np.concatenate([y, np.zeros(pad, y.dtype)])
-      valid[-pad:] = False
-    correct += _count_correct(apply_fn, params, x, y, valid)
-  return int(correct) / n
+  fraction = _accuracy(apply_fn, tuple(args), images, labels, min(batch_size, n))
+  # float32 count / n is within n * 2^-24 < 1/2 of the count: round recovers it exactly.
+  return round(float(fraction) * n) / n
 
 
 # ----------------------------------------------------------------------------- training
@@ -191,7 +188,8 @@ def train_classifier(model: nn.Module, train_ds: data_lib.Dataset,
           train_step, params, opt_state, train_ds, batch_size,
           jax.random.fold_in(shuffle_key, epoch), epoch=epoch, t0=t0, steps=steps,
           total=total, log_every=log_every)
-      test_acc = accuracy(model.apply, params, test_ds) if test_ds is not None else None
+      test_acc = (accuracy_of(model.apply, (params,), test_ds.images, test_ds.labels)
+                  if test_ds is not None else None)
       history.append(dict(epoch=epoch + 1, train_loss=train_loss, test_accuracy=test_acc,
                           seconds=time.perf_counter() - t_epoch))
       logging.info("epoch %d/%d: train loss %.4f, test accuracy %s", epoch + 1, epochs,

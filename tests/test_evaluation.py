@@ -9,6 +9,7 @@ import pytest
 from lth_jax import construction
 from lth_jax import evaluation
 from lth_jax import targets as targets_lib
+from lth_jax.constructions import direct
 
 
 def test_analytic_bound_is_batched_and_host_agrees():
@@ -49,7 +50,7 @@ def test_accuracy_takes_image_shaped_inputs():
 
 def test_forwards_dispatch_on_the_ticket_construction():
   target = targets_lib.random_target(jax.random.key(2), (4, 3))
-  coefs = construction.sample_direct_coefficients(jax.random.key(3), target, 6)
+  coefs = direct.sample_direct_coefficients(jax.random.key(3), target, 6)
   ticket = construction.find_ticket(coefs, target, "direct")
   x = jax.random.normal(jax.random.key(4), (8, 4))
   fast = evaluation.pruned_forward_fn(ticket)(x)

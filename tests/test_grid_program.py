@@ -16,6 +16,7 @@ from lth_jax import targets as targets_lib
 from lth_jax.configs import sweep as sweep_configs
 from lth_jax.constructions import base
 from lth_jax.constructions import direct
+from lth_jax.constructions import network
 from lth_jax.run import sweep as run_sweep
 
 sweep_lib = importlib.import_module("lth_jax.sweep")
@@ -46,7 +47,7 @@ def test_whole_grid_is_one_trace_and_one_solver_call(monkeypatch):
   assert grid_program.TRACE_COUNTS["grid_program"] - before == 1
   assert program._cache_size() == 1
   # Both layers' instances of all 3 widths x 2 seeds went to ONE solver call.
-  m = construction.default_max_half(5)
+  m = network.default_max_half(5)
   assert calls == [(3 * 2 * 2 * (3 * 4 + 4 * 2), m + m % 2)]
   assert first.max_weight_error.shape == (3, 2)
   assert not np.array_equal(first.max_weight_error, second.max_weight_error)
@@ -102,8 +103,8 @@ def test_a_construction_registered_at_run_time_sweeps_without_other_code(monkeyp
 
 def test_grid_spec_reads_instance_sizes_from_the_registry():
   spec = grid_program.grid_spec(0, "network", (2, 9, 16), None)
-  assert spec.caps == tuple(construction.default_max_half(w) for w in (2, 9, 16))
-  assert spec.size == construction.default_max_half(16)
+  assert spec.caps == tuple(network.default_max_half(w) for w in (2, 9, 16))
+  assert spec.size == network.default_max_half(16)
   assert grid_program.grid_spec(0, "network", (2, 9), 4)[3:] == ((4, 4), 4)
   assert grid_program.grid_spec(1, "single", (2, 9), 4)[3:] == ((2, 9), 9)
   assert grid_program.grid_spec(1, "direct", (3, 7), None)[3:] == ((3, 7), 7)

@@ -7,6 +7,7 @@ import pytest
 from lth_jax import construction
 from lth_jax import random_net as rn
 from lth_jax import sizing
+from lth_jax.constructions import network
 
 EPS = 0.01
 # N = 12 coefficients per instance (halves padded to max_half = N), as in
@@ -87,7 +88,7 @@ def test_max_half_per_layer_and_caps():
   with pytest.raises(ValueError, match="3 target layers"):
     sizing.layer_caps((24, 30), 3)
   assert sizing.half_sizes(0, [64], limit=30) == [30]  # default 36, capped at the solver's
-  assert sizing.half_sizes(0, [16]) == [construction.default_max_half(16)]
+  assert sizing.half_sizes(0, [16]) == [network.default_max_half(16)]
   assert sizing.half_sizes(21, [12]) == [12]  # never more than the copies
-  assert sizing.half_sizes((24, 0), [30, 16]) == [24, construction.default_max_half(16)]
-  assert sizing.half_sizes(None, [16, 12]) == [construction.default_max_half(c) for c in (16, 12)]
+  assert sizing.half_sizes((24, 0), [30, 16]) == [24, network.default_max_half(16)]
+  assert sizing.half_sizes(None, [16, 12]) == [network.default_max_half(c) for c in (16, 12)]

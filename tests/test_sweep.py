@@ -19,6 +19,7 @@ from lth_jax import random_net as rn
 from lth_jax import subset_sum
 from lth_jax import targets as targets_lib
 from lth_jax.configs import sweep as sweep_configs
+from lth_jax.constructions import direct
 from lth_jax.run import sweep as run_sweep
 
 # The module (lth_jax.sweep is also the name of the re-exported sweep() function).
@@ -51,9 +52,9 @@ def test_truncated_width_equals_find_ticket(grid, method):
     seed_key = jax.random.fold_in(jax.random.fold_in(key, 1), s)  # target 1, seed s
     if method == "direct":
       widest = max(WIDTHS["direct"])
-      full = construction.sample_direct_coefficients(jax.random.fold_in(seed_key, 1), target,
+      full = direct.sample_direct_coefficients(jax.random.fold_in(seed_key, 1), target,
                                                      widest, nested=True)
-      coefs = construction.sample_direct_coefficients(jax.random.fold_in(seed_key, 1), target,
+      coefs = direct.sample_direct_coefficients(jax.random.fold_in(seed_key, 1), target,
                                                       w, nested=True)
       for a, b in zip(full.coefficients, coefs.coefficients):  # nested: a prefix
         np.testing.assert_array_equal(a[:, :w], b)

@@ -35,8 +35,10 @@ def test_accuracy_pads_last_batch():
   ds = data.load_dataset("synthetic", "test", limit=37)
   logits = models.FC2().apply(variables, ds.images)
   expected = np.mean(np.argmax(logits, -1) == ds.labels)
-  assert training.accuracy(models.FC2().apply, variables, ds, batch_size=10) == expected
-  assert training.accuracy(models.FC2().apply, variables, ds) == expected
+  apply_fn = models.FC2().apply
+  assert training.accuracy_of(apply_fn, (variables,), ds.images, ds.labels,
+                              batch_size=10) == expected
+  assert training.accuracy_of(apply_fn, (variables,), ds.images, ds.labels) == expected
 
 
 def test_training_beats_chance(trained):

@@ -7,11 +7,11 @@ values, and the approximation is evaluated. One row per (variant, objective):
 * variants: ``"direct"`` (the official code's shortcut: ``n`` i.i.d. ``U[low, high]``
   coefficients per output row, reused along the row; no network; for LeNet5 too, whose
   conv kernels ``(kh, kw, in, out)`` count as ``(kh * kw * in, out)`` matrices, one row
-  per output channel; ``experiment1_direct``) and ``"network"`` (MLP targets only;
-  Theorem 1: a depth-``2l`` random ReLU network pruned by two SubsetSum problems per
-  weight, sized by ``sizing.search_copies``, evaluated as that pruned network through
-  ``structured_forward`` and checked against the literal dense masked network on a small
-  batch);
+  per output channel; ``find_ticket(..., "direct")`` with ``objectives.blocked_solver``)
+  and ``"network"`` (MLP targets only; Theorem 1: a depth-``2l`` random ReLU network
+  pruned by two SubsetSum problems per weight, sized by ``sizing.search_copies``, evaluated
+  as that pruned network through ``structured_forward`` and checked against the literal
+  dense masked network on a small batch, ``evaluation.dense_check``);
 * objectives: ``"min_error"`` (``solve_subset_sum``: the subset closest to the weight) and
   ``"fewest_terms"`` (``solve_fewest_terms``: among subsets within epsilon, the fewest
   terms; where none is within epsilon, the closest one).
@@ -33,7 +33,6 @@ import json
 import os
 import resource
 import time
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -52,14 +51,15 @@ from lth_jax import random_net as rn
 from lth_jax import sizing
 from lth_jax import targets as targets_lib
 from lth_jax import training
+from lth_jax.constructions import direct
+from lth_jax.progress import Progress
 from lth_jax.report import tables
 from lth_jax.run import experiment1_checks as checks
 from lth_jax.run.common import ConfigError
-from lth_jax.run.experiment1_direct import direct_coefficients, direct_ticket
 
 __all__ = [
     "PAPER_FC2_DIRECT", "RESULTS_FILE", "TABLE_FILE", "load_target", "target_checkpoint_dir",
-    "kernels_accuracy", "ticket_accuracy", "dense_check", "peak_rss_mb", "run_experiment1",
+    "peak_rss_mb", "run_experiment1",
 ]
 
 RESULTS_FILE = "results.jsonl"
@@ -143,54 +143,16 @@ def _test_set(config) -> data_lib.Dataset:
 
 
 # --------------------------------------------------------------------------------------
-# Accuracy and measurements (the accuracy helpers move to evaluation.accuracy).
+# Accuracy and measurements.
 # --------------------------------------------------------------------------------------
 
 
-def _kernels_apply(kernels, images):
-  return evaluation.forward(kernels, images.reshape(images.shape[0], -1))
-
-
-def _lenet5_apply(kernels, images):
-  return models.LeNet5().apply(models.params_from_kernels(kernels), images)
-
-
-def _network_apply(net_and_masks, images):
-  net, masks = net_and_masks
-  return evaluation.structured_forward(net, masks, images.reshape(images.shape[0], -1))
-
-
-def kernels_accuracy(kernels: Sequence[jax.Array], dataset: data_lib.Dataset,
-                     batch_size: int = 1000) -> float:
+def _kernels_accuracy(kernels, dataset: data_lib.Dataset, batch_size: int) -> float:
   """Test accuracy of the bias-free network with these kernels: the ReLU MLP for
-  ``(d_in, d_out)`` kernels, the LeNet5 forward (convs, pools, FC head) for LeNet5's
-  kernels (``models.LENET5_KERNEL_SHAPES``: two conv kernels, then three FC ones)."""
-  kernels = [jnp.asarray(k) for k in kernels]
-  if isinstance(models.model_from_kernels(kernels), models.LeNet5):
-    return training.accuracy(_lenet5_apply, kernels, dataset, batch_size)
-  return training.accuracy(_kernels_apply, kernels, dataset, batch_size)
-
-
-def ticket_accuracy(ticket: construction.Ticket, dataset: data_lib.Dataset, *,
-                    net: rn.RandomNetwork | None = None, batch_size: int = 1000) -> float:
-  """Accuracy of the ticket's own forward pass: the approximated kernels (``"direct"``;
-  for a LeNet5 target, the LeNet5 forward with every conv and FC kernel approximated) or
-  the pruned random network through ``structured_forward`` (network methods)."""
-  if ticket.method == "direct":
-    return kernels_accuracy(ticket.effective_kernels, dataset, batch_size)
-  if net is None:
-    raise ValueError(f"method {ticket.method!r}: pass net=, the RandomNetwork the ticket prunes")
-  return training.accuracy(_network_apply, (net, ticket.masks), dataset, batch_size)
-
-
-def dense_check(net: rn.RandomNetwork, ticket: construction.Ticket, x: jax.Array) -> float:
-  """Max |structured - dense| output difference, relative to the dense output's max |.|:
-  the pruned network as literally masked dense random matrices vs the structured view."""
-  x = jnp.asarray(x, jnp.float32).reshape(x.shape[0], -1)
-  dense = evaluation.forward(evaluation.dense_pruned_params(net, ticket), x)
-  structured = evaluation.structured_forward(net, ticket.masks, x)
-  scale = max(float(jnp.max(jnp.abs(dense))), 1e-30)
-  return float(jnp.max(jnp.abs(dense - structured))) / scale
+  ``(d_in, d_out)`` kernels, LeNet5 (convs, pools, FC head) for LeNet5's kernels."""
+  model = models.model_from_kernels(kernels)
+  return training.accuracy_of(model.apply, (models.params_from_kernels(kernels),),
+                              dataset.images, dataset.labels, batch_size)
 
 
 def peak_rss_mb() -> float:
@@ -246,7 +208,7 @@ def _check_target_fits(config, kernels, test_ds) -> tuple | None:
   is_mlp = all(k.ndim == 2 for k in kernels)
   sizes = None
   if is_mlp:
-    sizes = construction.target_layer_sizes(kernels)
+    sizes = targets_lib.target_layer_sizes(kernels)
     if sizes[0] != int(np.prod(test_ds.images.shape[1:])):
       raise _target_error(config, f"target input size {sizes[0]} does not match "
                           f"{config.dataset}'s {int(np.prod(test_ds.images.shape[1:]))} pixels")
@@ -269,7 +231,7 @@ def _common_fields(config, kernels, sizes, target_info, test_ds) -> dict:
   target_params = sum(int(k.size) for k in kernels)
   all_w = np.concatenate([np.asarray(k).reshape(-1) for k in kernels])
   t0 = time.perf_counter()
-  target_acc = kernels_accuracy(kernels, test_ds, config.eval_batch_size)
+  target_acc = _kernels_accuracy(kernels, test_ds, config.eval_batch_size)
   logging.info("target %s: layer sizes %s, %d weights in [%.4f, %.4f], test accuracy %.4f "
                "(%d examples, %.1f s)", target_info["source"],
                sizes or [tuple(k.shape) for k in kernels], target_params,
@@ -335,27 +297,34 @@ def _add_row(run: _Run, row: dict, ticket, solve_seconds: float, evaluate) -> No
 def _direct_rows(run: _Run) -> None:
   config = run.config
   n = int(config.direct.copies)
-  coefs = direct_coefficients(config.seed, run.kernels, n)  # = fold_in(key, 1), as the benchmark
+  # Key fold_in(seed, 1), the target's global weight range (bench_experiment1 draws alike).
+  coefs = direct.sample_direct_coefficients(
+      jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), run.kernels, n)
   for objective in run.objectives:
     t0 = time.perf_counter()
-    ticket = direct_ticket(run.kernels, coefs, objective=objective, epsilon=run.epsilon,
-                           block_keys=config.solver.block_keys)
+    progress = Progress(run.common["target_params"], what=f"direct/{objective}",
+                        unit="instances")
+    solve_fn = objectives.blocked_solver(objective, run.epsilon, config.solver.block_keys,
+                                         progress)
+    ticket = construction.find_ticket(coefs, run.kernels, "direct", solve_fn=solve_fn)
     jax.block_until_ready(ticket)
     solve = time.perf_counter() - t0
     row = dict(variant="direct", objective=objective, copies=n,
                coefficient_range=[float(coefs.low), float(coefs.high)])
     if run.sizes == (784, 500, 10):  # the paper's FC2
       row["paper"] = PAPER_FC2_DIRECT
-    _add_row(run, row, ticket, solve, lambda t=ticket: dict(
-        ticket_accuracy=ticket_accuracy(t, run.test_ds, batch_size=config.eval_batch_size)))
+    _add_row(run, row, ticket, solve, lambda t=ticket: dict(ticket_accuracy=_kernels_accuracy(
+        t.effective_kernels, run.test_ds, config.eval_batch_size)))
 
 
 def _network_evaluation(run: _Run, net, ticket) -> dict:
-  nc = run.config.network
-  out = dict(ticket_accuracy=ticket_accuracy(ticket, run.test_ds, net=net,
-                                             batch_size=run.config.eval_batch_size))
+  nc, images = run.config.network, run.test_ds.images
+  # The pruned random network's own forward (structured view), on flattened images.
+  out = dict(ticket_accuracy=training.accuracy_of(
+      evaluation.structured_forward, (net, ticket.masks), images.reshape(len(images), -1),
+      run.test_ds.labels, run.config.eval_batch_size))
   if nc.dense_check_batch:
-    diff = dense_check(net, ticket, run.test_ds.images[:nc.dense_check_batch])
+    diff = evaluation.dense_check(net, ticket, images[:nc.dense_check_batch])
     if not diff <= 1e-4:
       logging.error("structured and dense forward passes differ: rel. diff %.3g", diff)
     out["dense_check_rel_diff"] = diff
