@@ -18,6 +18,7 @@ import pytest
 
 from lth_jax import construction, distributed, sharding, stream_sources, streaming, subset_sum
 from lth_jax import grid_program
+from lth_jax.constructions import direct
 from lth_jax import random_net as rn
 from lth_jax import targets as targets_lib
 
@@ -155,7 +156,7 @@ def test_four_find_ticket_bit_identical():
   solve_fn = distributed.mesh_solver(mesh)
   _assert_same(construction.find_ticket(net, target, "network", solve_fn=solve_fn),
                construction.find_ticket(net, target, "network"))
-  coefs = construction.sample_direct_coefficients(key, target, 6)
+  coefs = direct.sample_direct_coefficients(key, target, 6)
   ticket = construction.find_ticket(coefs, target, "direct", solve_fn=solve_fn)
   _assert_same(ticket, construction.find_ticket(coefs, target, "direct"))
   # (d_out * d_in) = 40 weights of layer 0 split 4 ways: its masks stay on the devices.
