@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -117,5 +118,5 @@ def fit_log_law(log_term, copies, confidence: float = 0.95) -> LogLawFit:
   dof = x.size - 2
   se = np.sqrt(ss_res / dof / float(((x - x.mean()) ** 2).sum()))
   t = sp_stats.t.ppf(0.5 + confidence / 2, dof)
-  r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
+  r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan  # constant copies: undefined
   return LogLawFit(float(a), float(c), float(c - t * se), float(c + t * se), float(r2), x.size)
