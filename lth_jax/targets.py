@@ -83,16 +83,21 @@ def as_matrix(kernel: jax.Array) -> jax.Array:
   return kernel.reshape(-1, kernel.shape[-1])
 
 
-def random_target(key: chex.PRNGKey, layer_sizes: Sequence[int],
-                  spectral_norm: float = 1.0) -> list[jax.Array]:
-  """Gaussian kernels ``(d_in, d_out)`` rescaled to the given spectral norm per layer."""
+def _layer_pairs(layer_sizes: Sequence[int], spectral_norm: float) -> list[tuple[int, int]]:
+  """``(d_in, d_out)`` per layer of a target family; ValueError on bad sizes or norm."""
   sizes = tuple(int(d) for d in layer_sizes)
   if len(sizes) < 2 or any(d < 1 for d in sizes):
     raise ValueError(f"layer_sizes must list >= 2 positive sizes, got {layer_sizes}")
   if not spectral_norm > 0:
     raise ValueError(f"spectral_norm must be positive, got {spectral_norm}")
+  return list(zip(sizes[:-1], sizes[1:]))
+
+
+def random_target(key: chex.PRNGKey, layer_sizes: Sequence[int],
+                  spectral_norm: float = 1.0) -> list[jax.Array]:
+  """Gaussian kernels ``(d_in, d_out)`` rescaled to the given spectral norm per layer."""
   out = []
-  for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+  for i, (a, b) in enumerate(_layer_pairs(layer_sizes, spectral_norm)):
     k = jax.random.normal(jax.random.fold_in(key, i), (a, b), jnp.float32)
     out.append(k * (spectral_norm / jnp.linalg.norm(k, ord=2)))
   return out
@@ -115,13 +120,8 @@ def permutation_target(key: chex.PRNGKey, layer_sizes: Sequence[int],
   spectral-norm-1 layer can have, hence the hardest SubsetSum targets); the zero weights
   are met exactly by the empty subset.
   """
-  sizes = tuple(int(d) for d in layer_sizes)
-  if len(sizes) < 2 or any(d < 1 for d in sizes):
-    raise ValueError(f"layer_sizes must list >= 2 positive sizes, got {layer_sizes}")
-  if not spectral_norm > 0:
-    raise ValueError(f"spectral_norm must be positive, got {spectral_norm}")
   out = []
-  for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+  for i, (a, b) in enumerate(_layer_pairs(layer_sizes, spectral_norm)):
     key_i = jax.random.fold_in(key, i)
     rows = jax.random.permutation(key_i, a)[:min(a, b)]
     cols = jax.random.permutation(jax.random.fold_in(key_i, 1), b)[:min(a, b)]
