@@ -3,8 +3,8 @@
 get_config("default"): random spectral-norm-1 targets d x d (d = 4, 8, 16) and permutation
   targets 4-4, 4-4-4, 4-4-4-4 (depth axis), network/single widths 8..48 (step 8, sign halves
   capped at 20), direct 4..20, 32 seeds, success at eps = 0.2 .. 0.01 from one grid, the
-  log-law fit. Measured 2026-12-03: 2 min 14 s wall / 58.7 s CPU at load 9-13 on 2 shared
-  cores (benchmarks/bench_sweep.py splits it); not measured on an idle machine.
+  log-law fit. Measured 2026-12-03 on the idle 2-core machine: 49.9 s wall, 65 s CPU
+  (benchmarks/bench_sweep.py splits it: compilation 26 s of it).
 get_config("quick"): a tiny grid for tests (seconds).
 get_config("paper"): full size: random d = 4..64 and 16-16-16-16, permutation targets of
   depth 1..4 and d = 4..64, widths 8..64, cap 24, 64 seeds, Lueker check at 100 trials. Not
