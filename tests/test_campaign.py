@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 from absl import app, flags
 
+import helpers
 from lth_jax import data as data_lib
 from lth_jax import files
 from lth_jax.configs import edge_popup as edge_popup_configs
@@ -337,16 +338,9 @@ def test_unwritable_out_dir_fails_up_front(tmp_path, module):
     assert_one_error_line(code, err, str(out), why)
     assert time.perf_counter() - t0 < 20  # before any expensive work
   assert a_file.read_text() == "mine"
-  locked = tmp_path / "locked"
-  locked.mkdir()
-  locked.chmod(0o500)
-  try:
-    if os.access(locked, os.W_OK):  # root ignores permission bits
-      pytest.skip("running as a user who can write to read-only directories")
+  with helpers.read_only_dir(tmp_path / "locked") as locked:
     assert_one_error_line(*invoke(module, f"--out_dir={locked}", *WRITERS[module]),
                           "not writable")
-  finally:
-    locked.chmod(0o700)
 
 
 @pytest.mark.parametrize("module", list(WRITERS))

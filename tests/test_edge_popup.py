@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
 from lth_jax import data, edge_popup as ep, masks as masks_lib, supermask as sm
 
 
@@ -14,15 +15,6 @@ def _normals(seed, *shapes):
   return [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
 
 
-def _tiny(variant, arch="fc2"):
-  return ep.EdgePopupNet(arch, variant, hidden=8, redundancy=2)
-
-
-@pytest.fixture(scope="module")
-def synthetic():
-  tr = data.load_dataset("synthetic", "train", normalize=True, limit=256)
-  te = data.load_dataset("synthetic", "test", normalize=True, limit=128)
-  return tr.images, tr.labels, te.images, te.labels
 
 
 
@@ -87,7 +79,7 @@ def test_redundant_layer_matches_naive_reference(use_relu):
 def test_init_shapes_and_shared_frozen_convs():
   convs = None
   for variant in ep.VARIANTS:
-    net = _tiny(variant, "lenet5")
+    net = helpers.tiny_edge_popup_net(variant, "lenet5")
     frozen, trainable = ep.init_edge_popup(net, 0)
     fc = trainable if variant == "dense" else frozen
     shapes = jax.tree_util.tree_map(lambda a: a.shape, {k: fc[k] for k in net.fc_shapes()})
@@ -106,7 +98,7 @@ def test_init_shapes_and_shared_frozen_convs():
 def test_weights_unchanged_and_scores_trained(synthetic, variant):
   # LeNet5: every variant also carries the two random, frozen convolutions.
   x, y, _, _ = synthetic
-  net = _tiny(variant, "lenet5")
+  net = helpers.tiny_edge_popup_net(variant, "lenet5")
   seeds = (0, 1)
   frozen, trainable = ep.init_sweep(net, seeds, 2)
   fc_layers = set(net.fc_shapes())
@@ -134,7 +126,7 @@ def test_weights_unchanged_and_scores_trained(synthetic, variant):
 
 def test_sweep_is_one_compiled_program(synthetic):
   x, y, _, _ = synthetic
-  net = _tiny("relu")
+  net = helpers.tiny_edge_popup_net("relu")
   frozen, trainable = ep.init_sweep(net, (0, 1), 3)
   opt = ep.make_optimizer(0.1, steps_per_epoch=10, epochs=1)
   opt_state = opt.init(trainable)
@@ -152,7 +144,7 @@ def test_sweep_is_one_compiled_program(synthetic):
 
 @pytest.mark.parametrize("packbits", [False, True])
 def test_mask_export_round_trip(tmp_path, packbits):
-  net = _tiny("wide", "lenet5")
+  net = helpers.tiny_edge_popup_net("wide", "lenet5")
   frozen, trainable = ep.init_edge_popup(net, 4)
   masks = ep.ticket_masks(net, frozen, trainable, 0.3)
   assert masks["conv1"]["kernel"] is None and masks["conv2"]["kernel"] is None

@@ -8,6 +8,7 @@ import stat
 import numpy as np
 import pytest
 
+import helpers
 from lth_jax import _checks, checkpoints
 from lth_jax import files as files_lib
 from lth_jax import progress as progress_lib
@@ -85,16 +86,9 @@ def test_out_dir_guard_refuses_a_file_and_an_unwritable_directory(tmp_path):
   a_file.write_text("x")
   with pytest.raises(FileExistsError, match="not a directory"):
     files_lib.prepare_out_dir(a_file)
-  locked = tmp_path / "locked"
-  locked.mkdir()
-  locked.chmod(0o500)
-  try:
-    if os.access(locked, os.W_OK):  # root ignores permission bits
-      pytest.skip("running as a user who can write to read-only directories")
+  with helpers.read_only_dir(tmp_path / "locked") as locked:
     with pytest.raises(PermissionError, match="not writable"):
       files_lib.prepare_out_dir(locked / "sub")
-  finally:
-    locked.chmod(0o700)
 
 
 def test_atomic_savez_writes_exactly_the_path(tmp_path):

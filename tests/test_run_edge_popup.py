@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from absl import logging as absl_logging
 
+import helpers
 from lth_jax import data, edge_popup as ep, files as files_lib, masks as masks_lib
 from lth_jax.configs import edge_popup as ep_configs
 from lth_jax.run import edge_popup as run_ep
@@ -21,15 +22,6 @@ from lth_jax.run import edge_popup as run_ep
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _tiny(variant, arch="fc2"):
-  return ep.EdgePopupNet(arch, variant, hidden=8, redundancy=2)
-
-
-@pytest.fixture(scope="module")
-def synthetic():
-  tr = data.load_dataset("synthetic", "train", normalize=True, limit=256)
-  te = data.load_dataset("synthetic", "test", normalize=True, limit=128)
-  return tr.images, tr.labels, te.images, te.labels
 
 
 # ----------------------------------------------------------------------------- training
@@ -37,7 +29,7 @@ def synthetic():
 
 def _sweep(synthetic, checkpoint_dir=None, on_epoch_end=None):
   x, y, tx, ty = synthetic
-  return run_ep.train_sweep(_tiny("relu"), x, y, tx, ty, keep_fractions=(1.0, 0.5, 0.1),
+  return run_ep.train_sweep(helpers.tiny_edge_popup_net("relu"), x, y, tx, ty, keep_fractions=(1.0, 0.5, 0.1),
                         seeds=(0, 1), epochs=2, learning_rate=0.1,
                         checkpoint_dir=checkpoint_dir, on_epoch_end=on_epoch_end)
 
@@ -82,7 +74,7 @@ def test_resume_is_bit_identical(synthetic, tmp_path):
   assert steps == [2] and meta["epoch"] == 2 and meta["rows"] == full.rows
   x, y, tx, ty = synthetic
   with pytest.raises(ValueError, match="other settings"):  # never resume a different sweep
-    run_ep.train_sweep(_tiny("relu"), x, y, tx, ty, keep_fractions=(1.0, 0.4), seeds=(0, 1),
+    run_ep.train_sweep(helpers.tiny_edge_popup_net("relu"), x, y, tx, ty, keep_fractions=(1.0, 0.4), seeds=(0, 1),
                    epochs=2, learning_rate=0.1, checkpoint_dir=ckpt)
 
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
 from lth_jax import construction
 from lth_jax import data as data_lib
 from lth_jax import evaluation
@@ -38,9 +39,6 @@ N = 12
 MAX_HALF = N
 
 
-def _tiny_target(sizes=(6, 5, 3), scale=0.3, seed=0):
-  keys = jax.random.split(jax.random.PRNGKey(seed), len(sizes) - 1)
-  return [scale * jax.random.normal(k, (a, b)) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
 
 
 def _labelled_by(kernels, n=64, seed=0):
@@ -72,7 +70,7 @@ def _network_accuracy(net, masks, ds):
 
 
 def test_blocked_min_error_is_the_plain_objectives_ticket():
-  target = _tiny_target()
+  target = helpers.tiny_target()
   coefs = direct.sample_direct_coefficients(jax.random.PRNGKey(1), target, N)
   ours = _blocked_ticket(target, coefs)
   ref = construction.find_ticket(coefs, target, "direct")
@@ -86,7 +84,7 @@ def test_blocked_min_error_is_the_plain_objectives_ticket():
 
 
 def test_fewest_terms_keeps_fewer_within_eps():
-  target = _tiny_target()
+  target = helpers.tiny_target()
   coefs = direct.sample_direct_coefficients(jax.random.PRNGKey(1), target, N)
   dense = _blocked_ticket(target, coefs, "min_error")
   sparse = _blocked_ticket(target, coefs, "fewest_terms")
@@ -107,7 +105,7 @@ def test_fewest_terms_keeps_fewer_within_eps():
 
 
 def test_ticket_accuracy_is_the_tickets_own_forward():
-  target = _tiny_target(sizes=(784, 4, 10), scale=0.1, seed=5)
+  target = helpers.tiny_target(sizes=(784, 4, 10), scale=0.1, seed=5)
   ds = _labelled_by(target)
   assert _kernels_accuracy(target, ds) == 1.0
   coefs = direct.sample_direct_coefficients(jax.random.PRNGKey(1), target, N)
@@ -136,7 +134,7 @@ def test_ticket_accuracy_is_the_tickets_own_forward():
 
 def _npz_config(tmp_path, sizes=(784, 4, 10)):
   path = tmp_path / "target.npz"
-  targets_lib.save_npz_target(path, _tiny_target(sizes=sizes, scale=0.1, seed=5))
+  targets_lib.save_npz_target(path, helpers.tiny_target(sizes=sizes, scale=0.1, seed=5))
   config = configs.get_config("smoke")
   config.target.npz = str(path)
   config.test_limit = 64

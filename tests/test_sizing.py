@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+import helpers
 from lth_jax import construction
 from lth_jax import random_net as rn
 from lth_jax import sizing
@@ -16,13 +17,10 @@ N = 12
 MAX_HALF = N
 
 
-def _tiny_target(sizes=(6, 5, 3), scale=0.3, seed=0):
-  keys = jax.random.split(jax.random.PRNGKey(seed), len(sizes) - 1)
-  return [scale * jax.random.normal(k, (a, b)) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
 
 
 def test_network_min_error_is_find_tickets_ticket():
-  target = _tiny_target()
+  target = helpers.tiny_target()
   net = rn.sample_random_network(jax.random.PRNGKey(2), (6, 5, 3), (16, 12))
   ours = sizing.network_ticket(net, target, objective="min_error", epsilon=EPS,
                                max_half=MAX_HALF)
@@ -36,7 +34,7 @@ def test_network_min_error_is_find_tickets_ticket():
 
 
 def test_network_fewest_terms_keeps_fewer_within_eps():
-  target = _tiny_target()
+  target = helpers.tiny_target()
   net = rn.sample_random_network(jax.random.PRNGKey(2), (6, 5, 3), 24)
   dense = sizing.network_ticket(net, target, objective="min_error", epsilon=EPS,
                                 max_half=MAX_HALF)
@@ -51,11 +49,11 @@ def test_network_fewest_terms_keeps_fewer_within_eps():
 def test_network_ticket_refuses_a_max_half_above_the_objective():
   net = rn.sample_random_network(jax.random.PRNGKey(2), (6, 5, 3), 24)
   with pytest.raises(ValueError, match="maximum instance size"):
-    sizing.network_ticket(net, _tiny_target(), objective="fewest_terms", max_half=31)
+    sizing.network_ticket(net, helpers.tiny_target(), objective="fewest_terms", max_half=31)
 
 
 def test_search_copies_finds_the_smallest_sufficient_candidate():
-  target = _tiny_target(sizes=(6, 5, 3), scale=0.5)
+  target = helpers.tiny_target(sizes=(6, 5, 3), scale=0.5)
   candidates = (12, 16, 24)
   found = sizing.search_copies(jax.random.PRNGKey(3), target, candidates, epsilon=EPS,
                                max_half=MAX_HALF)
