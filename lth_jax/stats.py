@@ -66,6 +66,21 @@ def success_fraction(errors, epsilon: float, confidence: float = 0.95) -> Propor
   return wilson_interval(ok, np.full(ok.shape, errors.shape[-1]), confidence)
 
 
+def first_sustained(widths, ok) -> np.ndarray:
+  """The smallest width from which ``ok`` holds at that width and every larger one.
+
+  Args:
+    widths: ``(W,)`` increasing; ok: bool ``(W, ...)``.
+  Returns:
+    float ``ok.shape[1:]``: that width, ``inf`` where the widest width fails.
+  """
+  widths = np.asarray(widths, np.float64)
+  ok = np.asarray(ok, bool)
+  stays = np.flip(np.logical_and.accumulate(np.flip(ok, 0), 0), 0)  # reached, stays reached
+  first = np.argmax(stays, axis=0)  # the first True of the suffix (0 if none)
+  return np.where(stays[-1], widths[first], np.inf)
+
+
 def copies_needed(widths: Sequence[int], fraction, level: float) -> float:
   """The smallest width ``w`` of the grid such that ``fraction >= level`` at ``w`` and at
   every larger width (so one lucky width below a failing one does not count); ``inf``
@@ -78,11 +93,7 @@ def copies_needed(widths: Sequence[int], fraction, level: float) -> float:
   fraction = np.asarray(fraction, np.float64)
   if widths.shape != fraction.shape or widths.ndim != 1 or np.any(np.diff(widths) <= 0):
     raise ValueError("need increasing widths and one fraction per width")
-  ok = fraction >= level
-  if not ok[-1]:
-    return float("inf")
-  first_of_tail = len(ok) - np.argmin(ok[::-1]) if not ok.all() else 0
-  return float(widths[first_of_tail])
+  return float(first_sustained(widths, fraction >= level))
 
 
 class LogLawFit(NamedTuple):

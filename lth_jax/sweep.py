@@ -18,30 +18,23 @@ different but equally good subsets). Seeds: target ``t``, seed ``s`` uses
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import json
 import math
-import os
-import pathlib
-import re
-import time
 from collections.abc import Mapping, Sequence
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 
 from lth_jax import construction
 from lth_jax import constructions
 from lth_jax import evaluation
 from lth_jax import grid_program
 from lth_jax import random_net as rn
+from lth_jax import stats
 from lth_jax import subset_sum
 from lth_jax import targets as targets_lib
-from lth_jax import theory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,15 +278,6 @@ def sweep(
 def copies_needed(result: SweepResult, epsilon: float, metric: str = "sup_error") -> np.ndarray:
   """Per seed, the smallest width of the grid from which ``metric <= epsilon`` holds at
   every larger width of the grid (``inf`` if never). ``(S,)`` float."""
-  values = np.asarray(getattr(result, metric))
   order = np.argsort(result.widths)
-  widths = np.asarray(result.widths)[order]
-  ok = values[order] <= epsilon  # (W, S)
-  # suffix-all: reached and stays reached
-  stays = np.flip(np.logical_and.accumulate(np.flip(ok, 0), 0), 0)
-  out = np.full(result.num_seeds, np.inf)
-  for s in range(result.num_seeds):
-    idx = np.nonzero(stays[:, s])[0]
-    if idx.size:
-      out[s] = widths[idx[0]]
-  return out
+  ok = np.asarray(getattr(result, metric))[order] <= epsilon  # (W, S)
+  return stats.first_sustained(np.asarray(result.widths)[order], ok)
