@@ -25,7 +25,6 @@ from typing import Sequence
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from lth_jax import _checks
 from flax import struct

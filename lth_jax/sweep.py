@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lth_jax import construction
 from lth_jax import constructions
 from lth_jax import evaluation
 from lth_jax import grid_program
