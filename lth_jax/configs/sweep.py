@@ -9,6 +9,10 @@ get_config("quick"): a tiny grid for tests (seconds).
 get_config("paper"): full size: random d = 4..64 and 16-16-16-16, permutation targets of
   depth 1..4 and d = 4..64, widths 8..64, cap 24, 64 seeds, Lueker check at 100 trials. Not
   run yet (hours on 2 CPU cores).
+get_config("constructions"): network vs lplus1 (Burkholz 2022's depth L+1), single and
+  direct at the same eps (0.01 primary) on ONE fixed random target 8-8-8 (depth 2, where
+  L + 1 = 3 < 2L = 4), widths 8..64 (sign halves capped at 20), 16 seeds; tables.txt adds the constructions table
+  (depth, copies needed, random and kept parameters). See docs/runs/sweep_constructions.
 get_config("lueker"): only the Lueker coverage check at SPEC section 2's sizes (U[-1, 1]
   n = 12/16/20, products n = 20/28/36/44; 100 trials, epsilon 0.01): 6.3 CPU-minutes, 18.6
   minutes wall on 2 heavily shared CPU cores, three quarters of it products n = 44.
@@ -20,7 +24,7 @@ Select with --config=lth_jax/configs/sweep.py:quick (the default file is this on
 
 import ml_collections
 
-PRESETS = ("default", "quick", "paper", "lueker")
+PRESETS = ("default", "quick", "paper", "lueker", "constructions")
 
 
 def _base() -> ml_collections.ConfigDict:
@@ -54,6 +58,8 @@ def _base() -> ml_collections.ConfigDict:
   # XLA CPU backend optimisation level for the one grid program (-1: XLA's default). Level 1
   # about halves compile time (most of a small sweep's wall time) for ~30% slower solving.
   c.sweep.xla_opt_level = 1
+  # tables.txt: the constructions side by side (depth, copies, random and kept parameters)
+  c.sweep.constructions_table = False
 
   c.targets = ml_collections.ConfigDict()
   # layer sizes (d_0, ..., d_l) of random Gaussian targets (spectral norm per layer)
@@ -138,6 +144,15 @@ _OVERRIDES = {
         "lueker.trials": 100,
         "lueker.uniform_sizes": (12, 16, 20),
         "lueker.product_sizes": (20, 28, 36, 44),
+    },
+    "constructions": {
+        "sweep.methods": ("network", "lplus1", "single", "direct"),
+        "sweep.widths": (8, 16, 24, 32, 40, 48, 56, 64),
+        "sweep.num_seeds": 16,
+        "sweep.epsilon": 0.01,
+        "sweep.constructions_table": True,
+        "targets.sizes": ((8, 8, 8),),
+        "targets.permutation_sizes": (),
     },
 }
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lth_jax import constructions
 from lth_jax import lueker
 from lth_jax import stats
 from lth_jax import sweep as sweep_lib
@@ -194,6 +195,9 @@ def summary_rows(named_results, epsilon) -> list[dict]:
       by_width = dict(zip((int(w) for w in r.widths), (int(p) for p in r.params_random)))
       params_needed = float(np.median([by_width[int(n)] if math.isfinite(n) else math.inf
                                        for n in needed]))
+      col = {int(w): i for i, w in enumerate(r.widths)}
+      kept_needed = float(np.median([r.params_kept[col[int(n)], s] if math.isfinite(n)
+                                     else math.inf for s, n in enumerate(needed)]))
       order = np.argsort(r.widths)
       frac = stats.success_fraction(r.sup_error[order], epsilon).fraction
       at_level = {f"copies_{level:g}": stats.copies_needed(np.asarray(r.widths)[order], frac,
@@ -206,6 +210,9 @@ def summary_rows(named_results, epsilon) -> list[dict]:
           max_width=int(max(r.widths)),
           params_needed_median=params_needed if math.isfinite(params_needed) else None,
           max_params=int(max(r.params_random)),
+          kept_needed_median=kept_needed if math.isfinite(kept_needed) else None,
+          depth=constructions.get(method).depth(len(sizes) - 1),
+          sup_error_at_max_width=float(np.median(r.sup_error[int(np.argmax(r.widths))])),
           theory_copies=list(cs.copies), theory_constant=const, theory_params=int(cs.params),
           fitted_constant=(med / max(theory.log_term(sizes, epsilon))
                            if math.isfinite(med) else None),
@@ -288,6 +295,29 @@ def format_summary_table(summary) -> str:
       "the theory copies; LB P = d_in d_out log2(1/(2 eps)) summed over layers\n"
       "LB width = P / (d_in + d_out) hidden units; Malach = width factor d^4 l^2 (constant "
       "1, no eps term)")
+  return "\n".join(lines)
+
+
+def format_constructions_table(summary) -> str:
+  """Constructions side by side per target at the summary's epsilon: depth, copies needed
+  (median over seeds of each seed's own), random and kept parameters there (medians)."""
+  def needed(value, limit):
+    return f"{value:.0f}" if value is not None else f">{limit}"
+
+  lines = [f"constructions at sup error <= eps (medians over seeds; '>W': not reached "
+           f"within the grid's max width W, or its parameters; sup@W: median sup error at W)",
+           f"{'target':<18} {'method':<8} {'depth':>5} {'copies':>6} {'random params':>13} "
+           f"{'kept params':>11} {'target':>7} {'sup@W':>9}"]
+  for row in summary:
+    sizes = row["layer_sizes"]
+    target_params = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    kept = row["kept_needed_median"]
+    lines.append(
+        f"{row['target']:<18} {row['method']:<8} {row['depth']:>5d} "
+        f"{needed(row['copies_needed_median'], row['max_width']):>6} "
+        f"{needed(row['params_needed_median'], row['max_params']):>13} "
+        f"{'-' if kept is None else format(kept, '.0f'):>11} {target_params:>7d} "
+        f"{row['sup_error_at_max_width']:>9.2e}")
   return "\n".join(lines)
 
 

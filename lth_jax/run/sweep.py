@@ -129,7 +129,7 @@ def sweep_widths(config) -> dict[str, tuple[int, ...]]:
   """``method -> widths`` of ``config.sweep`` (``"direct"`` has its own)."""
   sw = config.sweep
   widths = {"network": tuple(sw.widths), "single": tuple(sw.widths),
-            "direct": tuple(sw.direct_widths)}
+            "lplus1": tuple(sw.widths), "direct": tuple(sw.direct_widths)}
   return {m: widths[m] for m in sw.methods}
 
 
@@ -223,7 +223,8 @@ def estimated_keys(sizes_list, widths, num_seeds, method, max_half=None) -> floa
   m = sweep_lib.instance_size(method, widths, max_half)
   per_instance = 2.0 ** ((m + 1) // 2 + 1)
   weights = sum(sum(a * b for a, b in zip(s[:-1], s[1:])) for s in sizes_list)
-  halves = 2 if method == "network" else 1
+  # lplus1: two halves per weight and output copy in the first layer (an upper estimate)
+  halves = {"network": 2, "lplus1": 2 * max(widths)}.get(method, 1)
   return per_instance * weights * halves * len(widths) * num_seeds
 
 
@@ -402,6 +403,8 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
     text["success"] = tables.format_success_table(analysis["success"], config.sweep.epsilon)
     text["log_law"] = tables.format_log_law_table(analysis["copies"], analysis["fits"])
     text["summary"] = tables.format_summary_table(summary)
+    if config.sweep.constructions_table:
+      text["constructions"] = tables.format_constructions_table(summary)
     if primary:
       written += _write_sweep(out, named_results, rows, analysis, text, config)
   coverage = []
