@@ -96,3 +96,17 @@ def test_distributions_are_honoured(case):
     lplus1.sample(jax.random.key(1), target, WIDTHS, distribution="cauchy")
   with pytest.raises(ValueError, match="LPlus1Network"):
     construction.find_ticket(uni, target, "network")
+
+
+def test_experiment1_refuses_fc2_before_training_and_accepts_the_smoke_mlp():
+  from lth_jax.configs import experiment1 as presets
+  from lth_jax.run import experiment1_checks as checks
+  from lth_jax.run.common import ConfigError
+  config = presets.get_config("fc2")
+  config.variants = ("lplus1",)
+  with pytest.raises(ConfigError, match="lplus1.copies.*6.5[0-9]e\\+08 parameters"):
+    checks.validate_config(config)
+  smoke = presets.get_config("smoke")
+  smoke.variants = ("direct", "lplus1")
+  checks.validate_config(smoke)
+  assert checks.lplus1_size_error((784, 32, 10), 24, 10**8) is None

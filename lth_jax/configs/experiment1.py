@@ -37,6 +37,19 @@ def default_target_dir() -> str:
   return os.path.abspath(os.path.expanduser(os.path.join(cache, "lth_jax", "targets")))
 
 
+def _lplus1_group() -> ml_collections.ConfigDict:
+  """Burkholz 2022's depth-L+1 construction (variant "lplus1", not in the default variants).
+  Its random layers grow like copies^2: FC2 at 40 copies is 6.5e8 parameters (2.6 GB of
+  float32) and 3.1e7 SubsetSum instances, refused by max_random_params; the smoke MLP runs."""
+  g = ml_collections.ConfigDict()
+  g.copies = 40                 # copies per input of every target layer
+  g.max_half = 0                # instance size (0 = default_max_half(copies))
+  g.distribution = "uniform"
+  g.dense_check_batch = 8
+  g.max_random_params = 100_000_000
+  return g
+
+
 def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
@@ -79,6 +92,8 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c.network.distribution = "uniform"
   c.network.dense_check_batch = 8  # structured vs dense forward on this many test images
 
+  c.lplus1 = _lplus1_group()
+
   c.solver = ml_collections.ConfigDict()
   c.solver.block_keys = 1 << 24  # meet-in-the-middle keys per progress block
 
@@ -95,6 +110,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
     c.network.copies = (16, 24)
     c.network.max_half = (12,)
     c.network.dense_check_batch = 4
+    c.lplus1.update(copies=24, max_half=12, dense_check_batch=4)
     c.test_limit = 256
   elif preset == "fc2":
     # Measured on the trained FC2 (10 epochs, Fashion-MNIST): 56 copies per input meet

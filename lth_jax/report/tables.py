@@ -138,9 +138,14 @@ def format_log_law_table(copies, fits) -> str:
   """Copies needed for success >= each level at every (target, epsilon), network beside the
   single and direct baselines and the theory's numbers; then the log-law fits."""
   by = {(c["target"], c["method"], c["epsilon"]): c for c in copies}
+  # the baselines, and other constructions (e.g. lplus1) when the sweep ran them
+  present = {c["method"] for c in copies}
+  methods = ("network", "single", "direct") + tuple(
+      m for m in constructions.names() if m in present and m not in ("network", "single",
+                                                                      "direct"))
   head = (f"{'target':<18} {'d':>3} {'l':>2} {'eps':>6} {'log2(dl/e)':>10} | "
           + " ".join(f"{m[:7] + '@' + format(v, 'g'):>10}"
-                     for m in ("network", "single", "direct") for v in LEVELS)
+                     for m in methods for v in LEVELS)
           + f" | {'LB/input':>8} {'Malach':>8}")
   lines = ["copies per input needed for P(sup error <= eps) >= level (success over seeds; "
            "'>W': not reached within the grid's max width W)", head]
@@ -148,7 +153,7 @@ def format_log_law_table(copies, fits) -> str:
     if c["method"] != "network":
       continue
     cells = []
-    for m in ("network", "single", "direct"):
+    for m in methods:
       other = by.get((c["target"], m, c["epsilon"]))
       cells += [f"{(_fmt_copies(other, v) if other else '-'):>10}" for v in LEVELS]
     lines.append(f"{c['target']:<18} {c['d']:>3} {c['depth']:>2} {c['epsilon']:>6g} "
@@ -373,6 +378,13 @@ def format_experiment1_table(rows: Sequence[dict]) -> str:
           f"network/{r['objective']}: random network {_fmt_int(r['initial_params'])} params, "
           f"hidden widths {r['hidden_widths']}, copies/layer {r['copies']}, max_half "
           f"{r['max_half']}, structured-vs-dense rel. diff "
+          f"{'-' if diff is None else format(diff, '.1e')}")
+    if r["variant"] == "lplus1":
+      diff = r["dense_check_rel_diff"]
+      lines.append(
+          f"lplus1/{r['objective']}: depth-{r['depth']} random network "
+          f"{_fmt_int(r['initial_params'])} params, {r['copies']} copies per neuron, instance "
+          f"size {r['max_half']}, structured-vs-dense rel. diff "
           f"{'-' if diff is None else format(diff, '.1e')}")
   return "\n".join(lines)
 

@@ -12,6 +12,8 @@ values, and the approximation is evaluated. One row per (variant, objective):
   pruned by two SubsetSum problems per weight, sized by ``sizing.search_copies``, evaluated
   as that pruned network through ``structured_forward`` and checked against the literal
   dense masked network on a small batch, ``evaluation.dense_check``);
+* ``"lplus1"`` (MLP targets; Burkholz 2022's depth-``L+1`` network, ``lplus1.copies`` per
+  input, evaluated as that pruned network; refused above ``lplus1.max_random_params``);
 * objectives: ``"min_error"`` (``solve_subset_sum``: the subset closest to the weight) and
   ``"fewest_terms"`` (``solve_fewest_terms``: among subsets within epsilon, the fewest
   terms; where none is within epsilon, the closest one).
@@ -28,6 +30,7 @@ calls ``run_experiment1``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -52,6 +55,7 @@ from lth_jax import sizing
 from lth_jax import targets as targets_lib
 from lth_jax import training
 from lth_jax.constructions import direct
+from lth_jax.constructions import lplus1
 from lth_jax.progress import Progress
 from lth_jax.report import tables
 from lth_jax.run import experiment1_checks as checks
@@ -215,6 +219,13 @@ def _check_target_fits(config, kernels, test_ds) -> tuple | None:
   elif test_ds.images.shape[1:] != (*data_lib.IMAGE_SHAPE, 1):  # LeNet5 fixes its input
     raise _target_error(config, f"LeNet5 needs (28, 28, 1) images, {config.dataset} has "
                         f"{test_ds.images.shape[1:]}")
+  if "lplus1" in checks.names(config.variants):
+    if not is_mlp:
+      raise ConfigError("variants", "the lplus1 variant is for bias-free MLP targets only")
+    why = checks.lplus1_size_error(sizes, config.lplus1.copies,
+                                   config.lplus1.max_random_params)
+    if why:  # an npz target (a trained model's sizes are checked before training)
+      raise _target_error(config, why)
   if "network" in checks.names(config.variants):
     if not is_mlp:
       raise ConfigError("variants", "the network variant is available for FC2/FC4 "
@@ -317,14 +328,20 @@ def _direct_rows(run: _Run) -> None:
         t.effective_kernels, run.test_ds, config.eval_batch_size)))
 
 
-def _network_evaluation(run: _Run, net, ticket) -> dict:
-  nc, images = run.config.network, run.test_ds.images
+@functools.lru_cache(maxsize=None)
+def _structured(method: str):
+  """One (hashable, cached) structured forward per construction: one compile each."""
+  return functools.partial(evaluation.structured_forward, method=method)
+
+
+def _network_evaluation(run: _Run, net, ticket, nc=None) -> dict:
+  nc, images = nc or run.config.network, run.test_ds.images
   # The pruned random network's own forward (structured view), on flattened images.
   out = dict(ticket_accuracy=training.accuracy_of(
-      evaluation.structured_forward, (net, ticket.masks), images.reshape(len(images), -1),
+      _structured(ticket.method), (net, ticket.masks), images.reshape(len(images), -1),
       run.test_ds.labels, run.config.eval_batch_size))
-  if nc.dense_check_batch:
-    diff = evaluation.dense_check(net, ticket, images[:nc.dense_check_batch])
+  if nc["dense_check_batch"]:
+    diff = evaluation.dense_check(net, ticket, images[:nc["dense_check_batch"]])
     if not diff <= 1e-4:
       logging.error("structured and dense forward passes differ: rel. diff %.3g", diff)
     out["dense_check_rel_diff"] = diff
@@ -360,6 +377,30 @@ def _network_rows(run: _Run) -> None:
              lambda t=ticket: _network_evaluation(run, net, t))
 
 
+def _lplus1_rows(run: _Run) -> None:
+  """Burkholz 2022's depth-L+1 ticket (``constructions.lplus1``) at ``lplus1.copies`` per
+  input, every layer; evaluated as that pruned network (structured view, dense check).
+  Refused above ``lplus1.max_random_params``: its random layers grow like copies^2
+  (FC2 at 40 copies: 6.5e8 parameters, 3.1e7 SubsetSum instances)."""
+  config, lc = run.config, run.config.lplus1
+  net = lplus1.sample(jax.random.fold_in(jax.random.PRNGKey(config.seed), 4), run.kernels,
+                      lc.copies, distribution=lc.distribution)
+  cap = lc.max_half or None
+  for objective in run.objectives:
+    t0 = time.perf_counter()
+    solve_fn = objectives.blocked_solver(objective, run.epsilon, config.solver.block_keys)
+    ticket = construction.find_ticket(net, run.kernels, "lplus1", max_half=cap,
+                                      solve_fn=solve_fn)
+    jax.block_until_ready(ticket)
+    solve = time.perf_counter() - t0
+    row = dict(variant="lplus1", construction="lplus1", objective=objective,
+               copies=int(lc.copies), max_half=lplus1.instance_size(lc.copies, cap),
+               distribution=lc.distribution, depth=lplus1.depth(len(run.kernels)))
+    check = dict(dense_check_batch=lc.dense_check_batch)
+    _add_row(run, row, ticket, solve,
+             lambda t=ticket: _network_evaluation(run, net, t, check))
+
+
 def run_experiment1(config: ml_collections.ConfigDict, out_dir: str, *,
                     overwrite: bool = False) -> list[dict]:
   """Runs Experiment 1 and writes ``results.jsonl`` (one row per variant x objective,
@@ -377,6 +418,8 @@ def run_experiment1(config: ml_collections.ConfigDict, out_dir: str, *,
     _direct_rows(run)
   if "network" in variants:
     _network_rows(run)
+  if "lplus1" in variants:
+    _lplus1_rows(run)
   table = tables.format_experiment1_table(run.rows)
   files.atomic_write_text(os.path.join(out_dir, TABLE_FILE), table + "\n")
   files.mark_done(out_dir, dict(rows=len(run.rows)))

@@ -11,16 +11,20 @@ from collections.abc import Sequence
 
 import ml_collections
 
+import math
+
 from lth_jax import _checks
 from lth_jax import data as data_lib
+from lth_jax import models
 from lth_jax import objectives
 from lth_jax import random_net as rn
 from lth_jax.configs import experiment1 as presets
+from lth_jax.constructions import lplus1
 from lth_jax.run.common import ConfigError
 
 __all__ = ["VARIANTS", "names", "validate_config"]
 
-VARIANTS = ("direct", "network")
+VARIANTS = ("direct", "network", "lplus1")
 
 
 def names(x) -> tuple[str, ...]:
@@ -98,7 +102,7 @@ def _check_target(t, variants: Sequence[str]) -> None:
     return
   if t.model not in ("fc2", "fc4", "lenet5", "mlp"):
     raise ConfigError("target.model", f"must be fc2, fc4, lenet5 or mlp, got {t.model!r}")
-  if t.model == "lenet5" and "network" in variants:
+  if t.model == "lenet5" and ("network" in variants or "lplus1" in variants):
     raise ConfigError("variants", "the network variant is available for FC2/FC4 (MLP) "
                       "targets only (Theorem 1's construction is for ReLU MLPs); run "
                       "lenet5 with variants=direct")
@@ -138,9 +142,51 @@ def _check_sizes(config, variants: Sequence[str], objective_names: Sequence[str]
     if not isinstance(nc.dense_check_batch, int) or nc.dense_check_batch < 0:
       raise ConfigError("network.dense_check_batch", f"must be an int >= 0, got "
                         f"{nc.dense_check_batch!r}")
+  if "lplus1" in variants:
+    _check_lplus1(config.lplus1, max_n)
+    _check_lplus1_size(config)
   if not isinstance(config.solver.block_keys, int) or config.solver.block_keys < 1:
     raise ConfigError("solver.block_keys", f"must be a positive int, got "
                       f"{config.solver.block_keys!r}")
+
+
+def _check_lplus1(lc, max_n: int) -> None:
+  if not isinstance(lc.copies, int) or lc.copies < 1:
+    raise ConfigError("lplus1.copies", f"must be a positive int, got {lc.copies!r}")
+  if not isinstance(lc.max_half, int) or not 0 <= lc.max_half <= max_n:
+    raise ConfigError("lplus1.max_half", f"must be an int in [0, {max_n}] (0 = "
+                      f"default_max_half), got {lc.max_half!r}")
+  if lc.distribution not in rn.DISTRIBUTIONS:
+    raise ConfigError("lplus1.distribution", f"must be one of {rn.DISTRIBUTIONS}, got "
+                      f"{lc.distribution!r}")
+  for field in ("dense_check_batch", "max_random_params"):
+    if not isinstance(lc[field], int) or lc[field] < 0:
+      raise ConfigError(f"lplus1.{field}", f"must be an int >= 0, got {lc[field]!r}")
+
+
+def lplus1_size_error(sizes, copies: int, limit: int) -> str | None:
+  """Why ``lplus1`` at ``copies`` is refused for MLP ``sizes`` (None: it is not): its
+  random network (``lplus1.num_params``, growing like copies^2) is over ``limit``."""
+  size = lplus1.num_params(tuple(zip(sizes[:-1], sizes[1:])), copies)
+  if size <= limit:
+    return None
+  return (f"{copies} copies make a depth-L+1 random network of {size:.3g} parameters for "
+          f"layer sizes {list(sizes)} (over lplus1.max_random_params = {limit:.3g}: "
+          f"{4 * size / 2**30:.1f} GiB of float32 and hours of solving on 2 cores); use "
+          "fewer copies or a smaller target (the smoke preset's MLP)")
+
+
+def _check_lplus1_size(config) -> None:
+  """Refuses a too large lplus1 network before any training (trained MLP targets; an npz
+  target is checked once loaded)."""
+  t = config.target
+  if t.npz or t.model not in ("fc2", "fc4", "mlp"):
+    return
+  widths = tuple(t.widths) if t.model == "mlp" else tuple(models.MODELS[t.model].widths)
+  sizes = (math.prod(data_lib.IMAGE_SHAPE),) + widths
+  why = lplus1_size_error(sizes, config.lplus1.copies, config.lplus1.max_random_params)
+  if why:
+    raise ConfigError("lplus1.copies", why)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
