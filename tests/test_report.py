@@ -180,3 +180,24 @@ def test_report_imports_no_matplotlib():
           "print('matplotlib' in sys.modules)")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "False"
+
+
+def test_constructions_table_depth_copies_and_kept(grid):
+  _, _, res = grid
+  named = [("a6x6", res[0]), ("b5x4x3", res[1])]
+  summary = tables.summary_rows(named, 0.05)
+  lines = tables.format_constructions_table(summary).splitlines()
+  assert lines[1].split()[:4] == ["target", "method", "depth", "copies"]
+  for row, line in zip(summary, lines[2:]):
+    r = dict(named)[row["target"]][row["method"]]
+    layers = len(row["layer_sizes"]) - 1
+    assert row["depth"] == {"direct": layers, "network": 2 * layers,
+                            "single": 2 * layers}[row["method"]]
+    assert line.split()[:3] == [row["target"], row["method"], str(row["depth"])]
+    needed = sweep_lib.copies_needed(r, 0.05)
+    if row["copies_needed_median"] is not None:
+      kept = [r.params_kept[list(r.widths).index(int(n)), s] if np.isfinite(n) else np.inf
+              for s, n in enumerate(needed)]
+      assert row["kept_needed_median"] == pytest.approx(float(np.median(kept)))
+    assert row["sup_error_at_max_width"] == pytest.approx(
+        float(np.median(r.sup_error[int(np.argmax(r.widths))])))
