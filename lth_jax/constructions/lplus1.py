@@ -36,7 +36,10 @@ Nesting: ``u[j, k]`` from ``fold_in(key_u, k)`` and ``V_i[:, p, :, k]`` from
 The paper's code (RelationalML/LT-existence) draws the copy layer from U[-2, 2], adds bias
 units and, when an instance misses epsilon, redraws and books extra width; here every entry
 is U[-1, 1] or N(0, 1) (``random_net.DISTRIBUTIONS``), targets are bias-free, and SubsetSum
-is exact. Leaky ReLU is not offered: targets, their forward (``targets.forward``) and the
+is exact. Per-weight errors are the worst over a weight's used output copies (and halves);
+``evaluation.analytic_bound`` (the sweep's ``bound``) assumes ``network``'s propagation,
+whereas here an input copy's error reaches the next layer times the chosen ``|v|``, so that
+bound is not an upper bound for this construction. Leaky ReLU is not offered: targets, their forward (``targets.forward``) and the
 grid's evaluation are ReLU-only, so a leaky target has no representation to approximate.
 """
 
