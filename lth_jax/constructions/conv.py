@@ -45,7 +45,7 @@ from lth_jax import models
 from lth_jax import random_net as rn
 from lth_jax import targets as targets_lib
 import lth_jax.constructions.base as base
-from lth_jax.constructions import network
+import lth_jax.constructions.network as network
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
