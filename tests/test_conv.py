@@ -130,8 +130,9 @@ def _lenet5_kernels():
 
 
 def test_mlp_target_is_networks_construction():
+  # test_constructions' target, key and width: the suite compiles these tickets once
   target = targets_lib.random_target(jax.random.key(0), (4, 5, 3))
-  a, b = conv.sample(jax.random.key(1), target, 7), network.sample(jax.random.key(1), target, 7)
+  a, b = conv.sample(jax.random.key(1), target, 10), network.sample(jax.random.key(1), target, 10)
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_array_equal(x, y)
   ta = construction.find_ticket(a, target, "conv")
@@ -153,20 +154,22 @@ def test_normal_distribution_and_nesting():
     conv.sample(jax.random.key(3), target, 4, distribution="cauchy")
 
 
-def test_bad_targets_are_value_errors():
+def test_bad_targets_are_value_errors(case):
   with pytest.raises(ValueError, match="conv kernels"):
     conv.check_kernels([jnp.zeros((2, 3)), jnp.zeros((3, 3, 3, 2))])
   with pytest.raises(ValueError, match="input channels"):
     conv.check_kernels([jnp.zeros((3, 3, 2, 3)), jnp.zeros((3, 3, 4, 2)), jnp.zeros((2, 3))])
-  obj = conv.sample(jax.random.key(0), _target(jax.random.key(0)), 3)
+  target, obj = case[:2]
   with pytest.raises(ValueError, match="do not match"):
-    conv.check(obj, _target(jax.random.key(0))[:3] + [jnp.zeros((5, 4))])
+    conv.check(obj, target[:3] + [jnp.zeros((5, 4))])
 
 
 def test_search_copies_sizes_each_conv_layer():
-  target = _target(jax.random.key(0), scale=0.1)
-  search = sizing.search_copies(jax.random.key(4), target, (6, 10), epsilon=0.05,
-                                max_half=10, method="conv")
+  # one conv and one dense layer (few compiles); m = copies: more copies, superset instances
+  target = [0.1 * jax.random.normal(jax.random.key(9), (3, 3, 2, 2)),
+            0.1 * jax.random.normal(jax.random.key(10), (2, 3))]
+  search = sizing.search_copies(jax.random.key(4), target, (4, 8), epsilon=0.05,
+                                max_half=8, method="conv")
   assert isinstance(search.net, conv.RandomCNN) and search.net.copies == search.copies
   ticket = sizing.network_ticket(search.net, target, max_half=list(search.max_half),
                                  method="conv")
