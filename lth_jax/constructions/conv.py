@@ -23,9 +23,14 @@ same with ``kh = kw = 1`` (an MLP target gets ``network``'s draw and ticket). Bu
 construction uses this pair with both sign halves (inputs of any sign); da Cunha et al.
 assume nonnegative inputs and use only the ``u > 0`` copies.
 
-Biases (not built here): a bias-unit gadget would add, per layer, channels of the 1x1 conv
-with a positive random bias and no input, whose ``kh x kw`` weights are pruned to the target
-bias like ``constructions.bias``'s bias units.
+Biases (not built here; the target stays bias-free): per conv layer, ``n`` bias channels
+of the 1x1 conv (``constructions.bias.sample_bias_units``: a random bias ``beta[k]``, the
+incoming weights pruned, so the channel is the constant ``relu(beta[k])`` at every pixel)
+whose ``kh x kw`` weights are kept at ONE kernel tap that reads inside the image for every
+output pixel (the centre tap of a padded conv, any tap of a valid one: the zero padding
+would cut the constant elsewhere); each target bias ``b[o]`` is then one SubsetSum problem
+over ``w[o, k] relu(beta[k])`` (``bias.bias_instances`` appended to ``instances``,
+``bias.bias_masks`` in ``assemble``), and ``effective`` gains a ``(c_out,)`` bias per layer.
 """
 
 from __future__ import annotations
