@@ -248,14 +248,21 @@ def _approximation_error(target, pruned, net, key, num_points, ascent_steps):
 
 def dense_check(net, ticket: construction.Ticket, x: jax.Array) -> float:
   """Max |structured - dense| output difference, relative to the dense output's max |.|:
-  the pruned network as literally masked dense random matrices vs its structured view.
+  the pruned network as literally masked dense random kernels vs its structured view.
 
   Args:
     net: the random network the ticket prunes; ticket: from ``find_ticket``.
-    x: ``(batch, ...)`` inputs, flattened to ``(batch, d_0)``.
+    x: ``(batch, ...)`` inputs, flattened to ``(batch, d_0)`` for constructions whose dense
+      kernels ``targets.forward`` runs; as given (e.g. images) for one with its own
+      ``dense_forward``.
   """
-  x = jnp.asarray(x, jnp.float32).reshape(x.shape[0], -1)
-  dense = forward(dense_pruned_params(net, ticket), x)
+  c = constructions.get(ticket.method)
+  x = jnp.asarray(x, jnp.float32)
+  if c.dense_forward is None:
+    x = x.reshape(x.shape[0], -1)
+    dense = forward(dense_pruned_params(net, ticket), x)
+  else:
+    dense = c.dense_forward(dense_pruned_params(net, ticket), x)
   structured = structured_forward(net, ticket.masks, x, ticket.method)
   scale = max(float(jnp.max(jnp.abs(dense))), 1e-30)
   return float(jnp.max(jnp.abs(dense - structured))) / scale

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -26,6 +27,9 @@ __all__ = [
     "LeNet5",
     "MODELS",
     "LENET5_KERNEL_SHAPES",
+    "ConvStage",
+    "conv_architecture",
+    "max_pool",
     "get_model",
     "kernels_from_params",
     "params_from_kernels",
@@ -64,20 +68,44 @@ class FC4(MLP):
   widths: Sequence[int] = (500, 500, 500, 10)
 
 
+class ConvStage(NamedTuple):
+  """One conv layer of a LeNet5-like CNN: ``padding`` zeros on every side of the input, the
+  convolution (stride 1), ReLU, then a ``pool`` x ``pool`` max-pool with stride ``pool``."""
+
+  padding: int
+  pool: int
+
+
+def conv_architecture(kernel_shapes: Sequence[Sequence[int]]) -> tuple[ConvStage, ...]:
+  """The stages of the leading conv kernels ``(kh, kw, in, out)`` of a LeNet5-like CNN:
+  LeNet5's rule, the first conv keeps the image size (``(kh - 1) // 2`` zeros), later ones
+  are valid; each is followed by ReLU and a 2x2 max-pool; then flatten (NHWC) and the dense
+  head. The one description of the architecture (``LeNet5`` and ``constructions.conv``)."""
+  convs = [tuple(s) for s in kernel_shapes if len(s) == 4]
+  return tuple(ConvStage((s[0] - 1) // 2 if i == 0 else 0, 2) for i, s in enumerate(convs))
+
+
+def max_pool(x: jax.Array, size: int) -> jax.Array:
+  """``(N, H, W, C) -> (N, H // size, W // size, C)``: max over ``size`` x ``size`` windows."""
+  return nn.max_pool(x, (size, size), strides=(size, size))
+
+
 class LeNet5(nn.Module):
   """conv 1->6 5x5 pad 2, pool, conv 6->16 5x5, pool, FC 400-120-84-10; no biases.
 
   (N, 28, 28, 1) -> (N, 10). The 400 features are flattened in NHWC order (5, 5, 16), unlike
-  PyTorch's NCHW; this only matters when importing PyTorch LeNet weights for fc1.
+  PyTorch's NCHW; this only matters when importing PyTorch LeNet weights for fc1. The conv
+  stages are ``conv_architecture(LENET5_KERNEL_SHAPES)``.
   """
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    pool = lambda y: nn.max_pool(y, (2, 2), strides=(2, 2))
-    x = pool(nn.relu(nn.Conv(6, (5, 5), padding=((2, 2), (2, 2)), use_bias=False,
-                             name="conv1")(x)))                      # (N, 14, 14, 6)
-    x = pool(nn.relu(nn.Conv(16, (5, 5), padding="VALID", use_bias=False,
-                             name="conv2")(x)))                      # (N, 5, 5, 16)
+    shapes = LENET5_KERNEL_SHAPES[:2]
+    for i, (shape, stage) in enumerate(zip(shapes, conv_architecture(shapes))):
+      p = stage.padding
+      x = nn.Conv(shape[-1], shape[:2], padding=((p, p), (p, p)), use_bias=False,
+                  name=f"conv{i + 1}")(x)
+      x = max_pool(nn.relu(x), stage.pool)  # (N, 14, 14, 6), then (N, 5, 5, 16)
     return MLP((120, 84, 10), name="mlp")(nn.relu(x.reshape((x.shape[0], -1))))
 
 

@@ -1,7 +1,8 @@
 """How large a random network must be for a target: the copies search of Experiment 1.
 
 ``search_copies`` measures, per target layer, the fewest copies (from a list of
-candidates) whose Theorem-1 ticket meets epsilon on every weight of the actual target.
+candidates) whose Theorem-1 ticket (or the conv construction's, ``method="conv"``) meets
+epsilon on every weight of the actual target.
 ``network_ticket`` builds that ticket for all layers with a blocked solver
 (``objectives.blocked_solver``) and per-layer sign-half instance sizes (``half_sizes``).
 
@@ -25,6 +26,7 @@ from lth_jax import objectives
 from lth_jax import random_net as rn
 from lth_jax import subset_sum
 from lth_jax import targets as targets_lib
+from lth_jax.constructions import conv
 from lth_jax.constructions import network
 from lth_jax.progress import Progress
 
@@ -83,39 +85,43 @@ def _layer_errors(u, v, kernel, m, *, epsilon, block_keys, progress=None):
   return ticket.weight_errors[0]
 
 
-def network_ticket(net: rn.RandomNetwork, target: Sequence[jax.Array], *,
+def network_ticket(net, target: Sequence[jax.Array], *,
                    objective: str = "min_error", epsilon: float = 0.01,
                    max_half: int | Sequence[int] | None = None, block_keys: int = 1 << 24,
-                   progress_name: str | None = None) -> construction.Ticket:
-  """Theorem-1 ticket of ``net`` for ``target`` with a pluggable SubsetSum objective.
+                   progress_name: str | None = None, method: str = "network"
+                   ) -> construction.Ticket:
+  """2L ticket of ``net`` for ``target`` with a pluggable SubsetSum objective.
 
-  ``construction.find_ticket(net, target, "network", max_half=..., objective=...)``, with
+  ``construction.find_ticket(net, target, method, max_half=..., objective=...)``, with
   the SubsetSum instances solved in fixed-size blocks with progress logs.
 
   Args:
-    net: the random network (``sample_random_network``), layer sizes of the target.
-    target: kernels ``(d_in, d_out)``.
+    net: the random network (``sample_random_network``), layer sizes of the target; for
+      ``method="conv"`` a ``conv.RandomCNN``.
+    target: kernels ``(d_in, d_out)`` (and conv kernels for ``"conv"``).
     objective: ``"min_error"`` or ``"fewest_terms"`` (per sign half).
     epsilon: per-weight tolerance (``"fewest_terms"``).
     max_half: per-sign-half instance size: one int, one per layer, or None/0 for
       ``default_max_half(copies)`` (capped at the objective's maximum instance size).
+    method: ``"network"`` or ``"conv"`` (both solve ``network``'s instances).
 
   Returns:
-    ``Ticket`` with method ``"network"``.
+    ``Ticket`` with method ``method``.
   """
   kernels = [jnp.asarray(k, jnp.float32) for k in target]
-  sizes = targets_lib.target_layer_sizes(kernels)
-  if sizes != tuple(net.layer_sizes):
-    raise ValueError(f"target layer sizes {sizes} do not match the random network's "
-                     f"{tuple(net.layer_sizes)}")
+  if method == "network":
+    sizes = targets_lib.target_layer_sizes(kernels)
+    if sizes != tuple(net.layer_sizes):
+      raise ValueError(f"target layer sizes {sizes} do not match the random network's "
+                       f"{tuple(net.layer_sizes)}")
   limit = objectives.objective_max_n(objective)
   caps = layer_caps(max_half, len(kernels))
   if any(h and h > limit for h in caps):
     raise ValueError(f"max_half {caps} exceeds {objective}'s maximum instance size {limit}")
   total = sum(2 * int(k.size) for k in kernels)
-  progress = _progress(progress_name or f"network/{objective}", total)
+  progress = _progress(progress_name or f"{method}/{objective}", total)
   return construction.find_ticket(
-      net, kernels, "network", max_half=half_sizes(caps, net.copies, limit),
+      net, kernels, method, max_half=half_sizes(caps, net.copies, limit),
       solve_fn=objectives.blocked_solver(objective, epsilon, block_keys, progress))
 
 
@@ -124,7 +130,7 @@ class CopiesSearch:
   """Result of ``search_copies``.
 
   Attributes:
-    net: the random network with the chosen copies per layer.
+    net: the random network (``conv.RandomCNN`` for ``"conv"``) with the chosen copies.
     copies: chosen copies per layer (the smallest candidate meeting epsilon on every
       weight of the layer, or the largest candidate if none does).
     max_half: the per-sign-half instance size used per layer.
@@ -191,7 +197,7 @@ def _search_layer(layer, u_all, v_all, kernel, candidates, halves, epsilon, bloc
 def search_copies(key: jax.Array, target: Sequence[jax.Array], candidates: Sequence[int], *,
                   epsilon: float = 0.01, max_half: int | Sequence[int] | None = None,
                   max_instance: int = subset_sum.MAX_N, distribution: str = "uniform",
-                  block_keys: int = 1 << 24) -> CopiesSearch:
+                  block_keys: int = 1 << 24, method: str = "network") -> CopiesSearch:
   """Per layer, the fewest copies (from ``candidates``) whose ticket meets ``epsilon`` on
   every weight, measured on the actual target.
 
@@ -201,6 +207,10 @@ def search_copies(key: jax.Array, target: Sequence[jax.Array], candidates: Seque
   stays within it: after a full solve at the first candidate only the missing weights are
   re-solved at the next.
 
+  ``method="conv"``: the random CNN of ``constructions.conv`` (conv kernels in ``target``);
+  its layers' instances are ``network``'s on the matrix view (``conv.matrix_network``), so
+  the same search runs on that view.
+
   ``max_half`` (one int, or one per layer; None/0 = ``default_max_half(copies)``) and
   ``max_instance`` (the objectives' largest instance size) set the per-sign-half instance
   size ``m`` at each candidate; the final ticket's solver cost grows like ``2^(m/2)`` per
@@ -209,13 +219,19 @@ def search_copies(key: jax.Array, target: Sequence[jax.Array], candidates: Seque
   t0 = time.perf_counter()
   candidates = sorted({int(c) for c in candidates})
   kernels = [jnp.asarray(k, jnp.float32) for k in target]
-  sizes = targets_lib.target_layer_sizes(kernels)
   halves = {c: half_sizes(max_half, [c] * len(kernels), max_instance) for c in candidates}
-  full = rn.sample_random_network(key, sizes, candidates[-1], distribution)
-  log = [_search_layer(layer, u_all, v_all, k, candidates, halves, epsilon, block_keys)
+  if method == "conv":
+    full = conv.sample(key, kernels, candidates[-1], distribution=distribution)
+    view, truncate = conv.matrix_network(full), conv.truncate_copies
+  else:
+    sizes = targets_lib.target_layer_sizes(kernels)
+    full = view = rn.sample_random_network(key, sizes, candidates[-1], distribution)
+    truncate = rn.truncate_copies
+  log = [_search_layer(layer, u_all, v_all, targets_lib.as_matrix(k), candidates, halves,
+                       epsilon, block_keys)
          for layer, (u_all, v_all, k) in enumerate(
-             zip(full.params["u"], full.params["v"], kernels))]
+             zip(view.params["u"], view.params["v"], kernels))]
   chosen = [layer_log[-1]["copies"] for layer_log in log]
-  net = rn.truncate_copies(full, chosen)
-  return CopiesSearch(net, tuple(chosen), tuple(layer_log[-1]["max_half"] for layer_log in log),
+  return CopiesSearch(truncate(full, chosen),
+                      tuple(chosen), tuple(layer_log[-1]["max_half"] for layer_log in log),
                       log, time.perf_counter() - t0)

@@ -37,7 +37,7 @@ def tickets(target):
 
 
 def test_registry_is_methods_and_rejects_clashes():
-  assert NAMES == construction.METHODS == ("network", "single", "direct", "lplus1")
+  assert NAMES == construction.METHODS == ("network", "single", "direct", "lplus1", "conv")
   with pytest.raises(ValueError, match="already registered"):
     base.register(constructions.get("network"))
   with pytest.raises(ValueError, match="evaluation"):

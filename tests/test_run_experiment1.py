@@ -14,6 +14,7 @@ import pytest
 
 import helpers
 from lth_jax import construction
+from lth_jax import constructions
 from lth_jax import data as data_lib
 from lth_jax import evaluation
 from lth_jax import files
@@ -233,9 +234,11 @@ def test_weights_missing_eps_are_reported_not_fatal(tmp_path):
   assert int(ticket.num_params_kept) == row["remaining_params"]
 
 
-def test_lenet5_direct_end_to_end(tmp_path, monkeypatch):
+def test_lenet5_direct_and_network_end_to_end(tmp_path, monkeypatch):
   config = configs.get_config("lenet5")
-  assert config.variants == ("direct",) and config.target.model == "lenet5"
+  assert config.variants == ("direct", "network") and config.target.model == "lenet5"
+  # network: the random CNN (constructions.conv), tiny copies (its accuracy is not the point)
+  config.network.copies, config.network.max_half = (4,), (4,)
   config.dataset, config.test_limit = "synthetic", 256
   # One epoch = 32 steps on the synthetic set (lr 0.05: above chance after 32 steps),
   # checkpointed under out_dir.
@@ -253,7 +256,12 @@ def test_lenet5_direct_end_to_end(tmp_path, monkeypatch):
   real = models.params_from_kernels
   monkeypatch.setattr(models, "params_from_kernels", recording)
   out = str(tmp_path / "out")
-  (row,) = experiment1.run_experiment1(config, out)
+  row, net_row = experiment1.run_experiment1(config, out)
+  assert net_row["variant"] == "network" and net_row["construction"] == "conv"
+  assert net_row["copies"] == [4] * 5 and net_row["dense_check_rel_diff"] < 1e-5
+  assert net_row["hidden_widths"] == [4, 24, 1600, 480, 336]  # 4 copies per input channel
+  assert net_row["initial_params"] == constructions.get("conv").num_params(
+      models.LENET5_KERNEL_SHAPES, 4)
   shapes = [tuple(s) for s in models.LENET5_KERNEL_SHAPES]
   weights = sum(int(np.prod(s)) for s in shapes)
   assert row["target"]["source"] == "trained" and row["model"] == "lenet5"
@@ -301,13 +309,14 @@ def test_lenet5_direct_end_to_end(tmp_path, monkeypatch):
   # -0.10 to +0.055 over seeds 0-7 of the same sampler.
   assert abs(row["ticket_accuracy"] - row["target_accuracy"]) <= 0.06
 
-
-def test_lenet5_network_variant_is_a_config_error():
-  config = configs.get_config("lenet5")
-  config.variants = ("direct", "network")
-  with pytest.raises(ConfigError, match="FC2/FC4") as info:
-    experiment1_checks.validate_config(config)
-  assert info.value.field == "variants"
+  # The network row's accuracy is the pruned random CNN's own forward, rebuilt from its draw.
+  search = sizing.search_copies(jax.random.fold_in(jax.random.PRNGKey(config.seed), 2),
+                                kernels, (4,), epsilon=EPS, max_half=[4] * 5, method="conv")
+  cnn_ticket = sizing.network_ticket(search.net, kernels, max_half=[4] * 5, method="conv")
+  assert int(cnn_ticket.num_params_kept) == net_row["remaining_params"]
+  assert net_row["ticket_accuracy"] == training.accuracy_of(
+      constructions.get("conv").structured_forward, (search.net, cnn_ticket.masks),
+      test_ds.images, test_ds.labels)
 
 
 def test_default_target_dir_is_a_user_cache(monkeypatch, tmp_path):

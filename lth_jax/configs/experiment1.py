@@ -7,9 +7,9 @@ get_config("fc2"): the paper's setting: FC2 (784-500-10, 397,000 weights), eps =
   --dataset=mnist --data_dir=DIR).
 get_config("fc4"): the same for FC4 (784-500-500-500-10, 897,000 weights).
 get_config("lenet5"): LeNet5 (SPEC section 6; 61,470 weights: both conv kernels and the
-  three FC kernels), "direct" only (Theorem 1's network construction is for MLPs): per
-  output channel of each conv kernel (kh, kw, in, out) and per output unit of each FC
-  kernel, one coefficient vector reused along it.
+  three FC kernels). "direct": per output channel of each conv kernel (kh, kw, in, out) and
+  per output unit of each FC kernel, one coefficient vector reused along it; "network": the
+  random CNN of constructions.conv (a 1x1 and a kh x kw conv per conv layer) pruned whole.
 
 Trained targets are checkpointed (orbax) under target.checkpoint_dir, by default
 default_target_dir() = $XDG_CACHE_HOME/lth_jax/targets (~/.cache/lth_jax/targets), one
@@ -127,5 +127,8 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   elif preset == "lenet5":
     c.target.model = "lenet5"
     c.target.learning_rate = 0.01  # SPEC section 6's LeNet5 rate (0.1 is for the FC nets)
-    c.variants = ("direct",)
+    c.variants = ("direct", "network")  # network: the random CNN of constructions.conv
+    c.network.copies = (16, 24, 32, 40, 48, 56, 64)
+    # conv1, conv2, fc1, fc2, fc3: the small layers can afford the largest instances.
+    c.network.max_half = (30, 30, 24, 24, 30)
   return c

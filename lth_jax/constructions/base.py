@@ -25,7 +25,8 @@ The steps and who calls them:
 5. ``effective_forward(effective, x)``: the pruned network's output from the compact form
    (fast; the grid evaluates with it). ``structured_forward(obj, masks, x)``: the same
    from the random weights and the masks. ``dense_params(obj, masks)``: the literal masked
-   dense kernels, run by ``targets.forward``. All three agree (tests check it).
+   dense kernels, run by ``targets.forward`` (or by the module's ``dense_forward`` when it
+   defines one, e.g. a CNN's). All three agree (tests check it).
 
 Static bookkeeping: ``instance_size(width, cap)`` (``cap=None``: the construction's default),
 ``num_params(kernel_shapes, width)``, ``width_factor(kernel_shapes, width)`` and
@@ -92,6 +93,7 @@ class Construction:
   width_factor: Callable
   depth: Callable
   choose: Callable | None = None
+  dense_forward: Callable | None = None  # (dense_params, x) -> output; None: targets.forward
 
   @property
   def solves(self) -> bool:
@@ -100,7 +102,8 @@ class Construction:
 
 
 _FUNCTIONS = tuple(f.name for f in dataclasses.fields(Construction)
-                   if f.name not in ("name", "stream", "prunes_network", "choose"))
+                   if f.name not in ("name", "stream", "prunes_network", "choose",
+                                     "dense_forward"))
 
 
 def from_module(module, name: str, *, stream: int, prunes_network: bool) -> Construction:
@@ -108,6 +111,7 @@ def from_module(module, name: str, *, stream: int, prunes_network: bool) -> Cons
   name (``sample``, ``check``, ..., and ``choose`` if it picks instead of solving)."""
   return Construction(name=name, stream=stream, prunes_network=prunes_network,
                       choose=getattr(module, "choose", None),
+                      dense_forward=getattr(module, "dense_forward", None),
                       **{f: getattr(module, f) for f in _FUNCTIONS})
 
 

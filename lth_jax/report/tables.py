@@ -375,7 +375,8 @@ def format_experiment1_table(rows: Sequence[dict]) -> str:
     if r["variant"] == "network":
       diff = r["dense_check_rel_diff"]
       lines.append(
-          f"network/{r['objective']}: random network {_fmt_int(r['initial_params'])} params, "
+          f"network/{r['objective']} ({r.get('construction', 'network')}): random network "
+          f"{_fmt_int(r['initial_params'])} params, "
           f"hidden widths {r['hidden_widths']}, copies/layer {r['copies']}, max_half "
           f"{r['max_half']}, structured-vs-dense rel. diff "
           f"{'-' if diff is None else format(diff, '.1e')}")

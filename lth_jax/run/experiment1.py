@@ -8,10 +8,11 @@ values, and the approximation is evaluated. One row per (variant, objective):
   coefficients per output row, reused along the row; no network; for LeNet5 too, whose
   conv kernels ``(kh, kw, in, out)`` count as ``(kh * kw * in, out)`` matrices, one row
   per output channel; ``find_ticket(..., "direct")`` with ``objectives.blocked_solver``)
-  and ``"network"`` (MLP targets only; Theorem 1: a depth-``2l`` random ReLU network
-  pruned by two SubsetSum problems per weight, sized by ``sizing.search_copies``, evaluated
-  as that pruned network through ``structured_forward`` and checked against the literal
-  dense masked network on a small batch, ``evaluation.dense_check``);
+  and ``"network"`` (Theorem 1: a depth-``2l`` random ReLU network pruned by two SubsetSum
+  problems per weight; for LeNet5 the random CNN of ``constructions.conv``; the row's
+  ``construction`` says which. Sized by ``sizing.search_copies``, evaluated as that pruned
+  network through its ``structured_forward`` and checked against the literal dense masked
+  network on a small batch, ``evaluation.dense_check``);
 * ``"lplus1"`` (MLP targets; Burkholz 2022's depth-``L+1`` network, ``lplus1.copies`` per
   input, evaluated as that pruned network; refused above ``lplus1.max_random_params``);
 * objectives: ``"min_error"`` (``solve_subset_sum``: the subset closest to the weight) and
@@ -30,7 +31,6 @@ calls ``run_experiment1``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -45,12 +45,12 @@ from absl import logging
 
 from lth_jax import checkpoints
 from lth_jax import construction
+from lth_jax import constructions
 from lth_jax import data as data_lib
 from lth_jax import evaluation
 from lth_jax import files
 from lth_jax import models
 from lth_jax import objectives
-from lth_jax import random_net as rn
 from lth_jax import sizing
 from lth_jax import targets as targets_lib
 from lth_jax import training
@@ -227,9 +227,6 @@ def _check_target_fits(config, kernels, test_ds) -> tuple | None:
     if why:  # an npz target (a trained model's sizes are checked before training)
       raise _target_error(config, why)
   if "network" in checks.names(config.variants):
-    if not is_mlp:
-      raise ConfigError("variants", "the network variant is available for FC2/FC4 "
-                               "(MLP) targets only (Theorem 1's construction is for ReLU MLPs)")
     try:
       sizing.layer_caps(config.network.max_half, len(kernels))
     except ValueError as e:
@@ -328,17 +325,20 @@ def _direct_rows(run: _Run) -> None:
         t.effective_kernels, run.test_ds, config.eval_batch_size)))
 
 
-@functools.lru_cache(maxsize=None)
-def _structured(method: str):
-  """One (hashable, cached) structured forward per construction: one compile each."""
-  return functools.partial(evaluation.structured_forward, method=method)
+def _construction_for(kernels) -> str:
+  """The 2L construction the ``network`` variant uses: ``conv`` (the random CNN of
+  ``constructions.conv``) for targets with conv kernels, ``network`` for bias-free MLPs."""
+  return "conv" if any(k.ndim == 4 for k in kernels) else "network"
 
 
 def _network_evaluation(run: _Run, net, ticket, nc=None) -> dict:
   nc, images = nc or run.config.network, run.test_ds.images
-  # The pruned random network's own forward (structured view), on flattened images.
+  # The pruned random network's own forward (structured view): on the images for the random
+  # CNN, flattened for an MLP.
+  if ticket.method != "conv":
+    images = images.reshape(len(images), -1)
   out = dict(ticket_accuracy=training.accuracy_of(
-      _structured(ticket.method), (net, ticket.masks), images.reshape(len(images), -1),
+      constructions.get(ticket.method).structured_forward, (net, ticket.masks), images,
       run.test_ds.labels, run.config.eval_batch_size))
   if nc["dense_check_batch"]:
     diff = evaluation.dense_check(net, ticket, images[:nc["dense_check_batch"]])
@@ -352,26 +352,29 @@ def _network_evaluation(run: _Run, net, ticket, nc=None) -> dict:
 
 def _network_rows(run: _Run) -> None:
   config, nc = run.config, run.config.network
+  method = _construction_for(run.kernels)
   search = sizing.search_copies(
       jax.random.fold_in(jax.random.PRNGKey(config.seed), 2), run.kernels, nc.copies,
       epsilon=run.epsilon, max_half=sizing.layer_caps(nc.max_half, len(run.kernels)),
       distribution=nc.distribution,
       max_instance=min(objectives.objective_max_n(o) for o in run.objectives),
-      block_keys=config.solver.block_keys)
+      block_keys=config.solver.block_keys, method=method)
   net = search.net
-  logging.info("network: copies per layer %s (max_half %s), random network %d params, "
-               "search %.1f s", search.copies, search.max_half, rn.num_params(net),
-               search.seconds)
+  shapes = [tuple(k.shape) for k in run.kernels]
+  logging.info("network (%s): copies per layer %s (max_half %s), random network %d params, "
+               "search %.1f s", method, search.copies, search.max_half,
+               constructions.get(method).num_params(shapes, search.copies), search.seconds)
   for objective in run.objectives:
     t0 = time.perf_counter()
     ticket = sizing.network_ticket(net, run.kernels, objective=objective, epsilon=run.epsilon,
                                    max_half=list(search.max_half),
-                                   block_keys=config.solver.block_keys)
+                                   block_keys=config.solver.block_keys, method=method)
     jax.block_until_ready(ticket)
     solve = time.perf_counter() - t0
-    row = dict(variant="network", objective=objective, copies=list(search.copies),
-               max_half=list(search.max_half), distribution=nc.distribution,
-               hidden_widths=[c * d for c, d in zip(search.copies, run.sizes[:-1])],
+    row = dict(variant="network", construction=method, objective=objective,
+               copies=list(search.copies), max_half=list(search.max_half),
+               distribution=nc.distribution,
+               hidden_widths=[c * s[-2] for c, s in zip(search.copies, shapes)],
                copies_search=search.log, search_seconds=search.seconds)
     _add_row(run, row, ticket, solve,
              lambda t=ticket: _network_evaluation(run, net, t))

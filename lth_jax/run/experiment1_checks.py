@@ -102,10 +102,9 @@ def _check_target(t, variants: Sequence[str]) -> None:
     return
   if t.model not in ("fc2", "fc4", "lenet5", "mlp"):
     raise ConfigError("target.model", f"must be fc2, fc4, lenet5 or mlp, got {t.model!r}")
-  if t.model == "lenet5" and ("network" in variants or "lplus1" in variants):
-    raise ConfigError("variants", "the network variant is available for FC2/FC4 (MLP) "
-                      "targets only (Theorem 1's construction is for ReLU MLPs); run "
-                      "lenet5 with variants=direct")
+  if t.model == "lenet5" and "lplus1" in variants:
+    raise ConfigError("variants", "the lplus1 variant is for MLP targets only; run lenet5 "
+                      "with variants direct and network")
   if t.model == "mlp" and (not _checks.is_int_seq(t.widths) or not t.widths
                            or min(t.widths) < 1 or t.widths[-1] != data_lib.NUM_CLASSES):
     raise ConfigError("target.widths", "must be positive ints ending in "
