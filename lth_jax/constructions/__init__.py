@@ -8,3 +8,4 @@ from lth_jax.constructions.base import (Assembled, Construction, Instances, get,
 from lth_jax.constructions import network  # registers "network"
 from lth_jax.constructions import single  # registers "single"
 from lth_jax.constructions import direct  # registers "direct"
+from lth_jax.constructions import bias  # registers "bias"
