@@ -75,6 +75,11 @@ class BiasNetwork:
   def distribution(self) -> str:
     return self.net.distribution
 
+  @property
+  def maskable(self) -> dict:
+    """The entries a ticket can keep, shaped like its masks: ``{"u", "v", "beta", "w"}``."""
+    return dict(self.net.params, beta=self.params["beta"], w=self.params["w"])
+
 
 class BiasInstances(NamedTuple):
   """The ``d_out`` bias SubsetSum instances of one layer (``bias_instances``).
