@@ -83,27 +83,32 @@ def _layer_errors(u, v, kernel, m, *, epsilon, block_keys, progress=None):
   return ticket.weight_errors[0]
 
 
-def network_ticket(net: rn.RandomNetwork, target: Sequence[jax.Array], *,
+def network_ticket(net, target: Sequence, *,
                    objective: str = "min_error", epsilon: float = 0.01,
                    max_half: int | Sequence[int] | None = None, block_keys: int = 1 << 24,
-                   progress_name: str | None = None) -> construction.Ticket:
+                   progress_name: str | None = None, method: str = "network"
+                   ) -> construction.Ticket:
   """Theorem-1 ticket of ``net`` for ``target`` with a pluggable SubsetSum objective.
 
   ``construction.find_ticket(net, target, "network", max_half=..., objective=...)``, with
   the SubsetSum instances solved in fixed-size blocks with progress logs.
 
   Args:
-    net: the random network (``sample_random_network``), layer sizes of the target.
-    target: kernels ``(d_in, d_out)``.
+    net: the random network (``sample_random_network``; for ``method="bias"`` a
+      ``constructions.bias.BiasNetwork``), layer sizes of the target.
+    target: kernels ``(d_in, d_out)`` (``"bias"``: or ``{"kernel", "bias"}`` layers).
     objective: ``"min_error"`` or ``"fewest_terms"`` (per sign half).
     epsilon: per-weight tolerance (``"fewest_terms"``).
     max_half: per-sign-half instance size: one int, one per layer, or None/0 for
       ``default_max_half(copies)`` (capped at the objective's maximum instance size).
 
+    method: ``"network"`` or ``"bias"`` (the same SubsetSum instances plus one per bias).
+
   Returns:
-    ``Ticket`` with method ``"network"``.
+    ``Ticket`` with method ``method``.
   """
-  kernels = [jnp.asarray(k, jnp.float32) for k in target]
+  layers = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), list(target))
+  kernels = targets_lib.split_layers(layers)[0]
   sizes = targets_lib.target_layer_sizes(kernels)
   if sizes != tuple(net.layer_sizes):
     raise ValueError(f"target layer sizes {sizes} do not match the random network's "
@@ -113,9 +118,11 @@ def network_ticket(net: rn.RandomNetwork, target: Sequence[jax.Array], *,
   if any(h and h > limit for h in caps):
     raise ValueError(f"max_half {caps} exceeds {objective}'s maximum instance size {limit}")
   total = sum(2 * int(k.size) for k in kernels)
-  progress = _progress(progress_name or f"network/{objective}", total)
+  if method == "bias":  # one instance per target bias (every output unit has one)
+    total += sum(int(k.shape[1]) for k in kernels)
+  progress = _progress(progress_name or f"{method}/{objective}", total)
   return construction.find_ticket(
-      net, kernels, "network", max_half=half_sizes(caps, net.copies, limit),
+      net, layers, method, max_half=half_sizes(caps, net.copies, limit),
       solve_fn=objectives.blocked_solver(objective, epsilon, block_keys, progress))
 
 

@@ -6,6 +6,9 @@ get_config("fc2"): the paper's setting: FC2 (784-500-10, 397,000 weights), eps =
   n = 21 coefficients per weight for "direct", on Fashion-MNIST (MNIST with
   --dataset=mnist --data_dir=DIR).
 get_config("fc4"): the same for FC4 (784-500-500-500-10, 897,000 weights).
+get_config("fc2_bias"): FC2 trained WITH biases (Fashion-MNIST), "network" variant only:
+  the "bias" construction (network + bias units, Fischer, Gadhikar & Burkholz 2021) makes
+  every weight and every bias a subset sum.
 get_config("lenet5"): LeNet5 (SPEC section 6; 61,470 weights: both conv kernels and the
   three FC kernels), "direct" only (Theorem 1's network construction is for MLPs): per
   output channel of each conv kernel (kh, kw, in, out) and per output unit of each FC
@@ -23,7 +26,7 @@ import os
 
 import ml_collections
 
-PRESETS = ("smoke", "fc2", "fc4", "lenet5")
+PRESETS = ("smoke", "fc2", "fc4", "lenet5", "fc2_bias")
 
 
 def default_target_dir() -> str:
@@ -56,6 +59,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c.target = ml_collections.ConfigDict()
   c.target.model = "fc2"        # fc2 | fc4 | lenet5 | mlp (784-widths, bias-free)
   c.target.widths = (500, 10)   # only for model = "mlp"
+  c.target.use_bias = False     # train with biases (the network variant then uses "bias")
   c.target.npz = ""             # import this .npz target instead of training (see targets.py)
   c.target.npz_layout = "torch"  # torch: (d_out, d_in) matrices; jax: (d_in, d_out) kernels
   c.target.checkpoint_dir = default_target_dir()  # "" = <out_dir>/targets
@@ -108,6 +112,13 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
     c.target.widths = (500, 500, 500, 10)
     c.network.copies = (16, 24, 32, 40, 48, 56, 64, 80)
     c.network.max_half = (24, 24, 24, 30)
+  elif preset == "fc2_bias":
+    # Same caps and copies as fc2; the target's biases are extra SubsetSum instances over
+    # the bias units (beta > 0: about half of the n units).
+    c.target.use_bias = True
+    c.variants = ("network",)
+    c.network.copies = (16, 24, 32, 40, 48, 56, 64)
+    c.network.max_half = (24, 30)
   elif preset == "lenet5":
     c.target.model = "lenet5"
     c.target.learning_rate = 0.01  # SPEC section 6's LeNet5 rate (0.1 is for the FC nets)

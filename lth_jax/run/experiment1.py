@@ -42,15 +42,16 @@ from absl import logging
 
 from lth_jax import checkpoints
 from lth_jax import construction
+from lth_jax import constructions
 from lth_jax import data as data_lib
 from lth_jax import evaluation
 from lth_jax import files
 from lth_jax import models
 from lth_jax import objectives
-from lth_jax import random_net as rn
 from lth_jax import sizing
 from lth_jax import targets as targets_lib
 from lth_jax import training
+from lth_jax.constructions import bias as bias_lib
 from lth_jax.constructions import direct
 from lth_jax.progress import Progress
 from lth_jax.report import tables
@@ -85,6 +86,9 @@ def _target_run_name(config) -> str:
   spec = dict(model=model, dataset=config.dataset, epochs=t.epochs, lr=t.learning_rate,
               batch_size=t.batch_size, momentum=t.momentum, weight_decay=t.weight_decay,
               seed=t.seed)
+  if t.use_bias:  # only when set: bias-free targets keep their directories
+    spec["use_bias"] = True
+    model += "-bias"
   digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
   return f"{model}_{config.dataset}_e{t.epochs}_lr{t.learning_rate:g}_s{t.seed}_{digest}"
 
@@ -115,13 +119,16 @@ def load_target(config: ml_collections.ConfigDict, *, workdir: str | None = None
   Returns:
     kernels ``[(d_in, d_out)]`` for MLPs; for LeNet5 all five kernels
     (``models.LENET5_KERNEL_SHAPES``: conv ``(kh, kw, in, out)``, then FC), and the info.
+    Layers with biases (``target.use_bias``, or an npz with nonzero biases) are
+    ``{"kernel", "bias"}`` dicts (``targets.split_layers``).
   """
   t = config.target
   if t.npz:
     kernels = targets_lib.load_npz_target(os.path.expanduser(t.npz), t.npz_layout)
     return kernels, dict(source="npz", path=os.path.abspath(os.path.expanduser(t.npz)),
                          layout=t.npz_layout)
-  model = models.get_model(t.model) if t.model != "mlp" else models.MLP(tuple(t.widths))
+  model = (models.get_model(t.model, t.use_bias) if t.model != "mlp"
+           else models.MLP(tuple(t.widths), use_bias=t.use_bias))
   ckpt = target_checkpoint_dir(config, workdir)
   checkpoints.check_restorable(ckpt)  # garbage there: one line, not a KeyError from orbax
   t0 = time.perf_counter()
@@ -130,7 +137,8 @@ def load_target(config: ml_collections.ConfigDict, *, workdir: str | None = None
       learning_rate=t.learning_rate, dataset=config.dataset, data_dir=_data_dir(config),
       batch_size=t.batch_size, momentum=t.momentum, weight_decay=t.weight_decay,
       train=train)
-  kernels = [jnp.asarray(k, jnp.float32) for k in models.kernels_from_params(params)]
+  kernels = jax.tree.map(lambda k: jnp.asarray(k, jnp.float32),
+                         models.kernels_from_params(params))
   return kernels, dict(source="checkpoint" if metrics.get("restored") else "trained",
                        checkpoint_dir=ckpt, epochs=t.epochs, learning_rate=t.learning_rate,
                        batch_size=t.batch_size, seconds=time.perf_counter() - t0,
@@ -161,12 +169,20 @@ def peak_rss_mb() -> float:
 
 
 def _ticket_stats(ticket: construction.Ticket, epsilon: float) -> dict:
-  errors = np.concatenate([np.asarray(e).reshape(-1) for e in ticket.weight_errors])
+  """Error statistics over every target parameter: the weights, and the biases when the
+  ticket builds them (``bias_errors``; then also the biases' own counts)."""
+  errors = np.concatenate([np.asarray(e).reshape(-1) for e in ticket.weight_errors
+                           + (ticket.bias_errors or [])])
   bad = errors > np.float32(epsilon)
-  return dict(fraction_within_eps=float(1.0 - bad.mean()), weights_missing_eps=int(bad.sum()),
-              max_weight_error=float(errors.max()),
-              worst_missing_error=float(errors[bad].max()) if bad.any() else 0.0,
-              mean_weight_error=float(errors.mean()))
+  out = dict(fraction_within_eps=float(1.0 - bad.mean()), weights_missing_eps=int(bad.sum()),
+             max_weight_error=float(errors.max()),
+             worst_missing_error=float(errors[bad].max()) if bad.any() else 0.0,
+             mean_weight_error=float(errors.mean()))
+  if ticket.bias_errors is not None:
+    b = np.concatenate([np.asarray(e).reshape(-1) for e in ticket.bias_errors])
+    out.update(biases_missing_eps=int((b > np.float32(epsilon)).sum()),
+               max_bias_error=float(b.max()), num_biases=int(b.size))
+  return out
 
 
 # --------------------------------------------------------------------------------------
@@ -205,7 +221,10 @@ def _target_error(config, why: str) -> ValueError:
 def _check_target_fits(config, kernels, test_ds) -> tuple | None:
   """The target's layer sizes (None for LeNet5), after checking that it reads the test
   images and that the network variant can run on it (before any solving)."""
-  is_mlp = all(k.ndim == 2 for k in kernels)
+  is_mlp = all(k.ndim == 2 for k in targets_lib.split_layers(kernels)[0])
+  if targets_lib.has_biases(kernels) and "direct" in checks.names(config.variants):
+    raise _target_error(config, "the target has non-zero biases and the direct variant "
+                        "builds none: run the network variant only (variants=('network',))")
   sizes = None
   if is_mlp:
     sizes = targets_lib.target_layer_sizes(kernels)
@@ -228,8 +247,9 @@ def _check_target_fits(config, kernels, test_ds) -> tuple | None:
 
 def _common_fields(config, kernels, sizes, target_info, test_ds) -> dict:
   """The target's measurements (accuracy included) and the config, shared by every row."""
-  target_params = sum(int(k.size) for k in kernels)
-  all_w = np.concatenate([np.asarray(k).reshape(-1) for k in kernels])
+  # every parameter: the kernels and the biases of biased layers
+  target_params = sum(int(k.size) for k in jax.tree.leaves(kernels))
+  all_w = np.concatenate([np.asarray(k).reshape(-1) for k in jax.tree.leaves(kernels)])
   t0 = time.perf_counter()
   target_acc = _kernels_accuracy(kernels, test_ds, config.eval_batch_size)
   logging.info("target %s: layer sizes %s, %d weights in [%.4f, %.4f], test accuracy %.4f "
@@ -239,7 +259,8 @@ def _common_fields(config, kernels, sizes, target_info, test_ds) -> dict:
                time.perf_counter() - t0)
   return dict(model=config.target.model if not config.target.npz else "npz",
               layer_sizes=list(sizes) if sizes else None,
-              kernel_shapes=[list(k.shape) for k in kernels], dataset=config.dataset,
+              kernel_shapes=[list(k.shape) for k in targets_lib.split_layers(kernels)[0]],
+              target_has_biases=targets_lib.has_biases(kernels), dataset=config.dataset,
               test_examples=len(test_ds.labels), epsilon=float(config.epsilon),
               target_params=target_params,
               target_weight_range=[float(all_w.min()), float(all_w.max())],
@@ -317,12 +338,18 @@ def _direct_rows(run: _Run) -> None:
         t.effective_kernels, run.test_ds, config.eval_batch_size)))
 
 
+def _construction_for(kernels) -> str:
+  """The construction of the network variant: ``"bias"`` for targets with biases (network
+  plus bias units), else ``"network"`` (Theorem 1)."""
+  return "bias" if targets_lib.has_biases(kernels) else "network"
+
+
 def _network_evaluation(run: _Run, net, ticket) -> dict:
   nc, images = run.config.network, run.test_ds.images
   # The pruned random network's own forward (structured view), on flattened images.
   out = dict(ticket_accuracy=training.accuracy_of(
-      evaluation.structured_forward, (net, ticket.masks), images.reshape(len(images), -1),
-      run.test_ds.labels, run.config.eval_batch_size))
+      constructions.get(ticket.method).structured_forward, (net, ticket.masks),
+      images.reshape(len(images), -1), run.test_ds.labels, run.config.eval_batch_size))
   if nc.dense_check_batch:
     diff = evaluation.dense_check(net, ticket, images[:nc.dense_check_batch])
     if not diff <= 1e-4:
@@ -335,26 +362,33 @@ def _network_evaluation(run: _Run, net, ticket) -> dict:
 
 def _network_rows(run: _Run) -> None:
   config, nc = run.config, run.config.network
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
+  method = _construction_for(run.kernels)
+  # Copies are searched on the weights (the bias instances are few and small).
   search = sizing.search_copies(
-      jax.random.fold_in(jax.random.PRNGKey(config.seed), 2), run.kernels, nc.copies,
+      key, targets_lib.split_layers(run.kernels)[0], nc.copies,
       epsilon=run.epsilon, max_half=sizing.layer_caps(nc.max_half, len(run.kernels)),
       distribution=nc.distribution,
       max_instance=min(objectives.objective_max_n(o) for o in run.objectives),
       block_keys=config.solver.block_keys)
   net = search.net
-  logging.info("network: copies per layer %s (max_half %s), random network %d params, "
-               "search %.1f s", search.copies, search.max_half, rn.num_params(net),
-               search.seconds)
+  if method == "bias":
+    net = bias_lib.attach(net, jax.random.fold_in(key, 3))
+  logging.info("network (%s): copies per layer %s (max_half %s), search %.1f s", method,
+               search.copies, search.max_half, search.seconds)
   for objective in run.objectives:
     t0 = time.perf_counter()
     ticket = sizing.network_ticket(net, run.kernels, objective=objective, epsilon=run.epsilon,
                                    max_half=list(search.max_half),
-                                   block_keys=config.solver.block_keys)
+                                   block_keys=config.solver.block_keys, method=method)
     jax.block_until_ready(ticket)
     solve = time.perf_counter() - t0
-    row = dict(variant="network", objective=objective, copies=list(search.copies),
-               max_half=list(search.max_half), distribution=nc.distribution,
-               hidden_widths=[c * d for c, d in zip(search.copies, run.sizes[:-1])],
+    bias_units = 1 if method == "bias" else 0
+    row = dict(variant="network", construction=method, objective=objective,
+               copies=list(search.copies), max_half=list(search.max_half),
+               distribution=nc.distribution,
+               hidden_widths=[c * (d + bias_units)
+                              for c, d in zip(search.copies, run.sizes[:-1])],
                copies_search=search.log, search_seconds=search.seconds)
     _add_row(run, row, ticket, solve,
              lambda t=ticket: _network_evaluation(run, net, t))
