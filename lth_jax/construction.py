@@ -22,6 +22,7 @@ import functools
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import struct
 
 from lth_jax import _checks
@@ -137,6 +138,19 @@ def find_ticket(
   shapes = tuple(tuple(k.shape) for k in targets_lib.split_layers(kernels)[0])
   return Ticket(out.masks, out.weight_errors, out.effective, construction.num_params(
       shapes, widths), out.kept, method, out.bias_errors)
+
+
+def takes_biases(method: str) -> bool:
+  """Whether construction ``method`` accepts targets with biases: its ``check`` on a
+  biased one-layer target, traced on an abstract one-copy draw (nothing computed)."""
+  c = constructions.get(method)
+  kernel = jnp.ones((1, 1))
+  try:
+    jax.eval_shape(lambda k, b: c.check(c.sample(jax.random.key(0), [k], 1),
+                                        [{"kernel": k, "bias": b}]), kernel, jnp.ones(1))
+  except ValueError:
+    return False
+  return True
 
 
 # The steps around the solver, jitted per construction and sizes.

@@ -40,7 +40,7 @@ from absl import logging
 from lth_jax import _checks
 from lth_jax import files
 
-__all__ = ["split_layers", "join_layers", "has_biases", "check_target", "target_layer_sizes", "random_target", "permutation_target",
+__all__ = ["split_layers", "join_layers", "has_biases", "with_random_biases", "check_target", "target_layer_sizes", "random_target", "permutation_target",
            "TARGET_FAMILIES", "make_target", "forward", "as_matrix", "load_npz_target",
            "save_npz_target", "natural_key"]
 
@@ -187,6 +187,21 @@ def make_target(family: str, key: chex.PRNGKey, layer_sizes: Sequence[int],
   if family not in makers:
     raise ValueError(f"target family must be one of {TARGET_FAMILIES}, got {family!r}")
   return makers[family](key, layer_sizes, spectral_norm)
+
+
+def with_random_biases(key: chex.PRNGKey, target: Sequence, norm: float) -> list:
+  """``target`` with a Gaussian bias of Euclidean norm ``norm`` on every layer (layer ``i``
+  from ``fold_in(key, i)``); ``norm = 0`` returns the target unchanged (bias-free)."""
+  if not norm >= 0:
+    raise ValueError(f"bias norm must be >= 0, got {norm}")
+  if norm == 0:
+    return list(target)
+  kernels = split_layers(target)[0]
+  biases = []
+  for i, k in enumerate(kernels):
+    b = jax.random.normal(jax.random.fold_in(key, i), (k.shape[1],), jnp.float32)
+    biases.append(b * (norm / jnp.linalg.norm(b)))
+  return join_layers(kernels, biases)
 
 
 @jax.jit

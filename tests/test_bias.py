@@ -141,3 +141,16 @@ def test_sample_is_nested_and_honours_the_distribution(case):
   assert float(jnp.max(jnp.abs(wide.params["w"][0]))) > 0 and wide.distribution == "normal"
   with pytest.raises(ValueError, match="BiasNetwork"):
     construction.find_ticket(wide.net, target, "bias")
+
+
+def test_sweep_of_a_biased_target(case):
+  from lth_jax import sweep
+  target, _, _ = case
+  r = sweep.sweep(target, [4, 8], 2, "bias", key=jax.random.key(6), num_points=16,
+                  ascent_steps=2)
+  assert r.target_params == 3 * 4 + 4 * 2 + 4 + 2
+  assert np.all(r.sup_error <= r.bound * (1 + 1e-5))
+  assert np.all(r.max_weight_error[1] <= r.max_weight_error[0] + 1e-7)  # nested widths
+  with pytest.raises(ValueError, match=r"methods \['network'\] build none"):
+    sweep.sweep(target, [4], 1, "network", key=jax.random.key(6))
+  assert construction.takes_biases("bias") and not construction.takes_biases("direct")

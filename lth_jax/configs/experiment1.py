@@ -100,25 +100,20 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
     c.network.max_half = (12,)
     c.network.dense_check_batch = 4
     c.test_limit = 256
-  elif preset == "fc2":
+  elif preset in ("fc2", "fc2_bias"):
     # Measured on the trained FC2 (10 epochs, Fashion-MNIST): 56 copies per input meet
     # eps on every weight of both layers. Layer 1 (392,000 weights) is capped at m = 24
     # (enough at 56 copies, and 2^(m/2) is the cost); layer 2 (5,000 weights) at 30
     # (with m <= 28 one outlier weight misses at any number of copies).
     c.network.copies = (16, 24, 32, 40, 48, 56, 64)
     c.network.max_half = (24, 30)
+    if preset == "fc2_bias":  # + one instance per bias over the bias units ("bias")
+      c.target.use_bias, c.variants = True, ("network",)
   elif preset == "fc4":
     c.target.model = "fc4"
     c.target.widths = (500, 500, 500, 10)
     c.network.copies = (16, 24, 32, 40, 48, 56, 64, 80)
     c.network.max_half = (24, 24, 24, 30)
-  elif preset == "fc2_bias":
-    # Same caps and copies as fc2; the target's biases are extra SubsetSum instances over
-    # the bias units (beta > 0: about half of the n units).
-    c.target.use_bias = True
-    c.variants = ("network",)
-    c.network.copies = (16, 24, 32, 40, 48, 56, 64)
-    c.network.max_half = (24, 30)
   elif preset == "lenet5":
     c.target.model = "lenet5"
     c.target.learning_rate = 0.01  # SPEC section 6's LeNet5 rate (0.1 is for the FC nets)
