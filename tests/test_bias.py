@@ -154,3 +154,15 @@ def test_sweep_of_a_biased_target(case):
   with pytest.raises(ValueError, match=r"methods \['network'\] build none"):
     sweep.sweep(target, [4], 1, "network", key=jax.random.key(6))
   assert construction.takes_biases("bias") and not construction.takes_biases("direct")
+
+
+def test_experiment1_biased_targets_get_their_own_checkpoint_and_construction():
+  from lth_jax.configs import experiment1 as presets
+  from lth_jax.run import experiment1
+  # bias-free names (and hashes) are those from before use_bias existed
+  assert experiment1._target_run_name(presets.get_config("fc2")).endswith("_e00a3d5e")
+  biased = experiment1._target_run_name(presets.get_config("fc2_bias"))
+  assert biased.startswith("fc2-bias_") and not biased.endswith("_e00a3d5e")
+  kernels = [jnp.ones((2, 2))]
+  assert experiment1._construction_for(kernels) == "network"
+  assert experiment1._construction_for(targets_lib.join_layers(kernels, [jnp.ones(2)])) == "bias"

@@ -11,7 +11,10 @@ values, and the approximation is evaluated. One row per (variant, objective):
   and ``"network"`` (MLP targets only; Theorem 1: a depth-``2l`` random ReLU network
   pruned by two SubsetSum problems per weight, sized by ``sizing.search_copies``, evaluated
   as that pruned network through ``structured_forward`` and checked against the literal
-  dense masked network on a small batch, ``evaluation.dense_check``);
+  dense masked network on a small batch, ``evaluation.dense_check``); for a target with
+  biases (``target.use_bias``, preset ``fc2_bias``, or an npz with nonzero biases) it is
+  the ``"bias"`` construction (the same network plus bias units, every bias one more
+  SubsetSum instance; ``_construction_for``), and the statistics count the biases;
 * objectives: ``"min_error"`` (``solve_subset_sum``: the subset closest to the weight) and
   ``"fewest_terms"`` (``solve_fewest_terms``: among subsets within epsilon, the fewest
   terms; where none is within epsilon, the closest one).
