@@ -70,7 +70,7 @@ def test_multi_target_all_methods_grid_with_entry_point_options_is_one_compile(m
   monkeypatch.setattr(subset_sum, "solve_subset_sum", counting_solve)
   targets = [targets_lib.random_target(jax.random.key(i), s)
              for i, s in enumerate(((3, 3), (4, 2), (2, 3, 2)))]
-  widths = {"network": (2, 4), "single": (2, 4), "direct": (2, 4)}
+  widths = {"network": (2, 4), "single": (2, 4), "direct": (2, 4), "bias": (2, 4)}
   program = grid_program.program_with_options(
       tuple(sorted(kwargs["compiler_options"].items())))
   traces, compiled = grid_program.TRACE_COUNTS["grid_program"], program._cache_size()
@@ -79,10 +79,12 @@ def test_multi_target_all_methods_grid_with_entry_point_options_is_one_compile(m
   second = sweep_lib.sweep_targets(targets, widths, 2, construction.METHODS, **kwargs)
   assert grid_program.TRACE_COUNTS["grid_program"] - traces == 1
   assert program._cache_size() - compiled == 1
-  # Every target's network halves (default_max_half(4) = 3, padded to 4) and direct
-  # instances (4 coefficients) share ONE call: widths x seeds x (2 halves + 1) per weight.
+  # Every target's network halves (default_max_half(4) = 3, padded to 4), direct
+  # instances (4 coefficients) and bias's halves and per-output bias instances (size 3)
+  # share ONE call: widths x seeds x ((2 + 1 + 2) per weight + 1 per output unit).
   weights = 3 * 3 + 4 * 2 + (2 * 3 + 3 * 2)
-  assert calls == [(2 * 2 * 3 * weights, 4)]
+  outputs = 3 + 2 + (3 + 2)
+  assert calls == [(2 * 2 * (5 * weights + outputs), 4)]
   for a, b in zip(first, second):
     assert set(a) == set(construction.METHODS)
     assert not np.array_equal(a["network"].sup_error, b["network"].sup_error)
