@@ -137,11 +137,10 @@ def validate_config(config) -> None:
 
 
 def sweep_widths(config) -> dict[str, tuple[int, ...]]:
-  """``method -> widths`` of ``config.sweep`` (``"direct"`` has its own)."""
+  """``method -> widths`` of ``config.sweep`` (``"direct"`` has its own; every network
+  construction uses ``sweep.widths``)."""
   sw = config.sweep
-  widths = {"network": tuple(sw.widths), "single": tuple(sw.widths),
-            "direct": tuple(sw.direct_widths)}
-  return {m: widths[m] for m in sw.methods}
+  return {m: tuple(sw.direct_widths if m == "direct" else sw.widths) for m in sw.methods}
 
 
 def sweep_kwargs(config) -> dict:
@@ -239,7 +238,7 @@ def estimated_keys(sizes_list, widths, num_seeds, method, max_half=None) -> floa
   m = sweep_lib.instance_size(method, widths, max_half)
   per_instance = 2.0 ** ((m + 1) // 2 + 1)
   weights = sum(sum(a * b for a, b in zip(s[:-1], s[1:])) for s in sizes_list)
-  halves = 2 if method == "network" else 1
+  halves = 1 if method == "direct" else 2  # network constructions: two sign halves
   return per_instance * weights * halves * len(widths) * num_seeds
 
 
