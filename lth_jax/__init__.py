@@ -6,7 +6,9 @@ here one name per line and listed in ``__all__``:
 * ``solve_subset_sum`` / ``solve_fewest_terms``: exact vmapped SubsetSum objectives.
 * ``sample_random_network``, ``dense_params``: the depth-2l random network of Theorem 1.
 * ``find_ticket``: masks that prune a random object to a target, for any registered
-  construction (``lth_jax.constructions``: "network", "single", "direct").
+  construction (``lth_jax.constructions``: "network", "single", "direct", "bias").
+* Targets are lists of kernels or ``{"kernel", "bias"}`` layers (``split_layers``);
+  ``"bias"`` prunes a ``BiasNetwork`` (``sample_bias_network``) to targets with biases.
 * ``forward``, ``structured_forward``, ``apply_masks``, ``approximation_error``.
 * ``sweep_targets`` / ``run_sweep``: width x seed grids as one XLA program.
 
@@ -21,7 +23,9 @@ from lth_jax.subset_sum import MAX_N, SubsetSumResult, default_key_format, solve
 from lth_jax.fewest_terms import FewestTermsResult, solve_fewest_terms
 from lth_jax.random_net import (RandomNetwork, dense_params, num_params, sample_random_network,
                                 truncate_copies)
-from lth_jax.targets import check_target, random_target, target_layer_sizes
+from lth_jax.targets import check_target, random_target, split_layers, target_layer_sizes
+from lth_jax.constructions.bias import BiasNetwork
+from lth_jax.constructions.bias import sample as sample_bias_network
 from lth_jax.constructions.direct import DirectCoefficients, sample_direct_coefficients
 from lth_jax.constructions.network import default_max_half
 from lth_jax.construction import METHODS, Ticket, find_ticket
@@ -43,9 +47,10 @@ __all__ = [
     "FewestTermsResult", "solve_fewest_terms",
     # sample
     "RandomNetwork", "dense_params", "num_params", "sample_random_network", "truncate_copies",
-    "check_target", "random_target", "target_layer_sizes", "forward",
+    "check_target", "random_target", "split_layers", "target_layer_sizes", "forward",
     # mask
     "DirectCoefficients", "sample_direct_coefficients", "default_max_half",
+    "BiasNetwork", "sample_bias_network",
     "METHODS", "Ticket", "find_ticket",
     "apply_masks", "count_kept", "dense_masks", "from_jaxpruner", "load_masks_npz",
     "save_masks_npz", "to_jaxpruner",

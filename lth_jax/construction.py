@@ -22,11 +22,13 @@ import functools
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import struct
 
 from lth_jax import _checks
 from lth_jax import constructions
 from lth_jax import objectives
+from lth_jax import targets as targets_lib
 
 METHODS = constructions.names()
 
@@ -50,6 +52,8 @@ class Ticket:
     num_params_kept: nonzero mask entries (for network methods, an ``M1`` entry counts
       only when its unit feeds some kept ``M2`` entry).
     method: the construction's name.
+    bias_errors: per layer ``(d_out,)`` errors of the target's biases for constructions
+      that build biases (``"bias"``: zero error for a bias-free layer); None otherwise.
   """
 
   masks: dict
@@ -58,6 +62,7 @@ class Ticket:
   num_params_random: int = struct.field(pytree_node=False)
   num_params_kept: jax.Array
   method: str = struct.field(pytree_node=False)
+  bias_errors: list | None = None
 
 
 def _caps(max_half, num_layers: int, limit: int) -> tuple:
@@ -84,9 +89,10 @@ def find_ticket(
 
   Args:
     random_net: the construction's random object: a ``RandomNetwork`` (``"network"``,
-      ``"single"``) or ``DirectCoefficients`` (``"direct"``).
+      ``"single"``), ``DirectCoefficients`` (``"direct"``) or ``BiasNetwork`` (``"bias"``).
     target: list of kernels ``(d_in, d_out)`` (``"direct"`` also takes conv kernels
-      ``(kh, kw, in, out)``, solved as ``(kh * kw * in, out)`` matrices).
+      ``(kh, kw, in, out)``, solved as ``(kh * kw * in, out)`` matrices); ``"bias"`` also
+      takes ``{"kernel", "bias"}`` layers (``targets.split_layers``).
     method: a registered construction (``METHODS``).
     max_half: per-sign-half instance size cap (``"network"``), one int or one per layer;
       default ``constructions.network.default_max_half(copies)``.
@@ -129,9 +135,22 @@ def find_ticket(
   else:
     solutions = _choose(inst, construction=construction)
   out = _assemble(kernels, inst, solutions, construction=construction)
-  shapes = tuple(tuple(k.shape) for k in kernels)
+  shapes = tuple(tuple(k.shape) for k in targets_lib.split_layers(kernels)[0])
   return Ticket(out.masks, out.weight_errors, out.effective, construction.num_params(
-      shapes, widths), out.kept, method)
+      shapes, widths), out.kept, method, out.bias_errors)
+
+
+def takes_biases(method: str) -> bool:
+  """Whether construction ``method`` accepts targets with biases: its ``check`` on a
+  biased one-layer target, traced on an abstract one-copy draw (nothing computed)."""
+  c = constructions.get(method)
+  kernel = jnp.ones((1, 1))
+  try:
+    jax.eval_shape(lambda k, b: c.check(c.sample(jax.random.key(0), [k], 1),
+                                        [{"kernel": k, "bias": b}]), kernel, jnp.ones(1))
+  except ValueError:
+    return False
+  return True
 
 
 # The steps around the solver, jitted per construction and sizes.

@@ -1,7 +1,7 @@
 """Forward passes, errors, bounds and accuracy of tickets (evaluate stage).
 
-* ``forward(kernels, x)`` (``targets.forward``): one jitted bias-free ReLU MLP for targets,
-  dense pruned random networks and ``"direct"`` kernels alike.
+* ``forward(kernels, x)`` (``targets.forward``): one jitted ReLU MLP for targets (with or
+  without biases), dense pruned random networks and ``"direct"`` kernels alike.
 * ``structured_forward(obj, masks, x, method)``: a construction's pruned random object
   evaluated from its random weights and masks (for ``"network"`` without the dense
   block-diagonal ``M1``: ``y = einsum('bjk,ojk->bo', relu(x[:,:,None] * U'), V')``).
@@ -26,7 +26,7 @@ from lth_jax import _checks
 from lth_jax import constructions
 from lth_jax import construction
 from lth_jax import random_net as rn
-from lth_jax.targets import check_target, forward, target_layer_sizes
+from lth_jax.targets import check_target, forward, split_layers, target_layer_sizes
 
 
 def structured_forward(net, masks: dict, x: jax.Array, method: str = "network") -> jax.Array:
@@ -65,7 +65,8 @@ class ErrorReport(NamedTuple):
   """Approximation quality of a ticket.
 
   Attributes:
-    max_weight_error: max over layers and weights of the per-weight error.
+    max_weight_error: max over layers and weights (and target biases, for tickets with
+      ``bias_errors``) of the per-parameter error.
     sup_error: estimate (from below) of ``sup_{||x|| <= 1} ||f(x) - g(x)||_2``.
     bound: analytic upper bound on the same sup from the per-weight errors.
     worst_input: ``(d_0,)`` unit vector attaining ``sup_error``.
@@ -77,31 +78,44 @@ class ErrorReport(NamedTuple):
   worst_input: jax.Array
 
 
-def analytic_bound(target: Sequence[jax.Array], weight_errors: Sequence[jax.Array], *,
-                   host: bool = False) -> jax.Array | np.ndarray:
-  """Upper bound on ``sup_{||x||<=1} ||f(x) - g(x)||_2`` from per-weight errors.
+def analytic_bound(target: Sequence, weight_errors: Sequence[jax.Array], *,
+                   host: bool = False, bias_errors: Sequence[jax.Array] | None = None
+                   ) -> jax.Array | np.ndarray:
+  """Upper bound on ``sup_{||x||<=1} ||f(x) - g(x)||_2`` from per-weight (and per-bias)
+  errors.
 
-  Each approximated layer satisfies ``|g_i(z)_o - (W_i z)_o| <= sum_j E_i[o,j] |z_j|``, so
-  ``||g_i(z) - W_i z|| <= ||E_i||_2 ||z||``. With ``r_i = prod_{k<=i} ||W_k||_2`` (the
-  target's activations' norm bound) and ReLU 1-Lipschitz:
-  ``delta_i = ||E_i||_2 (r_{i-1} + delta_{i-1}) + ||W_i||_2 delta_{i-1}``.
+  Each approximated layer satisfies ``|g_i(z)_o - (W_i z + b_i)_o| <= sum_j E_i[o,j] |z_j|
+  + |e_i[o]|`` (``e_i``: the bias errors), so ``||g_i(z) - W_i z - b_i|| <= ||E_i||_2 ||z||
+  + ||e_i||``. The target's activations satisfy ``||z_i|| <= r_i`` with ``r_0 = 1`` and
+  ``r_i = ||W_i||_2 r_{i-1} + ||b_i||`` (ReLU does not increase norms), and with ReLU
+  1-Lipschitz the output deviations ``delta_i`` satisfy
+  ``delta_i = ||E_i||_2 (r_{i-1} + delta_{i-1}) + ||e_i|| + ||W_i||_2 delta_{i-1}``
+  (the ticket's input to layer ``i`` has norm at most ``r_{i-1} + delta_{i-1}``). Without
+  biases this is the bias-free recursion term for term.
 
   Args:
-    target: kernels ``(d_in, d_out)``.
+    target: layers: kernels ``(d_in, d_out)`` or ``{"kernel", "bias"}`` dicts.
     weight_errors: per layer ``(..., d_in, d_out)``: batched over leading axes (a grid).
     host: numpy in float64 (outside ``jit``; the sweep's reports) instead of traceable
       float32 ``jnp``.
+    bias_errors: per layer ``(..., d_out)`` (batched like ``weight_errors``), or None.
   Returns:
     the bound, shape ``weight_errors[0].shape[:-2]``.
   """
   xp, dtype = (np, np.float64) if host else (jnp, jnp.float32)
+  kernels, biases = split_layers(target)
+  bias_errors = [None] * len(kernels) if bias_errors is None else bias_errors
   delta = xp.zeros(np.shape(weight_errors[0])[:-2], dtype)
   radius = dtype(1.0)
-  for k, e in zip(target, weight_errors):
+  for k, b, e, e_b in zip(kernels, biases, weight_errors, bias_errors):
     w_norm = xp.linalg.norm(xp.asarray(k, dtype), ord=2)
     e_norm = xp.linalg.norm(xp.asarray(e, dtype), ord=2, axis=(-2, -1))
     delta = e_norm * (radius + delta) + w_norm * delta
+    if e_b is not None:
+      delta = delta + xp.linalg.norm(xp.asarray(e_b, dtype), axis=-1)
     radius = radius * w_norm
+    if b is not None:
+      radius = radius + xp.linalg.norm(xp.asarray(b, dtype))
   return delta
 
 
@@ -147,7 +161,8 @@ def sup_output_error(
 ):
   """Estimates ``sup_{||x||<=1} ||f(x) - g(x)||_2`` from below.
 
-  Bias-free ReLU networks are positively homogeneous, so the sup is on the sphere:
+  Bias-free ReLU networks are positively homogeneous, so the sup is on the sphere (with
+  biases it need not be: the sphere's points still give a lower bound of the ball's sup):
   ``num_points`` random unit vectors and the ``2 d_in`` points ``±e_j``, then projected
   (normalised) gradient ascent on the sphere from the ``num_starts`` worst ones. For a
   one-layer ticket the output error at ``x = ±e_j`` is input ``j``'s vector of errors
@@ -225,15 +240,19 @@ def approximation_error(
   else:
     sizes = net.layer_sizes
     got = jax.tree.map(jnp.shape, pruned.masks)
-    want = jax.tree.map(jnp.shape, net.params)
+    # the maskable entries: params, or a construction's own view (``BiasNetwork.maskable``)
+    want = jax.tree.map(jnp.shape, getattr(net, "maskable", None) or net.params)
     if got != want:
       raise ValueError(f"ticket masks {got} do not fit the network's params {want}: "
                        "pass the RandomNetwork the ticket was found for")
-  target = check_target(target, sizes)  # shapes, chaining, finite
+  target = check_target(target, sizes, allow_bias=True)  # shapes, chaining, finite
+  if pruned.bias_errors is None and any(b is not None for b in split_layers(target)[1]):
+    raise ValueError(f"method {pruned.method!r} builds no biases: the target has biases")
   errors = [tuple(e.shape) for e in pruned.weight_errors]
-  if errors != [tuple(k.shape) for k in target]:
+  kernels = split_layers(target)[0]
+  if errors != [tuple(k.shape) for k in kernels]:
     raise ValueError(f"ticket weight_errors shapes {errors} do not match the target's "
-                     f"{[tuple(k.shape) for k in target]}")
+                     f"{[tuple(k.shape) for k in kernels]}")
   return _approximation_error(target, pruned, net, key, int(num_points), int(ascent_steps))
 
 
@@ -241,9 +260,12 @@ def approximation_error(
 def _approximation_error(target, pruned, net, key, num_points, ascent_steps):
   g = pruned_forward_fn(pruned, net)
   f = lambda x: forward(target, x)
-  sup, worst = sup_output_error(f, g, int(target[0].shape[0]), key, num_points, ascent_steps)
-  max_w = jnp.max(jnp.stack([jnp.max(e) for e in pruned.weight_errors]))
-  return ErrorReport(max_w, sup, analytic_bound(target, pruned.weight_errors), worst)
+  d_in = int(split_layers(target)[0][0].shape[0])
+  sup, worst = sup_output_error(f, g, d_in, key, num_points, ascent_steps)
+  max_w = jnp.max(jnp.stack([jnp.max(e) for e in pruned.weight_errors]
+                            + [jnp.max(e) for e in pruned.bias_errors or []]))
+  return ErrorReport(max_w, sup, analytic_bound(target, pruned.weight_errors,
+                                                bias_errors=pruned.bias_errors), worst)
 
 
 def dense_check(net, ticket: construction.Ticket, x: jax.Array) -> float:

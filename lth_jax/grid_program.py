@@ -38,7 +38,7 @@ from lth_jax import evaluation
 from lth_jax import objectives
 from lth_jax import subset_sum
 from lth_jax.constructions import base
-from lth_jax.targets import forward
+from lth_jax.targets import forward, has_biases, split_layers
 
 # Traces of the grid program (one per distinct static configuration); tests read it.
 TRACE_COUNTS: collections.Counter = collections.Counter()
@@ -163,8 +163,8 @@ def _evaluate(kernels, effective_forward, effective, seeds, keys, data, opts):
     point, seed = args
     g = lambda x: effective_forward(point, x)
     key = jax.random.fold_in(keys[seed], base.EVAL_STREAM)
-    sup, _ = evaluation.sup_output_error(f, g, kernels[0].shape[0], key, opts["num_points"],
-                                         opts["ascent_steps"])
+    sup, _ = evaluation.sup_output_error(f, g, split_layers(kernels)[0][0].shape[0], key,
+                                         opts["num_points"], opts["ascent_steps"])
     acc = (jnp.float32(jnp.nan) if data is None
            else evaluation.accuracy(g, *data, opts["data_batch"]))
     return sup, acc
@@ -177,15 +177,18 @@ def grid_body(targets, epsilon, data, keys, *, specs, opts):
   """The grid program (unjitted) for the given seed keys.
 
   Args:
-    targets: tuple of targets (lists of ``(d_in, d_out)`` kernels).
+    targets: tuple of targets (lists of ``(d_in, d_out)`` kernels, or ``{"kernel",
+      "bias"}`` layers for constructions that build biases: then the biases' errors count
+      in the error statistics).
     epsilon: float32 scalar. data: ``(images, labels)`` or None.
     keys: per target ``(S,)`` typed keys (a list, or a ``(T, S)`` array): the seeds of the
       grid, e.g. one device's block of them (the sharded runner).
     specs: tuple of ``GridSpec``; opts: hashable tuple of ``(name, value)`` pairs
       (num_points, ascent_steps, eval_batch, data_batch, distribution).
   Returns:
-    per spec a dict of ``(W, S, ...)`` grids (kernel-shaped per-weight errors included, so
-    the host can compute the analytic bound) and the per-target ``target_accuracy``.
+    per spec a dict of ``(W, S, ...)`` grids (kernel-shaped per-weight errors and the
+    per-bias errors or None included, so the host can compute the analytic bound) and the
+    per-target ``target_accuracy``.
   """
   opts = dict(opts)
   num_seeds = keys[0].shape[0]
@@ -199,10 +202,13 @@ def grid_body(targets, epsilon, data, keys, *, specs, opts):
   for j, (c, spec) in enumerate(zip(cons, specs)):
     assemble = lambda inst, sol, c=c, k=targets[spec.target]: c.assemble(k, inst, sol)
     done = jax.vmap(jax.vmap(assemble))(grids[j], solutions[j])
-    max_e, mean_e, frac = _weight_stats(done.weight_errors, epsilon)
+    errors = done.weight_errors
+    if has_biases(targets[spec.target]):  # a biased target: its biases count as parameters
+      errors = errors + [b[..., None, :] for b in done.bias_errors]
+    max_e, mean_e, frac = _weight_stats(errors, epsilon)
     out[j] = dict(max_weight_error=max_e, mean_weight_error=mean_e,
                   fraction_within_epsilon=frac, params_kept=done.kept,
-                  weight_errors=done.weight_errors)
+                  weight_errors=done.weight_errors, bias_errors=done.bias_errors)
     seeds = jnp.tile(jnp.arange(num_seeds), len(spec.widths))
     pending[(spec.target, c.effective_forward)].append(
         (j, jax.tree.map(_flat, done.effective), seeds, len(spec.widths)))

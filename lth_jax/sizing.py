@@ -85,7 +85,7 @@ def _layer_errors(u, v, kernel, m, *, epsilon, block_keys, progress=None):
   return ticket.weight_errors[0]
 
 
-def network_ticket(net, target: Sequence[jax.Array], *,
+def network_ticket(net, target: Sequence, *,
                    objective: str = "min_error", epsilon: float = 0.01,
                    max_half: int | Sequence[int] | None = None, block_keys: int = 1 << 24,
                    progress_name: str | None = None, method: str = "network"
@@ -97,19 +97,23 @@ def network_ticket(net, target: Sequence[jax.Array], *,
 
   Args:
     net: the random network (``sample_random_network``), layer sizes of the target; for
-      ``method="conv"`` a ``conv.RandomCNN``.
-    target: kernels ``(d_in, d_out)`` (and conv kernels for ``"conv"``).
+      ``method="conv"`` a ``conv.RandomCNN``, for ``method="bias"`` a
+      ``constructions.bias.BiasNetwork``.
+    target: kernels ``(d_in, d_out)`` (and conv kernels for ``"conv"``; ``"bias"``: or
+      ``{"kernel", "bias"}`` layers).
     objective: ``"min_error"`` or ``"fewest_terms"`` (per sign half).
     epsilon: per-weight tolerance (``"fewest_terms"``).
     max_half: per-sign-half instance size: one int, one per layer, or None/0 for
       ``default_max_half(copies)`` (capped at the objective's maximum instance size).
-    method: ``"network"`` or ``"conv"`` (both solve ``network``'s instances).
+    method: ``"network"``, ``"conv"`` (both solve ``network``'s instances) or ``"bias"``
+      (the same instances plus one per bias).
 
   Returns:
     ``Ticket`` with method ``method``.
   """
-  kernels = [jnp.asarray(k, jnp.float32) for k in target]
-  if method == "network":
+  layers = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), list(target))
+  kernels = targets_lib.split_layers(layers)[0]
+  if method != "conv":
     sizes = targets_lib.target_layer_sizes(kernels)
     if sizes != tuple(net.layer_sizes):
       raise ValueError(f"target layer sizes {sizes} do not match the random network's "
@@ -119,9 +123,11 @@ def network_ticket(net, target: Sequence[jax.Array], *,
   if any(h and h > limit for h in caps):
     raise ValueError(f"max_half {caps} exceeds {objective}'s maximum instance size {limit}")
   total = sum(2 * int(k.size) for k in kernels)
+  if method == "bias":  # one instance per target bias (every output unit has one)
+    total += sum(int(k.shape[1]) for k in kernels)
   progress = _progress(progress_name or f"{method}/{objective}", total)
   return construction.find_ticket(
-      net, kernels, method, max_half=half_sizes(caps, net.copies, limit),
+      net, layers, method, max_half=half_sizes(caps, net.copies, limit),
       solve_fn=objectives.blocked_solver(objective, epsilon, block_keys, progress))
 
 

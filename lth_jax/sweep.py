@@ -19,7 +19,6 @@ different but equally good subsets). Seeds: target ``t``, seed ``s`` uses
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 
 import chex
@@ -27,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lth_jax import construction
 from lth_jax import constructions
 from lth_jax import evaluation
 from lth_jax import grid_program
@@ -185,7 +185,9 @@ def sweep_targets(
   """Sweeps several targets and constructions over width x seed grids as ONE jitted program.
 
   Args:
-    targets: list of targets, each a list of ``(d_in, d_out)`` kernels.
+    targets: list of targets, each a list of ``(d_in, d_out)`` kernels (or ``{"kernel",
+      "bias"}`` layers: then every method must build biases, ``construction.takes_biases``;
+      the biases count as parameters in the error statistics and the bound).
     widths: copies per input (``"direct"``: coefficients per weight), one list for all
       methods or a mapping ``method -> list``.
     num_seeds: seeds ``0 .. num_seeds - 1``.
@@ -212,11 +214,15 @@ def sweep_targets(
   """
   if not targets:
     raise ValueError("no targets")
-  kernels = tuple(targets_lib.check_target(t) for t in targets)
+  kernels = tuple(targets_lib.check_target(t, allow_bias=True) for t in targets)
   sizes = [targets_lib.target_layer_sizes(k) for k in kernels]
   methods = tuple(methods)
   if not methods or len(set(methods)) != len(methods):
     raise ValueError(f"methods must be a non-empty list of distinct methods, got {methods}")
+  if any(targets_lib.has_biases(t) for t in kernels):
+    plain = [m for m in methods if not construction.takes_biases(m)]
+    if plain:
+      raise ValueError(f"a target has biases but methods {plain} build none: use 'bias'")
   per_method = {m: _check_grid(widths[m] if isinstance(widths, Mapping) else widths,
                                num_seeds, m, epsilon, max_half) for m in methods}
   if distribution not in rn.DISTRIBUTIONS:
@@ -243,8 +249,9 @@ def sweep_targets(
 def _result(spec, kernels, r, num_seeds, epsilon) -> SweepResult:
   """One grid's host outputs as a ``SweepResult`` (counts and the bound on the host)."""
   c = constructions.get(spec.method)
-  shapes = tuple(tuple(k.shape) for k in kernels)
-  target_params = sum(math.prod(s) for s in shapes)
+  shapes = tuple(tuple(k.shape) for k in targets_lib.split_layers(kernels)[0])
+  # every target parameter: the kernels' entries and the biases of biased layers
+  target_params = sum(int(np.size(a)) for a in jax.tree.leaves(kernels))
   p_random = np.asarray([c.num_params(shapes, w) for w in spec.widths], np.int64)
   return SweepResult(
       method=spec.method, layer_sizes=targets_lib.target_layer_sizes(kernels),
@@ -253,7 +260,8 @@ def _result(spec, kernels, r, num_seeds, epsilon) -> SweepResult:
       mean_weight_error=np.asarray(r["mean_weight_error"]),
       fraction_within_epsilon=np.asarray(r["fraction_within_epsilon"]),
       sup_error=np.asarray(r["sup_error"]),
-      bound=evaluation.analytic_bound(kernels, r["weight_errors"], host=True),
+      bound=evaluation.analytic_bound(kernels, r["weight_errors"], host=True,
+                                      bias_errors=r["bias_errors"]),
       accuracy=None if r["accuracy"] is None else np.asarray(r["accuracy"]),
       target_accuracy=None if r["target_accuracy"] is None else float(r["target_accuracy"]),
       params_random=p_random, params_kept=np.asarray(r["params_kept"]),

@@ -84,10 +84,16 @@ def _make_train_step(apply_fn, tx):
   return jax.jit(train_step)
 
 
+def _model_repr(model) -> str:
+  """``repr(model)`` without a default ``use_bias = False`` line: bias-free targets
+  checkpointed before models had ``use_bias`` keep matching their checkpoints."""
+  return repr(model).replace("    use_bias = False\n", "")
+
+
 def _run_config(model, *, epochs, batch_size, learning_rate, momentum, weight_decay, key,
                 run_info=None, n_train=None) -> dict:
   """What a checkpoint must match to be reused (JSON-serialisable)."""
-  config = dict(model=repr(model), epochs=epochs, batch_size=batch_size,
+  config = dict(model=_model_repr(model), epochs=epochs, batch_size=batch_size,
                 learning_rate=float(learning_rate), momentum=float(momentum),
                 weight_decay=float(weight_decay),
                 key=np.asarray(jax.random.key_data(key)).tolist(),

@@ -37,7 +37,8 @@ def tickets(target):
 
 
 def test_registry_is_methods_and_rejects_clashes():
-  assert NAMES == construction.METHODS == ("network", "single", "direct", "lplus1", "conv")
+  assert NAMES == construction.METHODS == ("network", "single", "direct", "lplus1", "conv",
+                                           "bias")
   with pytest.raises(ValueError, match="already registered"):
     base.register(constructions.get("network"))
   with pytest.raises(ValueError, match="evaluation"):
@@ -81,16 +82,18 @@ def test_pruning_only_and_kept_count(tickets, name):
   ones = jax.tree.map(jnp.ones_like, ticket.masks)
   full, pruned = c.dense_params(obj, ones), c.dense_params(obj, ticket.masks)
   kept = 0
-  for f, p in zip(full, pruned):
+  # leaves: the dense kernels, and the dense biases of constructions with biases
+  for f, p in zip(jax.tree.leaves(full), jax.tree.leaves(pruned)):
     f, p = np.asarray(f), np.asarray(p)
     nz = p != 0
     np.testing.assert_array_equal(p[nz].view(np.uint32), f[nz].view(np.uint32))
     kept += int(nz.sum())
   assert kept == int(ticket.num_params_kept)
   shapes = tuple(zip(SIZES[:-1], SIZES[1:]))
-  assert ticket.num_params_random == c.num_params(shapes, 10) == sum(f.size for f in full)
+  every_entry = sum(int(leaf.size) for leaf in jax.tree.leaves(full))
+  assert ticket.num_params_random == c.num_params(shapes, 10) == every_entry
   if isinstance(obj, rn.RandomNetwork):
-    assert rn.num_params(obj) == sum(f.size for f in full)
+    assert every_entry == rn.num_params(obj)
   assert c.depth(2) == len(full)
 
 

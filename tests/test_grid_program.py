@@ -71,7 +71,7 @@ def test_multi_target_all_methods_grid_with_entry_point_options_is_one_compile(m
   targets = [targets_lib.random_target(jax.random.key(i), s)
              for i, s in enumerate(((3, 3), (4, 2), (2, 3, 2)))]
   widths = {"network": (2, 4), "single": (2, 4), "direct": (2, 4), "lplus1": (2, 4),
-            "conv": (2, 4)}
+            "conv": (2, 4), "bias": (2, 4)}
   program = grid_program.program_with_options(
       tuple(sorted(kwargs["compiler_options"].items())))
   traces, compiled = grid_program.TRACE_COUNTS["grid_program"], program._cache_size()
@@ -80,15 +80,17 @@ def test_multi_target_all_methods_grid_with_entry_point_options_is_one_compile(m
   second = sweep_lib.sweep_targets(targets, widths, 2, construction.METHODS, **kwargs)
   assert grid_program.TRACE_COUNTS["grid_program"] - traces == 1
   assert program._cache_size() - compiled == 1
-  # Every target's network and conv halves (default_max_half(4) = 3, padded to 4; conv on
-  # an MLP target is network's construction) and direct instances (4 coefficients) share
-  # ONE call: widths x seeds x (2 + 2 halves + 1) per weight.
+  # Every target's network, conv and bias halves (default_max_half(4) = 3, padded to 4;
+  # conv on an MLP target is network's construction), direct instances (4 coefficients)
+  # and bias's per-output bias instances (size 3) share ONE call: widths x seeds x
+  # ((2 + 2 + 2 + 1) per weight + 1 per output unit).
   weights = 3 * 3 + 4 * 2 + (2 * 3 + 3 * 2)
+  outputs = 3 + 2 + (3 + 2)
   # lplus1 (drawn at width 4): 2 halves per weight of a first layer with one output copy
   # (3-3, 4-2), and for 2-3-2 4 output copies x 2 halves per first-layer weight + 1 per
   # output-layer weight.
   lplus1 = 2 * (3 * 3 + 4 * 2) + (4 * 2 * 2 * 3 + 3 * 2)
-  assert calls == [(2 * 2 * (5 * weights + lplus1), 4)]
+  assert calls == [(2 * 2 * (7 * weights + outputs + lplus1), 4)]
   for a, b in zip(first, second):
     assert set(a) == set(construction.METHODS)
     assert not np.array_equal(a["network"].sup_error, b["network"].sup_error)

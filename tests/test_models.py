@@ -88,9 +88,27 @@ def test_lenet_params_from_kernels_round_trip():
     models.params_from_kernels([jnp.ones((400, 120)), jnp.ones((5, 5, 1, 6))])
 
 
+def test_biased_models_round_trip_their_layers():
+  model = models.get_model("fc2", use_bias=True)
+  variables = jax.eval_shape(lambda: _init(model))
+  assert models.count_params(variables) == 397_000 + 510
+  layers = models.kernels_from_params(variables)
+  assert [sorted(layer) for layer in layers] == [["bias", "kernel"]] * 2
+  params = {"fc1": {"kernel": jnp.ones((3, 2)), "bias": jnp.asarray([0.5, -1.0])},
+            "fc2": {"kernel": jnp.ones((2, 1))}}
+  layers = models.kernels_from_params(params)  # a bias-free layer stays a bare kernel
+  assert isinstance(layers[0], dict) and not isinstance(layers[1], dict)
+  back = models.params_from_kernels(layers)["params"]
+  np.testing.assert_array_equal(back["fc1"]["bias"], params["fc1"]["bias"])
+  np.testing.assert_array_equal(back["fc2"]["bias"], 0.0)  # zeros: the use_bias model's
+  model = models.model_from_kernels(layers)
+  assert model.use_bias and model.apply({"params": back}, jnp.ones((1, 3))).shape == (1, 1)
+  assert models.LeNet5(use_bias=True).use_bias and not models.LeNet5().use_bias
+
+
 def test_kernels_from_params_errors():
-  with pytest.raises(ValueError, match="bias"):
-    models.kernels_from_params({"fc1": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}})
+  with pytest.raises(ValueError, match="at most a bias"):
+    models.kernels_from_params({"fc1": {"kernel": jnp.ones((2, 2)), "scale": jnp.ones(2)}})
   with pytest.raises(ValueError, match="fc1..fcL"):
     models.kernels_from_params({"fc1": {"kernel": jnp.ones((2, 2))},
                                 "fc3": {"kernel": jnp.ones((2, 2))}})

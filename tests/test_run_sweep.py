@@ -239,6 +239,14 @@ def test_widths_targets_and_cost_estimate():
   assert run_sweep.estimated_keys([(3, 3)], (2, 4), 2, "single") == 0.0
   # "direct" at widths up to 6: 2^(3 + 1) keys per weight, 9 weights, 2 widths, 2 seeds
   assert run_sweep.estimated_keys([(3, 3)], (2, 6), 2, "direct") == 16 * 9 * 2 * 2
+  # targets.bias_scale: the same kernels, each layer with a bias of that norm
+  config.targets.bias_scale, config.sweep.methods = 0.5, ("bias",)
+  biased = run_sweep.build_targets(config)
+  assert [n for n, _ in biased] == ["random_3x3_bias", "random_4x2_bias", "perm_3x3x3_bias"]
+  layer = biased[1][1][0]
+  np.testing.assert_array_equal(layer["kernel"], named[1][1][0])
+  assert float(np.linalg.norm(layer["bias"])) == pytest.approx(0.5, rel=1e-6)
+  assert run_sweep.sweep_widths(config) == {"bias": (2, 4, 8)}
 
 
 def test_device_settings_from_config():

@@ -1,4 +1,4 @@
-"""Tests for lth_jax.targets: .npz import/export of bias-free targets."""
+"""Tests for lth_jax.targets: .npz import/export, biased layers, checks and the forward."""
 
 import numpy as np
 import pytest
@@ -92,13 +92,34 @@ def test_save_load_round_trip(tmp_path, layout):
     np.testing.assert_array_equal(got, want)
 
 
-def test_nonzero_bias_rejected(tmp_path):
-  weights = _torch_weights([4, 3])
+def test_nonzero_bias_becomes_the_layers_bias_and_round_trips(tmp_path):
+  weights = _torch_weights([4, 3, 2])
+  bias = np.array([0.0, 0.1, -0.2], np.float32)
   path = tmp_path / "b.npz"
-  np.savez(path, **{"fc1.weight": weights[0], "fc1.bias": np.array([0.0, 0.1, 0.0])})
-  with pytest.raises(ValueError, match="fc1.bias.*non-zero biases") as info:
+  np.savez(path, **{"fc1.weight": weights[0], "fc1.bias": bias, "fc2.weight": weights[1],
+                    "fc2.bias": np.zeros(2)})
+  layers = targets.load_npz_target(path)
+  assert isinstance(layers[0], dict) and not isinstance(layers[1], dict)  # zero bias: bare
+  np.testing.assert_array_equal(layers[0]["bias"], bias)
+  np.testing.assert_array_equal(layers[0]["kernel"], weights[0].T)
+  for layout in ("torch", "jax"):
+    out = targets.save_npz_target(tmp_path / f"r_{layout}.npz", layers, layout)
+    again = targets.load_npz_target(out, layout)
+    for a, b in zip(jax.tree.leaves(layers), jax.tree.leaves(again)):
+      np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"fc1.weight": np.ones((3, 4)), "fc1.bias": np.ones(4)}, r"fc1.bias has shape \(4,\)"),
+    ({"fc1.weight": np.ones((3, 4)), "fc1.bias": np.array([1.0, np.nan, 0])}, "NaN"),
+    ({"fc1.weight": np.ones((3, 4)), "fc9.bias": np.ones(3)}, "no weight matrix"),
+])
+def test_bad_biases(tmp_path, arrays, message):
+  path = tmp_path / "bad.npz"
+  np.savez(path, **arrays)
+  with pytest.raises(ValueError, match=message) as info:
     targets.load_npz_target(path)
-  assert str(path) in str(info.value) and "bias-free" in str(info.value)
+  assert str(path) in str(info.value)
 
 
 @pytest.mark.parametrize("arrays, layout, message", [
@@ -187,3 +208,30 @@ def test_permutation_target_preserves_the_norm_of_nonnegative_inputs():
   assert targets.make_target("permutation", jax.random.key(3), (5, 5, 5, 5))[1].shape == (5, 5)
   with pytest.raises(ValueError, match="family must be one of"):
     targets.make_target("orthogonal", jax.random.key(0), (2, 2))
+
+
+def test_biased_layers_check_split_and_forward_match_numpy():
+  kernels = targets.random_target(jax.random.key(4), (3, 4, 2))
+  biases = [jnp.asarray([0.5, -0.25, 0.0, 1.0]), jnp.asarray([-1.0, 2.0])]
+  layers = targets.join_layers(kernels, [biases[0], None])
+  assert targets.has_biases(layers) and not targets.has_biases(kernels)
+  ks, bs = targets.split_layers(layers)
+  assert bs[1] is None and ks[1] is kernels[1]
+  assert targets.target_layer_sizes(layers) == (3, 4, 2)
+  with pytest.raises(ValueError, match="method 'bias'"):
+    targets.check_target(layers)
+  assert targets.check_target(layers, allow_bias=True)[0]["bias"].dtype == jnp.float32
+  with pytest.raises(ValueError, match=r"bias must have shape \(d_out,\) = \(4,\)"):
+    targets.check_target([{"kernel": kernels[0], "bias": jnp.ones(3)}], allow_bias=True)
+  with pytest.raises(ValueError, match="layer 0 bias contains NaN"):
+    targets.check_target([{"kernel": kernels[0], "bias": biases[0].at[1].set(jnp.nan)}],
+                         allow_bias=True)
+  x = np.random.default_rng(1).normal(size=(6, 3))
+  full = targets.join_layers(kernels, biases)
+  ref = np.maximum(x @ np.asarray(kernels[0], np.float64) + np.asarray(biases[0]), 0)
+  ref = ref @ np.asarray(kernels[1], np.float64) + np.asarray(biases[1])
+  np.testing.assert_allclose(targets.forward(full, jnp.asarray(x, jnp.float32)), ref,
+                             rtol=1e-5, atol=1e-5)
+  # a bias-free layer list runs bit-identically in both forms' code path
+  np.testing.assert_array_equal(targets.forward(kernels, x), targets.forward(
+      targets.join_layers(kernels, None), x))

@@ -6,6 +6,9 @@ get_config("fc2"): the paper's setting: FC2 (784-500-10, 397,000 weights), eps =
   n = 21 coefficients per weight for "direct", on Fashion-MNIST (MNIST with
   --dataset=mnist --data_dir=DIR).
 get_config("fc4"): the same for FC4 (784-500-500-500-10, 897,000 weights).
+get_config("fc2_bias"): FC2 trained WITH biases (Fashion-MNIST), "network" variant only:
+  the "bias" construction (network + bias units, Fischer, Gadhikar & Burkholz 2021) makes
+  every weight and every bias a subset sum.
 get_config("lenet5"): LeNet5 (SPEC section 6; 61,470 weights: both conv kernels and the
   three FC kernels). "direct": per output channel of each conv kernel (kh, kw, in, out) and
   per output unit of each FC kernel, one coefficient vector reused along it; "network": the
@@ -23,7 +26,7 @@ import os
 
 import ml_collections
 
-PRESETS = ("smoke", "fc2", "fc4", "lenet5")
+PRESETS = ("smoke", "fc2", "fc4", "lenet5", "fc2_bias")
 
 
 def default_target_dir() -> str:
@@ -69,6 +72,7 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
   c.target = ml_collections.ConfigDict()
   c.target.model = "fc2"        # fc2 | fc4 | lenet5 | mlp (784-widths, bias-free)
   c.target.widths = (500, 10)   # only for model = "mlp"
+  c.target.use_bias = False     # train with biases (the network variant then uses "bias")
   c.target.npz = ""             # import this .npz target instead of training (see targets.py)
   c.target.npz_layout = "torch"  # torch: (d_out, d_in) matrices; jax: (d_in, d_out) kernels
   c.target.checkpoint_dir = default_target_dir()  # "" = <out_dir>/targets
@@ -112,13 +116,15 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
     c.network.dense_check_batch = 4
     c.lplus1.update(copies=24, max_half=12, dense_check_batch=4)
     c.test_limit = 256
-  elif preset == "fc2":
+  elif preset in ("fc2", "fc2_bias"):
     # Measured on the trained FC2 (10 epochs, Fashion-MNIST): 56 copies per input meet
     # eps on every weight of both layers. Layer 1 (392,000 weights) is capped at m = 24
     # (enough at 56 copies, and 2^(m/2) is the cost); layer 2 (5,000 weights) at 30
     # (with m <= 28 one outlier weight misses at any number of copies).
     c.network.copies = (16, 24, 32, 40, 48, 56, 64)
     c.network.max_half = (24, 30)
+    if preset == "fc2_bias":  # + one instance per bias over the bias units ("bias")
+      c.target.use_bias, c.variants = True, ("network",)
   elif preset == "fc4":
     c.target.model = "fc4"
     c.target.widths = (500, 500, 500, 10)

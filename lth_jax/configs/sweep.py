@@ -68,6 +68,9 @@ def _base() -> ml_collections.ConfigDict:
   # ReLUs, so per-layer errors add up; the depth axis l = 1..3.
   c.targets.permutation_sizes = ((4, 4), (4, 4, 4), (4, 4, 4, 4))
   c.targets.spectral_norm = 1.0
+  # > 0: every random and permutation target layer gets a Gaussian bias of this Euclidean
+  # norm (targets.with_random_biases), so only methods with biases ("bias") can run.
+  c.targets.bias_scale = 0.0
   c.targets.npz = ""            # also sweep this .npz target (lth_jax.targets.load_npz_target)
   c.targets.npz_layout = "torch"
 

@@ -21,12 +21,17 @@ The steps and who calls them:
 3. The problems are solved by a ``solve_fn`` (``objectives.solve_grouped``) or, where
    ``choose`` is given, by ``choose(problems, aux) -> [(mask, error)]`` (no SubsetSum).
 4. ``assemble(problems, aux, solutions) -> Assembled``: masks, per-weight errors
-   (kernel-shaped), the compact ``effective`` form and the kept-parameter count.
+   (kernel-shaped), the compact ``effective`` form, the kept-parameter count and, for
+   constructions that build target biases, per-bias errors (``bias_errors``).
 5. ``effective_forward(effective, x)``: the pruned network's output from the compact form
    (fast; the grid evaluates with it). ``structured_forward(obj, masks, x)``: the same
    from the random weights and the masks. ``dense_params(obj, masks)``: the literal masked
-   dense kernels, run by ``targets.forward`` (or by the module's ``dense_forward`` when it
-   defines one, e.g. a CNN's). All three agree (tests check it).
+   dense layers, run by ``targets.forward`` (kernels, or ``{"kernel", "bias"}`` dicts for a
+   random network with biases), or by the module's ``dense_forward`` when it defines one
+   (e.g. a CNN's). All three agree (tests check it).
+
+Targets: ``check`` returns the target layers; bias-free constructions refuse biased layers
+(``targets.check_target``), ``"bias"`` takes both (``targets.split_layers``).
 
 Static bookkeeping: ``instance_size(width, cap)`` (``cap=None``: the construction's default),
 ``num_params(kernel_shapes, width)``, ``width_factor(kernel_shapes, width)`` and
@@ -64,12 +69,15 @@ class Assembled(NamedTuple):
     weight_errors: per layer, shaped like the target kernel: each weight's error.
     effective: the compact form ``effective_forward`` runs (``Ticket.effective_kernels``).
     kept: int32 scalar, nonzero mask entries that the pruned network uses.
+    bias_errors: per layer ``(d_out,)``, each target bias's error, for constructions that
+      build biases (``"bias"``); None for the others (their targets are bias-free).
   """
 
   masks: Any
   weight_errors: list
   effective: list
   kept: jax.Array
+  bias_errors: list | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,7 +35,10 @@ class DirectCoefficients:
 
 def _kernels(target) -> list[jax.Array]:
   """Validated float32 kernels: an MLP chain (``targets.check_target``) or, when any kernel
-  is not 2-D, each kernel non-empty and finite (conv and dense matrix views do not chain)."""
+  is not 2-D, each kernel non-empty and finite (conv and dense matrix views do not chain).
+  Biased layers are refused (``targets.check_target``'s message): direct builds no biases."""
+  if targets_lib.has_biases(target):
+    return targets_lib.check_target(target)  # raises: a construction without biases
   if all(jnp.ndim(k) == 2 for k in target):
     return targets_lib.check_target(target)
   kernels = [jnp.asarray(k, jnp.float32) for k in target]

@@ -9,8 +9,10 @@ values, and the approximation is evaluated. One row per (variant, objective):
   conv kernels ``(kh, kw, in, out)`` count as ``(kh * kw * in, out)`` matrices, one row
   per output channel; ``find_ticket(..., "direct")`` with ``objectives.blocked_solver``)
   and ``"network"`` (Theorem 1: a depth-``2l`` random ReLU network pruned by two SubsetSum
-  problems per weight; for LeNet5 the random CNN of ``constructions.conv``; the row's
-  ``construction`` says which. Sized by ``sizing.search_copies``, evaluated as that pruned
+  problems per weight; for LeNet5 the random CNN of ``constructions.conv``, for a target
+  with biases (``target.use_bias``, preset ``fc2_bias``, or an npz with nonzero biases) the
+  ``"bias"`` construction (the same network plus bias units, every bias one more SubsetSum
+  instance; the statistics count the biases); the row's ``construction`` says which. Sized by ``sizing.search_copies``, evaluated as that pruned
   network through its ``structured_forward`` and checked against the literal dense masked
   network on a small batch, ``evaluation.dense_check``);
 * ``"lplus1"`` (MLP targets; Burkholz 2022's depth-``L+1`` network, ``lplus1.copies`` per
@@ -54,6 +56,7 @@ from lth_jax import objectives
 from lth_jax import sizing
 from lth_jax import targets as targets_lib
 from lth_jax import training
+from lth_jax.constructions import bias as bias_lib
 from lth_jax.constructions import direct
 from lth_jax.constructions import lplus1
 from lth_jax.progress import Progress
@@ -89,6 +92,9 @@ def _target_run_name(config) -> str:
   spec = dict(model=model, dataset=config.dataset, epochs=t.epochs, lr=t.learning_rate,
               batch_size=t.batch_size, momentum=t.momentum, weight_decay=t.weight_decay,
               seed=t.seed)
+  if t.use_bias:  # only when set: bias-free targets keep their directories
+    spec["use_bias"] = True
+    model += "-bias"
   digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
   return f"{model}_{config.dataset}_e{t.epochs}_lr{t.learning_rate:g}_s{t.seed}_{digest}"
 
@@ -119,13 +125,16 @@ def load_target(config: ml_collections.ConfigDict, *, workdir: str | None = None
   Returns:
     kernels ``[(d_in, d_out)]`` for MLPs; for LeNet5 all five kernels
     (``models.LENET5_KERNEL_SHAPES``: conv ``(kh, kw, in, out)``, then FC), and the info.
+    Layers with biases (``target.use_bias``, or an npz with nonzero biases) are
+    ``{"kernel", "bias"}`` dicts (``targets.split_layers``).
   """
   t = config.target
   if t.npz:
     kernels = targets_lib.load_npz_target(os.path.expanduser(t.npz), t.npz_layout)
     return kernels, dict(source="npz", path=os.path.abspath(os.path.expanduser(t.npz)),
                          layout=t.npz_layout)
-  model = models.get_model(t.model) if t.model != "mlp" else models.MLP(tuple(t.widths))
+  model = (models.get_model(t.model, t.use_bias) if t.model != "mlp"
+           else models.MLP(tuple(t.widths), use_bias=t.use_bias))
   ckpt = target_checkpoint_dir(config, workdir)
   checkpoints.check_restorable(ckpt)  # garbage there: one line, not a KeyError from orbax
   t0 = time.perf_counter()
@@ -134,7 +143,8 @@ def load_target(config: ml_collections.ConfigDict, *, workdir: str | None = None
       learning_rate=t.learning_rate, dataset=config.dataset, data_dir=_data_dir(config),
       batch_size=t.batch_size, momentum=t.momentum, weight_decay=t.weight_decay,
       train=train)
-  kernels = [jnp.asarray(k, jnp.float32) for k in models.kernels_from_params(params)]
+  kernels = jax.tree.map(lambda k: jnp.asarray(k, jnp.float32),
+                         models.kernels_from_params(params))
   return kernels, dict(source="checkpoint" if metrics.get("restored") else "trained",
                        checkpoint_dir=ckpt, epochs=t.epochs, learning_rate=t.learning_rate,
                        batch_size=t.batch_size, seconds=time.perf_counter() - t0,
@@ -165,12 +175,20 @@ def peak_rss_mb() -> float:
 
 
 def _ticket_stats(ticket: construction.Ticket, epsilon: float) -> dict:
-  errors = np.concatenate([np.asarray(e).reshape(-1) for e in ticket.weight_errors])
+  """Error statistics over every target parameter: the weights, and the biases when the
+  ticket builds them (``bias_errors``; then also the biases' own counts)."""
+  errors = np.concatenate([np.asarray(e).reshape(-1) for e in ticket.weight_errors
+                           + (ticket.bias_errors or [])])
   bad = errors > np.float32(epsilon)
-  return dict(fraction_within_eps=float(1.0 - bad.mean()), weights_missing_eps=int(bad.sum()),
-              max_weight_error=float(errors.max()),
-              worst_missing_error=float(errors[bad].max()) if bad.any() else 0.0,
-              mean_weight_error=float(errors.mean()))
+  out = dict(fraction_within_eps=float(1.0 - bad.mean()), weights_missing_eps=int(bad.sum()),
+             max_weight_error=float(errors.max()),
+             worst_missing_error=float(errors[bad].max()) if bad.any() else 0.0,
+             mean_weight_error=float(errors.mean()))
+  if ticket.bias_errors is not None:
+    b = np.concatenate([np.asarray(e).reshape(-1) for e in ticket.bias_errors])
+    out.update(biases_missing_eps=int((b > np.float32(epsilon)).sum()),
+               max_bias_error=float(b.max()), num_biases=int(b.size))
+  return out
 
 
 # --------------------------------------------------------------------------------------
@@ -209,7 +227,10 @@ def _target_error(config, why: str) -> ValueError:
 def _check_target_fits(config, kernels, test_ds) -> tuple | None:
   """The target's layer sizes (None for LeNet5), after checking that it reads the test
   images and that the network variant can run on it (before any solving)."""
-  is_mlp = all(k.ndim == 2 for k in kernels)
+  is_mlp = all(k.ndim == 2 for k in targets_lib.split_layers(kernels)[0])
+  if targets_lib.has_biases(kernels) and "direct" in checks.names(config.variants):
+    raise _target_error(config, "the target has non-zero biases and the direct variant "
+                        "builds none: run the network variant only (variants=('network',))")
   sizes = None
   if is_mlp:
     sizes = targets_lib.target_layer_sizes(kernels)
@@ -220,13 +241,16 @@ def _check_target_fits(config, kernels, test_ds) -> tuple | None:
     raise _target_error(config, f"LeNet5 needs (28, 28, 1) images, {config.dataset} has "
                         f"{test_ds.images.shape[1:]}")
   if "lplus1" in checks.names(config.variants):
-    if not is_mlp:
+    if not is_mlp or targets_lib.has_biases(kernels):
       raise ConfigError("variants", "the lplus1 variant is for bias-free MLP targets only")
     why = checks.lplus1_size_error(sizes, config.lplus1.copies,
                                    config.lplus1.max_random_params)
     if why:  # an npz target (a trained model's sizes are checked before training)
       raise _target_error(config, why)
   if "network" in checks.names(config.variants):
+    if not is_mlp and targets_lib.has_biases(kernels):
+      raise _target_error(config, "the conv construction has no bias units yet: use a "
+                          "bias-free CNN target (target.use_bias=False)")
     try:
       sizing.layer_caps(config.network.max_half, len(kernels))
     except ValueError as e:
@@ -236,8 +260,9 @@ def _check_target_fits(config, kernels, test_ds) -> tuple | None:
 
 def _common_fields(config, kernels, sizes, target_info, test_ds) -> dict:
   """The target's measurements (accuracy included) and the config, shared by every row."""
-  target_params = sum(int(k.size) for k in kernels)
-  all_w = np.concatenate([np.asarray(k).reshape(-1) for k in kernels])
+  # every parameter: the kernels and the biases of biased layers
+  target_params = sum(int(k.size) for k in jax.tree.leaves(kernels))
+  all_w = np.concatenate([np.asarray(k).reshape(-1) for k in jax.tree.leaves(kernels)])
   t0 = time.perf_counter()
   target_acc = _kernels_accuracy(kernels, test_ds, config.eval_batch_size)
   logging.info("target %s: layer sizes %s, %d weights in [%.4f, %.4f], test accuracy %.4f "
@@ -247,7 +272,8 @@ def _common_fields(config, kernels, sizes, target_info, test_ds) -> dict:
                time.perf_counter() - t0)
   return dict(model=config.target.model if not config.target.npz else "npz",
               layer_sizes=list(sizes) if sizes else None,
-              kernel_shapes=[list(k.shape) for k in kernels], dataset=config.dataset,
+              kernel_shapes=[list(k.shape) for k in targets_lib.split_layers(kernels)[0]],
+              target_has_biases=targets_lib.has_biases(kernels), dataset=config.dataset,
               test_examples=len(test_ds.labels), epsilon=float(config.epsilon),
               target_params=target_params,
               target_weight_range=[float(all_w.min()), float(all_w.max())],
@@ -327,8 +353,11 @@ def _direct_rows(run: _Run) -> None:
 
 def _construction_for(kernels) -> str:
   """The 2L construction the ``network`` variant uses: ``conv`` (the random CNN of
-  ``constructions.conv``) for targets with conv kernels, ``network`` for bias-free MLPs."""
-  return "conv" if any(k.ndim == 4 for k in kernels) else "network"
+  ``constructions.conv``) for targets with conv kernels, ``bias`` (network plus bias units)
+  for MLPs with biases, else ``network`` (Theorem 1)."""
+  if any(jnp.ndim(k) == 4 for k in targets_lib.split_layers(kernels)[0]):
+    return "conv"
+  return "bias" if targets_lib.has_biases(kernels) else "network"
 
 
 def _network_evaluation(run: _Run, net, ticket, nc=None) -> dict:
@@ -352,15 +381,19 @@ def _network_evaluation(run: _Run, net, ticket, nc=None) -> dict:
 
 def _network_rows(run: _Run) -> None:
   config, nc = run.config, run.config.network
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
   method = _construction_for(run.kernels)
+  # Copies are searched on the weights (the bias instances are few and small).
   search = sizing.search_copies(
-      jax.random.fold_in(jax.random.PRNGKey(config.seed), 2), run.kernels, nc.copies,
+      key, targets_lib.split_layers(run.kernels)[0], nc.copies,
       epsilon=run.epsilon, max_half=sizing.layer_caps(nc.max_half, len(run.kernels)),
       distribution=nc.distribution,
       max_instance=min(objectives.objective_max_n(o) for o in run.objectives),
       block_keys=config.solver.block_keys, method=method)
   net = search.net
-  shapes = [tuple(k.shape) for k in run.kernels]
+  if method == "bias":
+    net = bias_lib.attach(net, jax.random.fold_in(key, 3))
+  shapes = [tuple(k.shape) for k in targets_lib.split_layers(run.kernels)[0]]
   logging.info("network (%s): copies per layer %s (max_half %s), random network %d params, "
                "search %.1f s", method, search.copies, search.max_half,
                constructions.get(method).num_params(shapes, search.copies), search.seconds)
@@ -371,10 +404,11 @@ def _network_rows(run: _Run) -> None:
                                    block_keys=config.solver.block_keys, method=method)
     jax.block_until_ready(ticket)
     solve = time.perf_counter() - t0
+    bias_units = 1 if method == "bias" else 0  # n bias units per layer beside the copies
     row = dict(variant="network", construction=method, objective=objective,
                copies=list(search.copies), max_half=list(search.max_half),
                distribution=nc.distribution,
-               hidden_widths=[c * s[-2] for c, s in zip(search.copies, shapes)],
+               hidden_widths=[c * (s[-2] + bias_units) for c, s in zip(search.copies, shapes)],
                copies_search=search.log, search_seconds=search.seconds)
     _add_row(run, row, ticket, solve,
              lambda t=ticket: _network_evaluation(run, net, t))

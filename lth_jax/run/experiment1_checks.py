@@ -100,6 +100,11 @@ def _check_target(t, variants: Sequence[str]) -> None:
     if not os.path.isfile(os.path.expanduser(t.npz)):
       raise ConfigError("target.npz", f"{t.npz} is not a file")
     return
+  if not isinstance(t.use_bias, bool):
+    raise ConfigError("target.use_bias", f"must be True or False, got {t.use_bias!r}")
+  if t.use_bias and "direct" in variants:
+    raise ConfigError("variants", "a target with biases (target.use_bias) runs the network "
+                      "variant only: the direct variant builds no biases")
   if t.model not in ("fc2", "fc4", "lenet5", "mlp"):
     raise ConfigError("target.model", f"must be fc2, fc4, lenet5 or mlp, got {t.model!r}")
   if t.model == "lenet5" and "lplus1" in variants:

@@ -72,6 +72,13 @@ def _check_sweep(sw) -> None:
   common.int_in("sweep.xla_opt_level", sw.xla_opt_level, -1, 3, "-1: XLA default")
 
 
+def _methods_take_biases(config, path) -> None:
+  """ValueError unless every swept method builds biases (a biased npz target)."""
+  plain = [m for m in config.sweep.methods if not construction.takes_biases(m)]
+  if plain:
+    raise ValueError(f"{path} has non-zero biases; methods {plain} build none (use 'bias')")
+
+
 def _check_targets_and_data(config) -> None:
   t = config.targets
   for field in ("sizes", "permutation_sizes"):
@@ -80,11 +87,15 @@ def _check_targets_and_data(config) -> None:
         raise ConfigError(f"targets.{field}",
                           f"each target needs >= 2 positive layer sizes, got {sizes}")
   common.float_in("targets.spectral_norm", t.spectral_norm, 0.0)
+  if not t.bias_scale >= 0:
+    raise ConfigError("targets.bias_scale", f"must be >= 0, got {t.bias_scale}")
   common.one_of("targets.npz_layout", t.npz_layout, ("torch", "jax"))
   if t.npz:  # read now (it is small): a malformed file is a config error, not a crash
     path = common.existing_file("targets.npz", t.npz)
     try:
-      targets_lib.load_npz_target(path, t.npz_layout)
+      layers = targets_lib.load_npz_target(path, t.npz_layout)
+      if targets_lib.has_biases(layers):
+        _methods_take_biases(config, path)
     except ValueError as e:
       raise ConfigError("targets.npz", str(e)) from None
   if config.data.name:
@@ -126,11 +137,10 @@ def validate_config(config) -> None:
 
 
 def sweep_widths(config) -> dict[str, tuple[int, ...]]:
-  """``method -> widths`` of ``config.sweep`` (``"direct"`` has its own)."""
+  """``method -> widths`` of ``config.sweep`` (``"direct"`` has its own; every network
+  construction uses ``sweep.widths``)."""
   sw = config.sweep
-  widths = {"network": tuple(sw.widths), "single": tuple(sw.widths),
-            "lplus1": tuple(sw.widths), "direct": tuple(sw.direct_widths)}
-  return {m: widths[m] for m in sw.methods}
+  return {m: tuple(sw.direct_widths if m == "direct" else sw.widths) for m in sw.methods}
 
 
 def sweep_kwargs(config) -> dict:
@@ -168,6 +178,11 @@ def build_targets(config) -> list[tuple[str, list[jax.Array]]]:
     out.append((f"perm_{_target_name(sizes)}",
                 targets_lib.permutation_target(jax.random.fold_in(perm_key, i), sizes,
                                                config.targets.spectral_norm)))
+  if config.targets.bias_scale:  # biases on the random families (not on an npz target)
+    bias_key = jax.random.fold_in(key, 11_000_003)
+    out = [(name + "_bias", targets_lib.with_random_biases(
+        jax.random.fold_in(bias_key, i), t, config.targets.bias_scale))
+           for i, (name, t) in enumerate(out)]
   if config.targets.npz and not config.data.name:
     kernels = targets_lib.load_npz_target(os.path.expanduser(config.targets.npz),
                                           config.targets.npz_layout)
@@ -223,8 +238,9 @@ def estimated_keys(sizes_list, widths, num_seeds, method, max_half=None) -> floa
   m = sweep_lib.instance_size(method, widths, max_half)
   per_instance = 2.0 ** ((m + 1) // 2 + 1)
   weights = sum(sum(a * b for a, b in zip(s[:-1], s[1:])) for s in sizes_list)
-  # lplus1: two halves per weight and output copy in the first layer (an upper estimate)
-  halves = {"network": 2, "lplus1": 2 * max(widths)}.get(method, 1)
+  # lplus1: two halves per weight and output copy in the first layer (an upper estimate);
+  # the other network constructions: two sign halves per weight
+  halves = {"direct": 1, "lplus1": 2 * max(widths)}.get(method, 2)
   return per_instance * weights * halves * len(widths) * num_seeds
 
 
