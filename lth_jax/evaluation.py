@@ -68,7 +68,8 @@ class ErrorReport(NamedTuple):
     max_weight_error: max over layers and weights (and target biases, for tickets with
       ``bias_errors``) of the per-parameter error.
     sup_error: estimate (from below) of ``sup_{||x|| <= 1} ||f(x) - g(x)||_2``.
-    bound: analytic upper bound on the same sup from the per-weight errors.
+    bound: analytic upper bound on the same sup from the per-weight errors (NaN for a
+      construction it does not bound, ``Construction.bounded``).
     worst_input: ``(d_0,)`` unit vector attaining ``sup_error``.
   """
 
@@ -264,8 +265,10 @@ def _approximation_error(target, pruned, net, key, num_points, ascent_steps):
   sup, worst = sup_output_error(f, g, d_in, key, num_points, ascent_steps)
   max_w = jnp.max(jnp.stack([jnp.max(e) for e in pruned.weight_errors]
                             + [jnp.max(e) for e in pruned.bias_errors or []]))
-  return ErrorReport(max_w, sup, analytic_bound(target, pruned.weight_errors,
-                                                bias_errors=pruned.bias_errors), worst)
+  bound = analytic_bound(target, pruned.weight_errors, bias_errors=pruned.bias_errors)
+  if not constructions.get(pruned.method).bounded:  # the bound does not apply: say so
+    bound = jnp.full_like(bound, jnp.nan)
+  return ErrorReport(max_w, sup, bound, worst)
 
 
 def dense_check(net, ticket: construction.Ticket, x: jax.Array) -> float:

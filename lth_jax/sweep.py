@@ -50,7 +50,8 @@ class SweepResult:
       weights of all layers (``"network"``/``"single"``: a weight's error is the larger of
       its two sign halves' errors).
     sup_error: ``(W, S)`` estimate (from below) of ``sup_{||x||<=1} ||f(x) - g(x)||_2``.
-    bound: ``(W, S)`` analytic upper bound on the same sup (``evaluation.analytic_bound``).
+    bound: ``(W, S)`` analytic upper bound on the same sup (``evaluation.analytic_bound``);
+      None for a construction it does not bound (``Construction.bounded``: ``lplus1``).
     accuracy: ``(W, S)`` ticket accuracy on the given dataset, or ``None``.
     target_accuracy: the target's accuracy on that dataset, or ``None``.
     params_random: ``(W,)`` parameters of the random object: the dense random network
@@ -71,7 +72,7 @@ class SweepResult:
   mean_weight_error: np.ndarray
   fraction_within_epsilon: np.ndarray
   sup_error: np.ndarray
-  bound: np.ndarray
+  bound: np.ndarray | None
   accuracy: np.ndarray | None
   target_accuracy: float | None
   params_random: np.ndarray
@@ -92,7 +93,8 @@ class SweepResult:
             max_weight_error=float(self.max_weight_error[i, s]),
             mean_weight_error=float(self.mean_weight_error[i, s]),
             fraction_within_epsilon=float(self.fraction_within_epsilon[i, s]),
-            sup_error=float(self.sup_error[i, s]), bound=float(self.bound[i, s]),
+            sup_error=float(self.sup_error[i, s]),
+            bound=None if self.bound is None else float(self.bound[i, s]),
             accuracy=None if self.accuracy is None else float(self.accuracy[i, s]),
             target_accuracy=self.target_accuracy,
             params_random=int(self.params_random[i]), params_kept=int(self.params_kept[i, s]),
@@ -261,7 +263,7 @@ def _result(spec, kernels, r, num_seeds, epsilon) -> SweepResult:
       fraction_within_epsilon=np.asarray(r["fraction_within_epsilon"]),
       sup_error=np.asarray(r["sup_error"]),
       bound=evaluation.analytic_bound(kernels, r["weight_errors"], host=True,
-                                      bias_errors=r["bias_errors"]),
+                                      bias_errors=r["bias_errors"]) if c.bounded else None,
       accuracy=None if r["accuracy"] is None else np.asarray(r["accuracy"]),
       target_accuracy=None if r["target_accuracy"] is None else float(r["target_accuracy"]),
       params_random=p_random, params_kept=np.asarray(r["params_kept"]),

@@ -93,6 +93,8 @@ def test_multi_target_all_methods_grid_with_entry_point_options_is_one_compile(m
   assert calls == [(2 * 2 * (7 * weights + outputs + lplus1), 4)]
   for a, b in zip(first, second):
     assert set(a) == set(construction.METHODS)
+    # no bound where the analytic bound does not hold (lplus1), a finite one elsewhere
+    assert all((a[m].bound is None) == (m == "lplus1") for m in a)
     assert not np.array_equal(a["network"].sup_error, b["network"].sup_error)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from lth_jax import construction
+from lth_jax import evaluation
 from lth_jax import targets as targets_lib
 from lth_jax.constructions import lplus1
 from lth_jax.constructions import network
@@ -110,3 +111,13 @@ def test_experiment1_refuses_fc2_before_training_and_accepts_the_smoke_mlp():
   smoke.variants = ("direct", "lplus1")
   checks.validate_config(smoke)
   assert checks.lplus1_size_error((784, 32, 10), 24, 10**8) is None
+
+
+def test_the_analytic_bound_is_not_claimed(case):
+  """network's bound does not hold for L+1 (a copy's error is scaled by the next layer's
+  chosen |v|): approximation_error reports NaN, never a false bound."""
+  target, net, ticket = case
+  assert not lplus1.LPLUS1.bounded and network.NETWORK.bounded
+  report = evaluation.approximation_error(target, ticket, jax.random.key(2), 8, net=net,
+                                          ascent_steps=1)
+  assert np.isnan(float(report.bound)) and float(report.sup_error) >= 0

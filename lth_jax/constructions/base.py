@@ -102,6 +102,9 @@ class Construction:
   depth: Callable
   choose: Callable | None = None
   dense_forward: Callable | None = None  # (dense_params, x) -> output; None: targets.forward
+  # Whether ``evaluation.analytic_bound`` (per-weight errors pushed through the target's
+  # layers) bounds the pruned network's sup error; a module opts out with ``BOUNDED = False``.
+  bounded: bool = True
 
   @property
   def solves(self) -> bool:
@@ -111,7 +114,7 @@ class Construction:
 
 _FUNCTIONS = tuple(f.name for f in dataclasses.fields(Construction)
                    if f.name not in ("name", "stream", "prunes_network", "choose",
-                                     "dense_forward"))
+                                     "dense_forward", "bounded"))
 
 
 def from_module(module, name: str, *, stream: int, prunes_network: bool) -> Construction:
@@ -120,6 +123,7 @@ def from_module(module, name: str, *, stream: int, prunes_network: bool) -> Cons
   return Construction(name=name, stream=stream, prunes_network=prunes_network,
                       choose=getattr(module, "choose", None),
                       dense_forward=getattr(module, "dense_forward", None),
+                      bounded=getattr(module, "BOUNDED", True),
                       **{f: getattr(module, f) for f in _FUNCTIONS})
 
 

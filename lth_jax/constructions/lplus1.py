@@ -37,10 +37,12 @@ The paper's code (RelationalML/LT-existence) draws the copy layer from U[-2, 2],
 units and, when an instance misses epsilon, redraws and books extra width; here every entry
 is U[-1, 1] or N(0, 1) (``random_net.DISTRIBUTIONS``), targets are bias-free, and SubsetSum
 is exact. Per-weight errors are the worst over a weight's used output copies (and halves);
-``evaluation.analytic_bound`` (the sweep's ``bound``) assumes ``network``'s propagation,
-whereas here an input copy's error reaches the next layer times the chosen ``|v|``, so that
-bound is not an upper bound for this construction. Leaky ReLU is not offered: targets, their forward (``targets.forward``) and the
-grid's evaluation are ReLU-only, so a leaky target has no representation to approximate.
+``evaluation.analytic_bound`` assumes ``network``'s propagation, whereas here an input
+copy's error reaches the next layer times the chosen ``|v|``, so that bound is not an upper
+bound for this construction: ``BOUNDED = False`` (the sweep reports no bound, and
+``approximation_error``'s is NaN). Leaky ReLU is not offered: targets, their forward
+(``targets.forward``) and the grid's evaluation are ReLU-only, so a leaky target has no
+representation to approximate.
 """
 
 from __future__ import annotations
@@ -279,6 +281,9 @@ def width_factor(kernel_shapes, width) -> float:
 def depth(num_layers: int) -> int:
   return num_layers + 1
 
+
+# A copy's error is scaled by the chosen |v| of the next layer: network's bound does not hold.
+BOUNDED = False
 
 LPLUS1 = base.register(base.from_module(sys.modules[__name__], "lplus1", stream=4,
                                         prunes_network=True))
