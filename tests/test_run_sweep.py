@@ -154,7 +154,7 @@ def test_entry_point_bad_flags_and_guard_are_one_line_errors(tmp_path):
       "--config.sweep.foo": (["--config.sweep.foo=1"], "unknown field 'foo' in config.sweep"),
       "--config.bar.baz": ([quick, "--config.bar.baz=1"], "unknown field 'bar' in config "),
       "--config": (["--config=lth_jax/configs/sweep.py:nope"],
-                   "unknown preset 'nope' (choose from default, quick, paper, lueker)"),
+                   "unknown preset 'nope' (choose from default, quick, paper, lueker"),
       # no upper bound used to start an endless job
       "--config.lueker.uniform_sizes": (["--config.lueker.uniform_sizes=(60,)"],
                                         "sizes at most 36"),
