@@ -51,6 +51,9 @@ def _base() -> ml_collections.ConfigDict:
   c.sweep.max_half = 20
   c.sweep.distribution = "uniform"
   c.sweep.eval_batch = 4       # grid points evaluated together
+  # One XLA program per target instead of one for all: each target's result is saved as it
+  # finishes (a killed run resumes from there) at the cost of a compilation per target.
+  c.sweep.program_per_target = False
   # XLA CPU backend optimisation level for the one grid program (-1: XLA's default). Level 1
   # about halves compile time (most of a small sweep's wall time) for ~30% slower solving.
   c.sweep.xla_opt_level = 1
@@ -123,6 +126,7 @@ _OVERRIDES = {
         "sweep.ascent_steps": 30,
         "sweep.max_half": 24,
         "sweep.xla_opt_level": -1,
+        "sweep.program_per_target": True,
         "targets.sizes": ((4, 4), (8, 8), (16, 16), (32, 32), (64, 64), (16, 16, 16, 16)),
         "targets.permutation_sizes": ((4, 4), (4, 4, 4), (4, 4, 4, 4), (4, 4, 4, 4, 4),
                                       (8, 8), (16, 16), (32, 32), (64, 64)),
