@@ -41,7 +41,7 @@ def test_entry_point_quick_preset_writes_jsonl_and_png(tmp_path):
   assert {"sup_error", "max_weight_error", "fraction_within_epsilon", "params_random",
           "params_kept", "width_factor", "experiment", "width", "seed"} <= set(rows[0])
   for name in ("error_vs_copies.png", "overparam_vs_d.png", "lueker.png",
-               "success_vs_copies.png", "log_law.png"):
+               "success_vs_copies.png", "log_law.png", "log_law_0.9.png"):
     assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert "copies per input needed" in stdout and "LB P" in stdout
   # Success at every eps of the config from the same grid, each row with its config.
