@@ -228,11 +228,12 @@ def grid_body(targets, epsilon, data, keys, *, specs, opts):
 
 
 def _key_ids(key_ids, targets):
-  """Each target's key index (``fold_in(key, index)``): its position unless given."""
-  return tuple(range(len(targets))) if key_ids is None else key_ids
+  """Each target's key index (``fold_in(key, index)``): its position unless given (traced
+  when given, so targets of equal shapes share one compiled program)."""
+  return tuple(range(len(targets))) if key_ids is None else list(key_ids)
 
 
-_STATIC = ("specs", "num_seeds", "opts", "key_ids")
+_STATIC = ("specs", "num_seeds", "opts")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
@@ -279,7 +280,7 @@ def run_grid(targets, key, epsilon, data, *, specs, num_seeds, opts, options=Non
   else:
     program = program_with_options(options) if options else grid_program
     raw = program(targets, key, epsilon, data, specs=specs, num_seeds=num_seeds, opts=opts,
-                  key_ids=key_ids)
+                  key_ids=None if key_ids is None else jnp.asarray(key_ids, jnp.int32))
   # Multi-host: outputs sharded over other processes' devices are not addressable here,
   # so gather them to every process (numpy) instead of jax.device_get.
   return jax.tree.map(sharding.to_host, raw)
