@@ -42,7 +42,9 @@ from lth_jax import constructions
 # by max_i log2(d_{i-1} d_i l / eps); C = the largest of the 30 ratios, 5.06 (perm 4-4 at
 # eps = 0.2: 32 copies), rounded up; 95% seed-bootstrap interval [5.06, 6.33]. At level 0.9
 # the same rule gives 7.59 [6.56, 7.59] (29 points, one censored). The ratio is largest at
-# the largest eps: copies needed hardly depend on eps (README). Direct: the earlier 5-seed
+# the largest eps: copies needed hardly depend on eps (README). Cross-check on the paper
+# preset's 13 finished targets (docs/runs/sweep_paper, cap 24, step 4): 5.69 [5.06, 5.69]
+# at level 0.5, 6.96 [6.33, 8.74] at 0.9. Direct: the earlier 5-seed
 # calibration on the then-paper preset, 9 / log2(320) = 1.08 at d = 4 (others 0.8-1.07).
 C_NETWORK = 5.1
 C_DIRECT = 1.1
