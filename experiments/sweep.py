@@ -6,8 +6,11 @@
   python -m experiments.sweep --config.devices.shard=True   # seeds split over all devices
 
 Prints the tables; writes results.jsonl, success.jsonl, copies.jsonl, summary.json,
-tables.txt, success_vs_copies.png, log_law.png, error_vs_copies.png, overparam_vs_d.png (and
-lueker.jsonl, lueker.png), then done.json, into --out_dir, named in the last log line. Multi-host (--config.devices.distributed=True; outside a managed cluster
+tables.txt, success_vs_copies.png, log_law.png, log_law_0.9.png, error_vs_copies.png,
+overparam_vs_d.png (and lueker.jsonl, lueker.png), then done.json, into --out_dir, named in
+the last log line. A killed run resumes when rerun with the same flags and --out_dir (each
+target's grid is kept in targets/*.npz). Multi-host (--config.devices.distributed=True;
+outside a managed cluster
 also --config.devices.coordinator_address=host:port --config.devices.num_processes=N
 --config.devices.process_id=i): every process runs the same command; only process 0 writes
 and prints. Bad flags end with one line ``error: --<flag>: ...`` (lth_jax/run/flags.py).
@@ -25,7 +28,8 @@ from lth_jax.run import sweep as run_sweep
 
 _CONFIG = run_flags.ConfigFlag(sweep_configs, "default")
 _OUT_DIR = flags.DEFINE_string(
-    "out_dir", None, "Output directory (must be empty or new); default runs/sweep-<timestamp>.")
+    "out_dir", None, "Output directory (new, empty, or an unfinished run of the same config to resume); "
+    "default runs/sweep-<timestamp>.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the contents of a non-empty --out_dir.")
 
 

@@ -233,28 +233,40 @@ def grid_body(targets, epsilon, data, keys, *, specs, opts):
   return out
 
 
-@functools.partial(jax.jit, static_argnames=("specs", "num_seeds", "opts"))
-def grid_program(targets, key, epsilon, data, *, specs, num_seeds, opts):
+def _key_ids(key_ids, targets):
+  """Each target's key index (``fold_in(key, index)``): its position unless given (traced
+  when given, so targets of equal shapes share one compiled program)."""
+  return tuple(range(len(targets))) if key_ids is None else list(key_ids)
+
+
+_STATIC = ("specs", "num_seeds", "opts")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def grid_program(targets, key, epsilon, data, *, specs, num_seeds, opts, key_ids=None):
   """Every spec's whole width x seed grid, one XLA program: the seeds
-  ``0 .. num_seeds - 1`` of every target through ``grid_body``."""
+  ``0 .. num_seeds - 1`` of every target through ``grid_body``. ``key_ids``: each target's
+  key index (default its position), so a target run in a smaller program (a resumed sweep)
+  draws exactly what it draws among all the targets."""
   TRACE_COUNTS["grid_program"] += 1
-  keys = [seed_keys(key, t, num_seeds) for t in range(len(targets))]
+  keys = [seed_keys(key, t, num_seeds) for t in _key_ids(key_ids, targets)]
   return grid_body(targets, epsilon, data, keys, specs=specs, opts=opts)
 
 
 @functools.lru_cache(maxsize=None)
 def program_with_options(options):
   """``grid_program`` compiled with XLA ``compiler_options`` (own trace cache)."""
-  return jax.jit(grid_program.__wrapped__, static_argnames=("specs", "num_seeds", "opts"),
+  return jax.jit(grid_program.__wrapped__, static_argnames=_STATIC,
                  compiler_options=dict(options))
 
 
-def _sharded_grid(mesh, targets, key, epsilon, data, *, specs, num_seeds, opts, options):
+def _sharded_grid(mesh, targets, key, epsilon, data, *, specs, num_seeds, opts, options,
+                  key_ids=None):
   """``grid_program``'s outputs with the seeds split over ``mesh``: the padded seed
   count's keys (the same keys for the first ``num_seeds``) go to
   ``sharding.sharded_grid_program``, which runs ``grid_body`` per device."""
   padded = sharding.padded_size(num_seeds, mesh)
-  keys = jnp.stack([seed_keys(key, t, padded) for t in range(len(targets))])
+  keys = jnp.stack([seed_keys(key, t, padded) for t in _key_ids(key_ids, targets)])
   out = sharding.sharded_grid_program(grid_body, mesh, targets, epsilon, data, keys,
                                          specs=specs, opts=opts, compiler_options=options)
   if padded != num_seeds:
@@ -262,17 +274,19 @@ def _sharded_grid(mesh, targets, key, epsilon, data, *, specs, num_seeds, opts, 
   return out
 
 
-def run_grid(targets, key, epsilon, data, *, specs, num_seeds, opts, options=None, mesh=None):
+def run_grid(targets, key, epsilon, data, *, specs, num_seeds, opts, options=None, mesh=None,
+             key_ids=None):
   """The grid's outputs on the host (numpy), on one device or split over ``mesh``.
 
   Args as ``grid_program``; ``options``: hashable XLA compiler options or None.
   """
   if mesh is not None:
     raw = _sharded_grid(mesh, targets, key, epsilon, data, specs=specs, num_seeds=num_seeds,
-                        opts=opts, options=options)
+                        opts=opts, options=options, key_ids=key_ids)
   else:
     program = program_with_options(options) if options else grid_program
-    raw = program(targets, key, epsilon, data, specs=specs, num_seeds=num_seeds, opts=opts)
+    raw = program(targets, key, epsilon, data, specs=specs, num_seeds=num_seeds, opts=opts,
+                  key_ids=None if key_ids is None else jnp.asarray(key_ids, jnp.int32))
   # Multi-host: outputs sharded over other processes' devices are not addressable here,
   # so gather them to every process (numpy) instead of jax.device_get.
   return jax.tree.map(sharding.to_host, raw)

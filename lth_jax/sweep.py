@@ -142,6 +142,16 @@ def _check_grid(widths, num_seeds, method, epsilon, max_half):
   return widths
 
 
+def _key_ids(target_ids, num_targets):
+  if target_ids is None:
+    return None
+  ids = tuple(int(t) for t in target_ids)
+  if len(ids) != num_targets or len(set(ids)) != len(ids) or min(ids) < 0:
+    raise ValueError(f"target_ids must be {num_targets} distinct non-negative indices, "
+                     f"got {target_ids}")
+  return ids
+
+
 # --------------------------------------------------------------------------------------
 # Public API.
 # --------------------------------------------------------------------------------------
@@ -183,6 +193,7 @@ def sweep_targets(
     data_batch: int = 512,
     compiler_options: Mapping[str, int | str | bool] | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    target_ids: Sequence[int] | None = None,
 ) -> list[dict[str, SweepResult]]:
   """Sweeps several targets and constructions over width x seed grids as ONE jitted program.
 
@@ -210,6 +221,8 @@ def sweep_targets(
       on its block of seeds (the seed count is padded to a multiple of the device count,
       extra seeds are computed and dropped). Same results, float32 grid reductions up to
       the last bit.
+    target_ids: each target's index ``t`` in the seed keys (default its position), so a
+      subset of a sweep's targets, run alone, reproduces their results in the whole sweep.
 
   Returns:
     ``results[t][method]``: a ``SweepResult`` per target and method.
@@ -233,6 +246,7 @@ def sweep_targets(
     raise ValueError("num_points, eval_batch and data_batch must be positive, ascent_steps "
                      "non-negative")
   data = _prepare_data(dataset, sizes)
+  key_ids = _key_ids(target_ids, len(kernels))
   specs = tuple(grid_program.grid_spec(t, m, per_method[m], max_half)
                 for t in range(len(kernels)) for m in methods)
   opts = tuple(sorted(dict(num_points=int(num_points), ascent_steps=int(ascent_steps),
@@ -240,7 +254,8 @@ def sweep_targets(
                            distribution=distribution).items()))
   options = tuple(sorted(compiler_options.items())) if compiler_options else None
   raw = grid_program.run_grid(kernels, key, jnp.float32(epsilon), data, specs=specs,
-                              num_seeds=int(num_seeds), opts=opts, options=options, mesh=mesh)
+                              num_seeds=int(num_seeds), opts=opts, options=options, mesh=mesh,
+                              key_ids=key_ids)
   results = [dict() for _ in kernels]
   for spec, r in zip(specs, raw):
     results[spec.target][spec.method] = _result(spec, kernels[spec.target], r,

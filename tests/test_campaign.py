@@ -6,8 +6,8 @@ the whole table) and checks the failure contract of ``lth_jax/run/flags.py``: ex
 2, exactly one ``error: <what>: <why>`` line naming the flag or file, no traceback, and no
 output left behind (the output directory absent or empty). The fault tests kill a writer
 with SIGKILL mid-run (a subprocess) and check that the next run recognises the unfinished
-directory: it resumes (streaming, edge-popup) or refuses it with one line (the sweep,
-Experiment 1), and that nothing on disk is half-written.
+directory: it resumes (streaming, edge-popup, the sweep) or refuses it with one line
+(Experiment 1), and that nothing on disk is half-written.
 """
 
 from __future__ import annotations
@@ -457,7 +457,7 @@ SMALL_EP = ("--dataset=synthetic", "--config.archs=('fc2',)", "--config.variants
             "--config.seeds=(0,)", "--config.batch_size=32", "--log_every_seconds=1000")
 KILLS = {
     # module: (args, file whose appearance is the kill point, what the rerun must say)
-    SWEEP: (("--config=quick", "--config.lueker.trials=0"), "run.json", "unfinished run"),
+    SWEEP: (("--config=quick", "--config.lueker.trials=0"), "run.json", None),
     EXP1: (("--config.variants=direct", "--config.objectives=min_error"), "run.json",
            "unfinished run"),
     STREAM: (("--num_weights=64", "--n=6", "--chunk_size=16", "--pause_s=0.3"),
@@ -477,9 +477,14 @@ def test_sigkill_mid_run_then_rerun(tmp_path):
     _assert_complete_files(out)
     assert not (out / files.DONE_FILE).exists()
     before = sorted(p.name for p in out.iterdir())
-    if why is not None:  # the sweep and Experiment 1 do not resume: refused, kept as is
+    if why is not None:  # Experiment 1 does not resume: refused, kept as is
       assert_one_error_line(*invoke(m, f"--out_dir={out}", *args), why, "--overwrite")
       assert sorted(p.name for p in out.iterdir()) == before
+  # the sweep resumes: the grids of targets not saved yet are computed (sweep_store)
+  code, err = invoke(SWEEP, f"--out_dir={outs[SWEEP]}", *KILLS[SWEEP][0])
+  assert code == 0, err[-3000:]
+  assert (outs[SWEEP] / files.DONE_FILE).exists()
+  assert len(list((outs[SWEEP] / "targets").glob("*.npz"))) == 2
   # streaming resumes: the finished chunk is kept, the others are solved
   code, err = invoke(STREAM, f"--out_dir={outs[STREAM]}", *KILLS[STREAM][0][:3])
   assert code == 0, err[-3000:]

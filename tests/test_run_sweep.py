@@ -16,6 +16,7 @@ from lth_jax import files as files_lib
 from lth_jax.configs import sweep as sweep_configs
 from lth_jax.run import common
 from lth_jax.run import sweep as run_sweep
+from lth_jax.run import sweep_store
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -40,7 +41,7 @@ def test_entry_point_quick_preset_writes_jsonl_and_png(tmp_path):
   assert {"sup_error", "max_weight_error", "fraction_within_epsilon", "params_random",
           "params_kept", "width_factor", "experiment", "width", "seed"} <= set(rows[0])
   for name in ("error_vs_copies.png", "overparam_vs_d.png", "lueker.png",
-               "success_vs_copies.png", "log_law.png"):
+               "success_vs_copies.png", "log_law.png", "log_law_0.9.png"):
     assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert "copies per input needed" in stdout and "LB P" in stdout
   # Success at every eps of the config from the same grid, each row with its config.
@@ -62,6 +63,33 @@ def test_entry_point_quick_preset_writes_jsonl_and_png(tmp_path):
   assert done["preset"] == "quick" and not done["sharded"]
   assert done["files"] == sorted(p.name for p in out.iterdir() if p.name != "done.json")
   assert (out / "done.json").stat().st_mtime >= max(p.stat().st_mtime for p in out.iterdir())
+  _check_resume(out, config)
+
+
+def _check_resume(out, config):
+  """A killed run (no done.json; one target's grid and the Lueker job not saved yet) rerun
+  with the same config computes only what is missing and writes identical files; a changed
+  config, or a saved piece of another run, is refused with one line."""
+  before = {f: (out / f).read_bytes() for f in ("results.jsonl", "success.jsonl",
+                                                 "copies.jsonl", "summary.json", "tables.txt",
+                                                 "lueker.jsonl")}
+  assert sorted(p.name for p in (out / sweep_store.TARGETS_DIR).iterdir()) == [
+      "random_3x3.npz", "random_4x2.npz"]
+  for name in ("done.json", "targets/random_4x2.npz", "lueker/uniform_6.npz",
+               "results.jsonl"):
+    (out / name).unlink()
+  result = run_sweep.run_experiment(config, out)
+  assert set(result["results"][1][1]) == set(config.sweep.methods)
+  assert {f: (out / f).read_bytes() for f in before} == before
+  assert (out / "done.json").exists()
+  (out / "done.json").unlink()
+  changed = sweep_configs.get_config("quick")
+  changed.seed = 1
+  with pytest.raises(FileExistsError, match="unfinished run with other settings"):
+    run_sweep.run_experiment(changed, out)
+  sweep_store.save_target(out, "random_3x3", result["results"][0][1], changed.to_dict())
+  with pytest.raises(FileExistsError, match="random_3x3.npz was written by a run with other"):
+    run_sweep.run_experiment(config, out)
 
 
 # A small grid (one 2-3-2 target, every method, 2 seeds) for the multi-device runs.

@@ -191,3 +191,21 @@ def test_bad_arguments(kwargs, match):
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
     sweep_lib.sweep(**args)
+
+
+def test_targets_run_alone_with_their_ids_reproduce_the_joint_sweep():
+  """A resumed sweep runs the missing targets alone with ``target_ids``: each draws what it
+  draws among all targets, and two targets of one shape share one compiled program."""
+  key = jax.random.key(5)
+  targets = [targets_lib.random_target(jax.random.key(i), (2, 2)) for i in range(2)]
+  kwargs = dict(FAST, key=key, num_points=8, ascent_steps=1)
+  joint = sweep_lib.sweep_targets(targets, (2, 4), 2, ("network",), **kwargs)
+  before = grid_program.TRACE_COUNTS["grid_program"]
+  alone = [sweep_lib.sweep_targets([t], (2, 4), 2, ("network",), target_ids=[i], **kwargs)[0]
+           for i, t in enumerate(targets)]
+  assert grid_program.TRACE_COUNTS["grid_program"] - before == 1
+  for a, j in zip(alone, joint):
+    for field in ("max_weight_error", "sup_error", "params_kept"):
+      np.testing.assert_array_equal(getattr(a["network"], field), getattr(j["network"], field))
+  with pytest.raises(ValueError, match="target_ids must be 1 distinct"):
+    sweep_lib.sweep_targets(targets[:1], (2, 4), 2, ("network",), target_ids=[0, 1], **kwargs)

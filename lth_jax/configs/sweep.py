@@ -7,12 +7,14 @@ get_config("default"): random spectral-norm-1 targets d x d (d = 4, 8, 16) and p
   (benchmarks/bench_sweep.py splits it: compilation 26 s of it).
 get_config("quick"): a tiny grid for tests (seconds).
 get_config("paper"): full size: random d = 4..64 and 16-16-16-16, permutation targets of
-  depth 1..4 and d = 4..64, widths 8..64, cap 24, 64 seeds, Lueker check at 100 trials. Not
-  run yet (hours on 2 CPU cores).
+  depth 1..4 and d = 4..64, widths 8..64 in steps of 4 (cap 24), 32 seeds, 2048 points /
+  30 ascent steps, one program per target (each saved as it finishes: resumable), no Lueker
+  check (its own preset). Hours on 2 CPU cores (see README).
 get_config("constructions"): network vs lplus1 (Burkholz 2022's depth L+1), single and
   direct at the same eps (0.01 primary) on ONE fixed random target 8-8-8 (depth 2, where
-  L + 1 = 3 < 2L = 4), widths 8..64 (sign halves capped at 20), 16 seeds; tables.txt adds the constructions table
-  (depth, copies needed, random and kept parameters). See docs/runs/sweep_constructions.
+  L + 1 = 3 < 2L = 4), widths 8..64 (sign halves capped at 20), 16 seeds; tables.txt adds
+  the constructions table (depth, copies needed, random and kept parameters). See
+  docs/runs/sweep_constructions.
 get_config("lueker"): only the Lueker coverage check at SPEC section 2's sizes (U[-1, 1]
   n = 12/16/20, products n = 20/28/36/44; 100 trials, epsilon 0.01): 6.3 CPU-minutes, 18.6
   minutes wall on 2 heavily shared CPU cores, three quarters of it products n = 44.
@@ -55,6 +57,9 @@ def _base() -> ml_collections.ConfigDict:
   c.sweep.max_half = 20
   c.sweep.distribution = "uniform"
   c.sweep.eval_batch = 4       # grid points evaluated together
+  # One XLA program per target instead of one for all: each target's result is saved as it
+  # finishes (a killed run resumes from there) at the cost of a compilation per target.
+  c.sweep.program_per_target = False
   # XLA CPU backend optimisation level for the one grid program (-1: XLA's default). Level 1
   # about halves compile time (most of a small sweep's wall time) for ~30% slower solving.
   c.sweep.xla_opt_level = 1
@@ -125,19 +130,23 @@ _OVERRIDES = {
         "lueker.spacing": 0.0125,
     },
     "paper": {
-        "sweep.widths": (8, 16, 24, 32, 40, 48, 56, 64),
-        "sweep.direct_widths": tuple(range(2, 25)),
-        "sweep.num_seeds": 64,
-        "sweep.num_points": 1024,
+        # step 4 everywhere: the level-0.9 copies needed sit in the transition (24-48 at
+        # d <= 16), where a step of 8 put 29 of 30 default points on 40 or 48.
+        "sweep.widths": tuple(range(8, 65, 4)),
+        "sweep.direct_widths": (4, 6, 8, 10, 12, 14, 16, 18, 20),
+        "sweep.num_seeds": 32,
+        # benchmarks/bench_sup_error.py: 256 points / 10 steps miss up to 8% of the sup at
+        # d = 16 (none of network's success fractions change); d reaches 64 here.
+        "sweep.num_points": 2048,
         "sweep.ascent_steps": 30,
         "sweep.max_half": 24,
         "sweep.xla_opt_level": -1,
+        "sweep.program_per_target": True,
         "targets.sizes": ((4, 4), (8, 8), (16, 16), (32, 32), (64, 64), (16, 16, 16, 16)),
         "targets.permutation_sizes": ((4, 4), (4, 4, 4), (4, 4, 4, 4), (4, 4, 4, 4, 4),
                                       (8, 8), (16, 16), (32, 32), (64, 64)),
-        "lueker.trials": 100,
-        "lueker.uniform_sizes": (4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24),
-        "lueker.product_sizes": (12, 16, 20, 24, 28, 32, 36, 40, 44),
+        # The Lueker check has its own preset ("lueker", 18.6 min wall): not repeated here.
+        "lueker.trials": 0,
     },
     "lueker": {
         "sweep.methods": (),

@@ -37,6 +37,7 @@ from lth_jax import training
 from lth_jax.report import figures
 from lth_jax.report import tables
 from lth_jax.run import common
+from lth_jax.run import sweep_store
 from lth_jax.run.common import ConfigError
 
 DATASETS = ("fashion_mnist", "mnist", "kmnist", "synthetic")
@@ -244,8 +245,9 @@ def estimated_keys(sizes_list, widths, num_seeds, method, max_half=None) -> floa
   return per_instance * weights * halves * len(widths) * num_seeds
 
 
-def _sweep_one(config, named, data, widths, kwargs):
-  """One program over the targets ``named`` ([(name, kernels)]); their per-method results."""
+def _sweep_one(config, named, data, widths, kwargs, target_ids):
+  """One program over the targets ``named`` ([(name, kernels)]; key indices
+  ``target_ids``); their per-method results."""
   sw = config.sweep
   sizes = [targets_lib.target_layer_sizes(k) for _, k in named]
   keys = sum(estimated_keys(sizes, widths[m], sw.num_seeds, m, sw.max_half or None)
@@ -258,12 +260,14 @@ def _sweep_one(config, named, data, widths, kwargs):
   with progress_lib.Heartbeat("sweep program", estimate=estimate,
                               interval=max(10.0, estimate / 20)):
     return sweep_lib.sweep_targets([k for _, k in named], widths, sw.num_seeds,
-                                   tuple(sw.methods), dataset=data, **kwargs)
+                                   tuple(sw.methods), dataset=data, target_ids=target_ids,
+                                   **kwargs)
 
 
-def _run_sweeps(config, mesh, splits) -> tuple[list, list[dict]]:
+def _run_sweeps(config, mesh, splits, store) -> tuple[list, list[dict]]:
   """Every target's grid: ``(named_results, rows)``; rows carry the config. ``splits``:
-  ``_datasets(config)``."""
+  ``_datasets(config)``; ``store``: ``(out_dir, fingerprint)`` of a resumable run, or None
+  (``sweep_store.resumable_targets``)."""
   kwargs = sweep_kwargs(config)
   if mesh is not None:
     kwargs["mesh"] = mesh
@@ -278,8 +282,13 @@ def _run_sweeps(config, mesh, splits) -> tuple[list, list[dict]]:
   named_results, rows = [], []
   cfg = files_lib.to_jsonable(config)
   for named, data in experiments:
-    res = _sweep_one(config, named, data, sweep_widths(config), kwargs)
-    for (name, _), per_method in zip(named, res):
+    compute = lambda group, named=named, data=data: _sweep_one(
+        config, [named[i] for i in group], data, sweep_widths(config), kwargs, group)
+    cost = lambda i, named=named: sum(estimated_keys(
+        [targets_lib.target_layer_sizes(named[i][1])], w, 1, m, config.sweep.max_half or None)
+        for m, w in sweep_widths(config).items())
+    for name, per_method in sweep_store.resumable_targets(
+        named, compute, store, config.sweep.program_per_target, cost):
       named_results.append((name, per_method))
       for r in per_method.values():
         rows += r.rows(experiment=name, config=cfg)
@@ -287,8 +296,9 @@ def _run_sweeps(config, mesh, splits) -> tuple[list, list[dict]]:
   return named_results, rows
 
 
-def run_lueker(config, progress=True):
-  """The Lueker coverage check of ``config.lueker``; list of ``lueker.Coverage``."""
+def run_lueker(config, progress=True, store=None):
+  """The Lueker coverage check of ``config.lueker``; list of ``lueker.Coverage``. ``store``:
+  ``(out_dir, fingerprint)`` to load finished jobs from and save each as it finishes."""
   lu = config.lueker
   key = jax.random.fold_in(jax.random.key(config.seed), 2_000_003)
   grid_points = len(lueker.grid(lu.epsilon, lu.spacing))
@@ -302,8 +312,12 @@ def run_lueker(config, progress=True):
                                 every=0.0 if progress else math.inf)
   done, out = 0.0, []
   for kind, n in jobs:
-    out.append(lueker.coverage(jax.random.fold_in(jax.random.fold_in(key, n), len(kind)), n,
-                               kind, trials=lu.trials, epsilon=lu.epsilon, spacing=lu.spacing))
+    found = sweep_store.load_lueker(store[0], kind, n, store[1]) if store else None
+    out.append(found or lueker.coverage(
+        jax.random.fold_in(jax.random.fold_in(key, n), len(kind)), n, kind, trials=lu.trials,
+        epsilon=lu.epsilon, spacing=lu.spacing))
+    if store and found is None:
+      sweep_store.save_lueker(store[0], out[-1], store[1])
     done += cost(kind, n)
     meter.update(done, note=f"{kind} n={n}: covered {out[-1].covered:.2f}")
   return out
@@ -345,10 +359,12 @@ def _write_sweep(out, named_results, rows, analysis, text, config) -> list[pathl
   figures.close(figures.plot_success_vs_copies(analysis["success"], eps,
                                                out / "success_vs_copies.png"))
   written.append(out / "success_vs_copies.png")
-  # Level 0.5: the median seed; at 0.9 a grid step of 8 copies censors more points.
-  figures.close(figures.plot_log_law(analysis["copies"], analysis["fits"],
-                                     out / "log_law.png", level=0.5))
-  written.append(out / "log_law.png")
+  # Level 0.5: the median seed; level 0.9 needs a fine width grid (step 8 puts most
+  # points on the last two widths; the paper preset's step is 4).
+  for level, name in ((0.5, "log_law.png"), (0.9, "log_law_0.9.png")):
+    figures.close(figures.plot_log_law(analysis["copies"], analysis["fits"], out / name,
+                                       level=level))
+    written.append(out / name)
   single_layer = [(n, r) for n, r in named_results
                   if len(next(iter(r.values())).layer_sizes) == 2]
   figures.close(figures.plot_overparam_vs_d(
@@ -379,10 +395,12 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
   eps x width), ``copies.jsonl`` (copies needed for success >= 0.5 / 0.9 per target x
   method x eps), ``summary.json`` (the config, copies needed vs theory, the log-law fits),
   ``tables.txt``, ``lueker.jsonl``, the PNG figures ``success_vs_copies.png``,
-  ``log_law.png``, ``error_vs_copies.png``, ``overparam_vs_d.png``, ``lueker.png``, first
+  ``log_law.png`` (level 0.5), ``log_law_0.9.png``, ``error_vs_copies.png``,
+  ``overparam_vs_d.png``, ``lueker.png``, first
   ``run.json`` (the settings) and last ``done.json`` (the marker of a finished run: a
-  directory with ``run.json`` but without it holds a killed or failed run, refused unless
-  ``overwrite``).
+  directory with ``run.json`` but without it holds a killed or failed run, which a rerun of
+  the same config resumes: every target's grid and Lueker job is saved as it finishes,
+  ``targets/*.npz``, ``lueker/*.npz``, ``run.sweep_store``; other settings are refused).
 
   ``config.devices.shard``: every grid's seeds split over all devices
   (``sharding.make_instance_mesh``); ``config.devices.distributed``: first
@@ -400,18 +418,22 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
   devices = common.device_settings(config)
   primary = common.set_up_devices(devices)  # before anything touches a device
   splits = _datasets(config)
-  # run.json marks the directory as this run's, done.json as finished: a killed run's
-  # directory is refused as unfinished (the sweep does not resume; --overwrite restarts).
-  out = (files_lib.prepare_out_dir(out_dir, overwrite, fingerprint=config.to_dict(),
-                                   resumable=False)[0] if primary
+  # run.json marks the directory as this run's, done.json as finished: a killed run of the
+  # same config resumes (finished targets and Lueker jobs are loaded, sweep_store); other
+  # settings are refused. Multi-host runs do not resume (every process must agree).
+  fingerprint = config.to_dict()
+  resumable = jax.process_count() == 1
+  out = (files_lib.prepare_out_dir(out_dir, overwrite, fingerprint=fingerprint,
+                                   resumable=resumable)[0] if primary
          else pathlib.Path(out_dir).expanduser())
+  store = (out, fingerprint) if primary and resumable else None
   t0 = time.perf_counter()
   mesh = None
   if devices.shard:
     mesh = sharding.make_instance_mesh()
     logging.info("sweep: seeds split over %d devices (%d process(es))",
                  sharding.num_devices(mesh), jax.process_count())
-  named_results, rows = _run_sweeps(config, mesh, splits)
+  named_results, rows = _run_sweeps(config, mesh, splits, store)
   written, text = ([out / files_lib.RUN_FILE] if primary else []), {}
   analysis = analyse(named_results, config) if named_results else {}
   summary = analysis.get("summary", [])
@@ -426,11 +448,14 @@ def run_experiment(config, out_dir, overwrite: bool = False) -> dict:
   coverage = []
   if config.lueker.trials:
     # Every process runs it (unsharded), so all of them reach the end together.
-    coverage = run_lueker(config, progress=primary)
+    coverage = run_lueker(config, progress=primary, store=store)
     text["lueker"] = tables.format_lueker_table(coverage)
     if primary:
       written += _write_lueker(out, coverage, config)
   seconds = time.perf_counter() - t0
+  if store:  # the saved pieces (sweep_store)
+    written += [out / d for d in (sweep_store.TARGETS_DIR, sweep_store.LUEKER_DIR)
+                if (out / d).is_dir()]
   if primary:  # last: its presence says every other file is complete
     written.append(files_lib.mark_done(out, dict(
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), seconds=seconds,
