@@ -136,8 +136,10 @@ def find_ticket(
     solutions = _choose(inst, construction=construction)
   out = _assemble(kernels, inst, solutions, construction=construction)
   shapes = tuple(tuple(k.shape) for k in targets_lib.split_layers(kernels)[0])
-  return Ticket(out.masks, out.weight_errors, out.effective, construction.num_params(
-      shapes, widths), out.kept, method, out.bias_errors)
+  num_random = (construction.num_params_of(random_net) if construction.num_params_of
+                else construction.num_params(shapes, widths))
+  return Ticket(out.masks, out.weight_errors, out.effective, num_random, out.kept, method,
+                out.bias_errors)
 
 
 def takes_biases(method: str) -> bool:
