@@ -144,12 +144,15 @@ def find_ticket(
 
 def takes_biases(method: str) -> bool:
   """Whether construction ``method`` accepts targets with biases: its ``check`` on a
-  biased one-layer target, traced on an abstract one-copy draw (nothing computed)."""
+  biased one-layer target, traced on an abstract one-copy draw for it (nothing computed)."""
   c = constructions.get(method)
   kernel = jnp.ones((1, 1))
+
+  def check(k, b):
+    layers = [{"kernel": k, "bias": b}]
+    return c.check(c.sample(jax.random.key(0), layers, 1), layers)
   try:
-    jax.eval_shape(lambda k, b: c.check(c.sample(jax.random.key(0), [k], 1),
-                                        [{"kernel": k, "bias": b}]), kernel, jnp.ones(1))
+    jax.eval_shape(check, kernel, jnp.ones(1))
   except ValueError:
     return False
   return True
