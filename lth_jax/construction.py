@@ -136,18 +136,23 @@ def find_ticket(
     solutions = _choose(inst, construction=construction)
   out = _assemble(kernels, inst, solutions, construction=construction)
   shapes = tuple(tuple(k.shape) for k in targets_lib.split_layers(kernels)[0])
-  return Ticket(out.masks, out.weight_errors, out.effective, construction.num_params(
-      shapes, widths), out.kept, method, out.bias_errors)
+  num_random = (construction.num_params_of(random_net) if construction.num_params_of
+                else construction.num_params(shapes, widths))
+  return Ticket(out.masks, out.weight_errors, out.effective, num_random, out.kept, method,
+                out.bias_errors)
 
 
 def takes_biases(method: str) -> bool:
   """Whether construction ``method`` accepts targets with biases: its ``check`` on a
-  biased one-layer target, traced on an abstract one-copy draw (nothing computed)."""
+  biased one-layer target, traced on an abstract one-copy draw for it (nothing computed)."""
   c = constructions.get(method)
   kernel = jnp.ones((1, 1))
+
+  def check(k, b):
+    layers = [{"kernel": k, "bias": b}]
+    return c.check(c.sample(jax.random.key(0), layers, 1), layers)
   try:
-    jax.eval_shape(lambda k, b: c.check(c.sample(jax.random.key(0), [k], 1),
-                                        [{"kernel": k, "bias": b}]), kernel, jnp.ones(1))
+    jax.eval_shape(check, kernel, jnp.ones(1))
   except ValueError:
     return False
   return True

@@ -291,3 +291,21 @@ def dense_check(net, ticket: construction.Ticket, x: jax.Array) -> float:
   structured = structured_forward(net, ticket.masks, x, ticket.method)
   scale = max(float(jnp.max(jnp.abs(dense))), 1e-30)
   return float(jnp.max(jnp.abs(dense - structured))) / scale
+
+
+def ticket_error_stats(ticket: construction.Ticket, epsilon: float) -> dict:
+  """Error statistics over every target parameter (Experiment 1's row fields): the weights,
+  and the biases when the ticket builds them (``bias_errors``; then also the biases' own
+  counts). Host numpy."""
+  errors = np.concatenate([np.asarray(e).reshape(-1) for e in ticket.weight_errors
+                           + (ticket.bias_errors or [])])
+  bad = errors > np.float32(epsilon)
+  out = dict(fraction_within_eps=float(1.0 - bad.mean()), weights_missing_eps=int(bad.sum()),
+             max_weight_error=float(errors.max()),
+             worst_missing_error=float(errors[bad].max()) if bad.any() else 0.0,
+             mean_weight_error=float(errors.mean()))
+  if ticket.bias_errors is not None:
+    b = np.concatenate([np.asarray(e).reshape(-1) for e in ticket.bias_errors])
+    out.update(biases_missing_eps=int((b > np.float32(epsilon)).sum()),
+               max_bias_error=float(b.max()), num_biases=int(b.size))
+  return out

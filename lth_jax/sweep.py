@@ -263,13 +263,22 @@ def sweep_targets(
   return results
 
 
+def _num_random(c, kernels, shapes, width) -> int:
+  """The random object's parameters at ``width``: ``num_params``, or ``num_params_of`` an
+  abstract draw (nothing computed) where the construction defines it (conv's bias units)."""
+  if c.num_params_of is None:
+    return c.num_params(shapes, width)
+  return c.num_params_of(jax.eval_shape(lambda k: c.sample(jax.random.key(0), k, width),
+                                        kernels))
+
+
 def _result(spec, kernels, r, num_seeds, epsilon) -> SweepResult:
   """One grid's host outputs as a ``SweepResult`` (counts and the bound on the host)."""
   c = constructions.get(spec.method)
   shapes = tuple(tuple(k.shape) for k in targets_lib.split_layers(kernels)[0])
   # every target parameter: the kernels' entries and the biases of biased layers
   target_params = sum(int(np.size(a)) for a in jax.tree.leaves(kernels))
-  p_random = np.asarray([c.num_params(shapes, w) for w in spec.widths], np.int64)
+  p_random = np.asarray([_num_random(c, kernels, shapes, w) for w in spec.widths], np.int64)
   return SweepResult(
       method=spec.method, layer_sizes=targets_lib.target_layer_sizes(kernels),
       widths=np.asarray(spec.widths), num_seeds=num_seeds, epsilon=epsilon,

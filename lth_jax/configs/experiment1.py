@@ -13,6 +13,9 @@ get_config("lenet5"): LeNet5 (SPEC section 6; 61,470 weights: both conv kernels 
   three FC kernels). "direct": per output channel of each conv kernel (kh, kw, in, out) and
   per output unit of each FC kernel, one coefficient vector reused along it; "network": the
   random CNN of constructions.conv (a 1x1 and a kh x kw conv per conv layer) pruned whole.
+get_config("lenet5_bias"): LeNet5 trained WITH biases, "network" variant only: the random
+  CNN of constructions.conv with bias units (bias channels read at one in-image kernel tap),
+  every weight and every bias a subset sum.
 
 Trained targets are checkpointed (orbax) under target.checkpoint_dir, by default
 default_target_dir() = $XDG_CACHE_HOME/lth_jax/targets (~/.cache/lth_jax/targets), one
@@ -26,7 +29,7 @@ import os
 
 import ml_collections
 
-PRESETS = ("smoke", "fc2", "fc4", "lenet5", "fc2_bias")
+PRESETS = ("smoke", "fc2", "fc4", "lenet5", "fc2_bias", "lenet5_bias")
 
 
 def default_target_dir() -> str:
@@ -100,7 +103,12 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
 
   c.solver = ml_collections.ConfigDict()
   c.solver.block_keys = 1 << 24  # meet-in-the-middle keys per progress block
+  _apply_preset(c, preset)
+  return c
 
+
+def _apply_preset(c: ml_collections.ConfigDict, preset: str) -> None:
+  """Sets what ``preset`` changes from the defaults (``get_config``)."""
   if preset == "smoke":
     c.dataset = "synthetic"
     c.target.model = "mlp"
@@ -130,11 +138,12 @@ def get_config(preset: str = "smoke") -> ml_collections.ConfigDict:
     c.target.widths = (500, 500, 500, 10)
     c.network.copies = (16, 24, 32, 40, 48, 56, 64, 80)
     c.network.max_half = (24, 24, 24, 30)
-  elif preset == "lenet5":
+  elif preset in ("lenet5", "lenet5_bias"):
     c.target.model = "lenet5"
     c.target.learning_rate = 0.01  # SPEC section 6's LeNet5 rate (0.1 is for the FC nets)
     c.variants = ("direct", "network")  # network: the random CNN of constructions.conv
     c.network.copies = (16, 24, 32, 40, 48, 56, 64)
     # conv1, conv2, fc1, fc2, fc3: the small layers can afford the largest instances.
     c.network.max_half = (30, 30, 24, 24, 30)
-  return c
+    if preset == "lenet5_bias":  # + bias units (conv); direct builds no biases
+      c.target.use_bias, c.variants = True, ("network",)

@@ -31,10 +31,11 @@ The steps and who calls them:
    (e.g. a CNN's). All three agree (tests check it).
 
 Targets: ``check`` returns the target layers; bias-free constructions refuse biased layers
-(``targets.check_target``), ``"bias"`` takes both (``targets.split_layers``).
+(``targets.check_target``), ``"bias"`` and ``"conv"`` take both (``targets.split_layers``).
 
 Static bookkeeping: ``instance_size(width, cap)`` (``cap=None``: the construction's default),
-``num_params(kernel_shapes, width)``, ``width_factor(kernel_shapes, width)`` and
+``num_params(kernel_shapes, width)`` (``find_ticket`` uses ``num_params_of(obj)`` where a
+module defines it: conv's optional bias units), ``width_factor(kernel_shapes, width)`` and
 ``depth(num_target_layers)``. ``stream``: the seed key's ``fold_in`` that draws the object in
 the grid; constructions with the same stream share one draw, so they must share ``sample``
 (stream 2 is the grid's evaluation points).
@@ -105,6 +106,9 @@ class Construction:
   # Whether ``evaluation.analytic_bound`` (per-weight errors pushed through the target's
   # layers) bounds the pruned network's sup error; a module opts out with ``BOUNDED = False``.
   bounded: bool = True
+  # obj -> its dense parameter count, for a draw whose count is more than its kernel shapes
+  # and widths say (conv's optional bias units); None: num_params(kernel_shapes, widths)
+  num_params_of: Callable | None = None
 
   @property
   def solves(self) -> bool:
@@ -114,7 +118,7 @@ class Construction:
 
 _FUNCTIONS = tuple(f.name for f in dataclasses.fields(Construction)
                    if f.name not in ("name", "stream", "prunes_network", "choose",
-                                     "dense_forward", "bounded"))
+                                     "dense_forward", "bounded", "num_params_of"))
 
 
 def from_module(module, name: str, *, stream: int, prunes_network: bool) -> Construction:
@@ -124,6 +128,7 @@ def from_module(module, name: str, *, stream: int, prunes_network: bool) -> Cons
                       choose=getattr(module, "choose", None),
                       dense_forward=getattr(module, "dense_forward", None),
                       bounded=getattr(module, "BOUNDED", True),
+                      num_params_of=getattr(module, "num_params_of", None),
                       **{f: getattr(module, f) for f in _FUNCTIONS})
 
 

@@ -140,11 +140,42 @@ def bias_masks(chosen: jax.Array, inst: BiasInstances):
           effective)
 
 
-def _layer_biases(target, kernels):
-  """Per layer the target bias ``(d_out,)`` (zeros for a bare-kernel layer)."""
-  _, biases = targets_lib.split_layers(target)
-  return [jnp.zeros(k.shape[1], jnp.float32) if b is None else b
+def layer_biases(target) -> list:
+  """Per layer the target bias ``(d_out,)`` (zeros for a bare-kernel layer; ``d_out`` is the
+  kernel's last axis, so conv kernels too)."""
+  kernels, biases = targets_lib.split_layers(target)
+  return [jnp.zeros(k.shape[-1], jnp.float32) if b is None else b
           for k, b in zip(kernels, biases)]
+
+
+def layer_bias_instances(beta: list, w: list, biases: list, width, cap, sizes
+                         ) -> tuple[list, list]:
+  """Every layer's bias problems ``(targets (d_out,), products (d_out, m))`` and their
+  ``BiasInstances`` (``bias_instances`` at ``m = sizes[i]``, slots at or beyond ``cap``
+  unused); ``width``/``cap``: one for all layers or one per layer (ints or traced)."""
+  problems, aux = [], []
+  for i, b in enumerate(biases):
+    m = sizes[i]
+    bi = bias_instances(beta[i], w[i], b, m, base.per_layer(width, i))
+    valid = bi.valid & (jnp.arange(m) < base.per_layer(cap, i))
+    bi = bi._replace(products=jnp.where(valid, bi.products, 0.0), valid=valid)
+    problems.append((bi.targets, bi.products))
+    aux.append(bi)
+  return problems, aux
+
+
+def assemble_biases(aux: list, solutions: list):
+  """``(masks {"beta": [(n,)], "w": [(d_out, n)]}, errors [(d_out,)], effective biases
+  [(d_out,)], kept int32)`` from ``layer_bias_instances``' aux and their solutions."""
+  masks, errors, effective, kept = dict(beta=[], w=[]), [], [], jnp.int32(0)
+  for bi, (chosen, _) in zip(aux, solutions):
+    m_beta, m_w, err, eff = bias_masks(chosen, bi)
+    masks["beta"].append(m_beta)
+    masks["w"].append(m_w)
+    errors.append(err)
+    effective.append(eff)
+    kept = kept + jnp.sum(m_beta, dtype=jnp.int32) + jnp.sum(m_w, dtype=jnp.int32)
+  return masks, errors, effective, kept
 
 
 # --------------------------------------------------------------------------------------
@@ -203,15 +234,8 @@ def instances(obj: BiasNetwork, layers, width, cap, *, sizes) -> base.Instances:
   ``(targets (d_out,), products (d_out, m))``; ``aux = (network's aux, [BiasInstances])``."""
   kernels = targets_lib.split_layers(layers)[0]
   inst = network.instances(obj.net, kernels, width, cap, sizes=sizes)
-  problems, aux = [], []
-  for i, b in enumerate(_layer_biases(layers, kernels)):
-    m = sizes[i]
-    bi = bias_instances(obj.params["beta"][i], obj.params["w"][i], b, m,
-                        base.per_layer(width, i))
-    valid = bi.valid & (jnp.arange(m) < base.per_layer(cap, i))
-    bi = bi._replace(products=jnp.where(valid, bi.products, 0.0), valid=valid)
-    problems.append((bi.targets, bi.products))
-    aux.append(bi)
+  problems, aux = layer_bias_instances(obj.params["beta"], obj.params["w"],
+                                       layer_biases(layers), width, cap, sizes)
   return base.Instances(inst.problems + problems, (inst.aux, aux))
 
 
@@ -221,16 +245,10 @@ def assemble(layers, inst: base.Instances, solutions) -> base.Assembled:
   num = len(inst.aux[1])
   out = network.assemble(layers, base.Instances(inst.problems[:num], inst.aux[0]),
                          solutions[:num])
-  masks = dict(out.masks, beta=[], w=[])
-  effective, bias_errors, kept = [], [], out.kept
-  for eff_k, bi, (chosen, _) in zip(out.effective, inst.aux[1], solutions[num:]):
-    m_beta, m_w, err, eff = bias_masks(chosen, bi)
-    masks["beta"].append(m_beta)
-    masks["w"].append(m_w)
-    effective.append({"kernel": eff_k, "bias": eff})
-    bias_errors.append(err)
-    kept = kept + jnp.sum(m_beta, dtype=jnp.int32) + jnp.sum(m_w, dtype=jnp.int32)
-  return base.Assembled(masks, out.weight_errors, effective, kept, bias_errors)
+  b_masks, bias_errors, eff_b, kept = assemble_biases(inst.aux[1], solutions[num:])
+  effective = [{"kernel": k, "bias": b} for k, b in zip(out.effective, eff_b)]
+  return base.Assembled(dict(out.masks, **b_masks), out.weight_errors, effective,
+                        out.kept + kept, bias_errors)
 
 
 def effective_forward(effective, x: jax.Array) -> jax.Array:

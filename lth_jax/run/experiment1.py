@@ -9,10 +9,12 @@ values, and the approximation is evaluated. One row per (variant, objective):
   conv kernels ``(kh, kw, in, out)`` count as ``(kh * kw * in, out)`` matrices, one row
   per output channel; ``find_ticket(..., "direct")`` with ``objectives.blocked_solver``)
   and ``"network"`` (Theorem 1: a depth-``2l`` random ReLU network pruned by two SubsetSum
-  problems per weight; for LeNet5 the random CNN of ``constructions.conv``, for a target
+  problems per weight; for LeNet5 the random CNN of ``constructions.conv``, for an MLP
   with biases (``target.use_bias``, preset ``fc2_bias``, or an npz with nonzero biases) the
   ``"bias"`` construction (the same network plus bias units, every bias one more SubsetSum
-  instance; the statistics count the biases); the row's ``construction`` says which. Sized by ``sizing.search_copies``, evaluated as that pruned
+  instance; the statistics count the biases), for LeNet5 with biases (``lenet5_bias``) the
+  conv construction with its bias channels; the row's ``construction`` says which. Sized
+  by ``sizing.search_copies`` (on the weights), evaluated as that pruned
   network through its ``structured_forward`` and checked against the literal dense masked
   network on a small batch, ``evaluation.dense_check``);
 * ``"lplus1"`` (MLP targets; Burkholz 2022's depth-``L+1`` network, ``lplus1.copies`` per
@@ -36,7 +38,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import resource
 import time
 
 import jax
@@ -57,12 +58,13 @@ from lth_jax import sizing
 from lth_jax import targets as targets_lib
 from lth_jax import training
 from lth_jax.constructions import bias as bias_lib
+from lth_jax.constructions import conv
 from lth_jax.constructions import direct
 from lth_jax.constructions import lplus1
 from lth_jax.progress import Progress
 from lth_jax.report import tables
 from lth_jax.run import experiment1_checks as checks
-from lth_jax.run.common import ConfigError
+from lth_jax.run.common import ConfigError, peak_rss_mb
 
 __all__ = [
     "PAPER_FC2_DIRECT", "RESULTS_FILE", "TABLE_FILE", "load_target", "target_checkpoint_dir",
@@ -169,28 +171,6 @@ def _kernels_accuracy(kernels, dataset: data_lib.Dataset, batch_size: int) -> fl
                               dataset.images, dataset.labels, batch_size)
 
 
-def peak_rss_mb() -> float:
-  """Peak resident set size of this process so far (MB; Linux reports KB)."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _ticket_stats(ticket: construction.Ticket, epsilon: float) -> dict:
-  """Error statistics over every target parameter: the weights, and the biases when the
-  ticket builds them (``bias_errors``; then also the biases' own counts)."""
-  errors = np.concatenate([np.asarray(e).reshape(-1) for e in ticket.weight_errors
-                           + (ticket.bias_errors or [])])
-  bad = errors > np.float32(epsilon)
-  out = dict(fraction_within_eps=float(1.0 - bad.mean()), weights_missing_eps=int(bad.sum()),
-             max_weight_error=float(errors.max()),
-             worst_missing_error=float(errors[bad].max()) if bad.any() else 0.0,
-             mean_weight_error=float(errors.mean()))
-  if ticket.bias_errors is not None:
-    b = np.concatenate([np.asarray(e).reshape(-1) for e in ticket.bias_errors])
-    out.update(biases_missing_eps=int((b > np.float32(epsilon)).sum()),
-               max_bias_error=float(b.max()), num_biases=int(b.size))
-  return out
-
-
 # --------------------------------------------------------------------------------------
 # The run: prepare, one row per variant x objective, write.
 # --------------------------------------------------------------------------------------
@@ -248,9 +228,6 @@ def _check_target_fits(config, kernels, test_ds) -> tuple | None:
     if why:  # an npz target (a trained model's sizes are checked before training)
       raise _target_error(config, why)
   if "network" in checks.names(config.variants):
-    if not is_mlp and targets_lib.has_biases(kernels):
-      raise _target_error(config, "the conv construction has no bias units yet: use a "
-                          "bias-free CNN target (target.use_bias=False)")
     try:
       sizing.layer_caps(config.network.max_half, len(kernels))
     except ValueError as e:
@@ -311,7 +288,7 @@ def _add_row(run: _Run, row: dict, ticket, solve_seconds: float, evaluate) -> No
   t_eval = time.perf_counter()
   row.update(evaluate())
   row["eval_seconds"] = time.perf_counter() - t_eval
-  row.update(_ticket_stats(ticket, run.epsilon))
+  row.update(evaluation.ticket_error_stats(ticket, run.epsilon))
   row.update(solve_seconds=solve_seconds, remaining_params=int(ticket.num_params_kept),
              initial_params=int(ticket.num_params_random),
              remaining_ratio=int(ticket.num_params_kept) / target_params,
@@ -390,13 +367,13 @@ def _network_rows(run: _Run) -> None:
       distribution=nc.distribution,
       max_instance=min(objectives.objective_max_n(o) for o in run.objectives),
       block_keys=config.solver.block_keys, method=method)
-  net = search.net
-  if method == "bias":
-    net = bias_lib.attach(net, jax.random.fold_in(key, 3))
+  net, bias_units = search.net, int(targets_lib.has_biases(run.kernels))
+  if bias_units:  # n bias units (bias) or bias channels (conv) per layer beside the copies
+    attach = conv.attach if method == "conv" else bias_lib.attach
+    net = attach(net, jax.random.fold_in(key, 3))
   shapes = [tuple(k.shape) for k in targets_lib.split_layers(run.kernels)[0]]
-  logging.info("network (%s): copies per layer %s (max_half %s), random network %d params, "
-               "search %.1f s", method, search.copies, search.max_half,
-               constructions.get(method).num_params(shapes, search.copies), search.seconds)
+  logging.info("network (%s): copies per layer %s (max_half %s), search %.1f s", method,
+               search.copies, search.max_half, search.seconds)
   for objective in run.objectives:
     t0 = time.perf_counter()
     ticket = sizing.network_ticket(net, run.kernels, objective=objective, epsilon=run.epsilon,
@@ -404,7 +381,6 @@ def _network_rows(run: _Run) -> None:
                                    block_keys=config.solver.block_keys, method=method)
     jax.block_until_ready(ticket)
     solve = time.perf_counter() - t0
-    bias_units = 1 if method == "bias" else 0  # n bias units per layer beside the copies
     row = dict(variant="network", construction=method, objective=objective,
                copies=list(search.copies), max_half=list(search.max_half),
                distribution=nc.distribution,
