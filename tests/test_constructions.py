@@ -37,8 +37,8 @@ def tickets(target):
 
 
 def test_registry_is_methods_and_rejects_clashes():
-  assert NAMES == construction.METHODS == ("network", "single", "direct", "lplus1", "conv",
-                                           "bias")
+  assert NAMES == construction.METHODS  # in registration (import) order
+  assert sorted(NAMES) == ["bias", "conv", "direct", "lplus1", "network", "single"]
   with pytest.raises(ValueError, match="already registered"):
     base.register(constructions.get("network"))
   with pytest.raises(ValueError, match="evaluation"):
@@ -61,6 +61,30 @@ def test_sample_is_nested_in_the_width(target, name):
     if a.shape != b.shape:  # every copy axis (lplus1: two per layer) is a prefix
       a = a[tuple(slice(0, s) for s in b.shape)]
     np.testing.assert_array_equal(a, b)
+
+
+def _draws(obj) -> np.ndarray:
+  """Every drawn float of a random object (PRNG-key leaves left out), flat."""
+  return np.concatenate([np.asarray(a, np.float64).ravel() for a in jax.tree.leaves(obj)
+                         if not jnp.issubdtype(a.dtype, jax.dtypes.prng_key)])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_distribution_option(target, name):
+  """One option for every construction: "uniform" draws U[-1, 1], "normal" N(0, 1) (so
+  products of normals in the 2L gadget); direct's coefficients span the target's range
+  whatever the option; an unknown name is refused."""
+  c = constructions.get(name)
+  uni = _draws(c.sample(jax.random.key(7), target, 64, distribution="uniform"))
+  nor = _draws(c.sample(jax.random.key(7), target, 64, distribution="normal"))
+  if name == "direct":
+    np.testing.assert_array_equal(uni, nor)
+    return
+  assert uni.size == nor.size > 1000
+  assert np.abs(uni).max() <= 1.0 and abs(uni.std() - 1 / np.sqrt(3)) < 0.03
+  assert np.abs(nor).max() > 2.0 and abs(nor.std() - 1.0) < 0.05 and abs(nor.mean()) < 0.05
+  with pytest.raises(ValueError, match="distribution"):
+    c.sample(jax.random.key(7), target, 4, distribution="cauchy")
 
 
 @pytest.mark.parametrize("name", NAMES)
