@@ -139,6 +139,10 @@ def test_success_copies_and_log_law_rows(grid):
   text = tables.format_success_table(success, 0.05)
   assert text.count("target ") == 2 and "network P(sup<=eps)" in text
   assert "log2(dl/e)" in tables.format_log_law_table(copies, tables.log_law_fits(copies))
+  # a sweep of one construction (no network) still gets one row per (target, eps)
+  lines = tables.format_log_law_table([c for c in copies if c["method"] == "direct"],
+                                      []).splitlines()
+  assert sum(l.startswith(("random_6x6 ", "perm_5x4x3 ")) for l in lines) == 2 * len(epsilons)
 
 
 def test_log_law_fit_recovers_a_planted_line_and_drops_censored_points():

@@ -149,9 +149,11 @@ def format_log_law_table(copies, fits) -> str:
           + f" | {'LB/input':>8} {'Malach':>8}")
   lines = ["copies per input needed for P(sup error <= eps) >= level (success over seeds; "
            "'>W': not reached within the grid's max width W)", head]
+  # one row per (target, eps) whichever methods ran (a sweep of one construction too)
+  rows = {}
   for c in copies:
-    if c["method"] != "network":
-      continue
+    rows.setdefault((c["target"], c["epsilon"]), c)
+  for c in rows.values():
     cells = []
     for m in methods:
       other = by.get((c["target"], m, c["epsilon"]))
