@@ -244,7 +244,8 @@ def _common_fields(config, kernels, sizes, target_info, test_ds) -> dict:
   target_acc = _kernels_accuracy(kernels, test_ds, config.eval_batch_size)
   logging.info("target %s: layer sizes %s, %d weights in [%.4f, %.4f], test accuracy %.4f "
                "(%d examples, %.1f s)", target_info["source"],
-               sizes or [tuple(k.shape) for k in kernels], target_params,
+               sizes or [tuple(k.shape) for k in targets_lib.split_layers(kernels)[0]],
+               target_params,
                all_w.min(), all_w.max(), target_acc, len(test_ds.labels),
                time.perf_counter() - t0)
   return dict(model=config.target.model if not config.target.npz else "npz",
