@@ -176,6 +176,19 @@ def _prepare_data(dataset, sizes_list):
   return images, labels
 
 
+def _check_methods(kernels, methods, widths, num_seeds, epsilon, max_half) -> dict:
+  """``method -> checked widths``; ValueError for repeated methods or a biased target
+  swept by a construction that builds no biases."""
+  if not methods or len(set(methods)) != len(methods):
+    raise ValueError(f"methods must be a non-empty list of distinct methods, got {methods}")
+  if any(targets_lib.has_biases(t) for t in kernels):
+    plain = [m for m in methods if not construction.takes_biases(m)]
+    if plain:
+      raise ValueError(f"a target has biases but methods {plain} build none: use 'bias'")
+  return {m: _check_grid(widths[m] if isinstance(widths, Mapping) else widths,
+                         num_seeds, m, epsilon, max_half) for m in methods}
+
+
 def sweep_targets(
     targets: Sequence[Sequence[jax.Array]],
     widths: Sequence[int] | Mapping[str, Sequence[int]],
@@ -232,14 +245,7 @@ def sweep_targets(
   kernels = tuple(targets_lib.check_target(t, allow_bias=True) for t in targets)
   sizes = [targets_lib.target_layer_sizes(k) for k in kernels]
   methods = tuple(methods)
-  if not methods or len(set(methods)) != len(methods):
-    raise ValueError(f"methods must be a non-empty list of distinct methods, got {methods}")
-  if any(targets_lib.has_biases(t) for t in kernels):
-    plain = [m for m in methods if not construction.takes_biases(m)]
-    if plain:
-      raise ValueError(f"a target has biases but methods {plain} build none: use 'bias'")
-  per_method = {m: _check_grid(widths[m] if isinstance(widths, Mapping) else widths,
-                               num_seeds, m, epsilon, max_half) for m in methods}
+  per_method = _check_methods(kernels, methods, widths, num_seeds, epsilon, max_half)
   if distribution not in rn.DISTRIBUTIONS:
     raise ValueError(f"distribution must be one of {rn.DISTRIBUTIONS}, got {distribution!r}")
   if num_points < 1 or ascent_steps < 0 or eval_batch < 1 or data_batch < 1:
