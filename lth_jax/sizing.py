@@ -123,8 +123,8 @@ def network_ticket(net, target: Sequence, *,
   if any(h and h > limit for h in caps):
     raise ValueError(f"max_half {caps} exceeds {objective}'s maximum instance size {limit}")
   total = sum(2 * int(k.size) for k in kernels)
-  if method == "bias":  # one instance per target bias (every output unit has one)
-    total += sum(int(k.shape[1]) for k in kernels)
+  if method == "bias" or targets_lib.has_biases(layers):  # one instance per output bias
+    total += sum(int(k.shape[-1]) for k in kernels)
   progress = _progress(progress_name or f"{method}/{objective}", total)
   return construction.find_ticket(
       net, layers, method, max_half=half_sizes(caps, net.copies, limit),
