@@ -417,3 +417,29 @@ def test_existing_out_dir_refused_without_overwrite(tmp_path):
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
   assert len(lines) == 1 and "--overwrite" in lines[0]
   assert sorted(os.listdir(out)) == ["keep.txt"]
+
+
+def test_lenet5_bias_network_row_counts_every_weight_and_bias(tmp_path, monkeypatch):
+  """The lenet5_bias preset's driver path (target loaded, not trained, to stay cheap): the
+  conv construction with bias units, every bias one more instance, the row's statistics
+  over weights and biases, the pruned CNN checked against its dense masked form."""
+  config = configs.get_config("lenet5_bias")
+  assert config.variants == ("network",) and config.target.use_bias
+  config.network.copies, config.network.max_half = (6,), (6,)
+  config.dataset, config.test_limit, config.objectives = "synthetic", 64, ("min_error",)
+  shapes = models.LENET5_KERNEL_SHAPES
+  layers = [{"kernel": 0.1 * jax.random.normal(jax.random.fold_in(jax.random.key(3), i), s),
+             "bias": 0.05 * jax.random.normal(jax.random.fold_in(jax.random.key(4), i),
+                                              (s[-1],))} for i, s in enumerate(shapes)]
+  monkeypatch.setattr(experiment1, "load_target",
+                      lambda config, **kw: (layers, {"source": "test"}))
+  (row,) = experiment1.run_experiment1(config, str(tmp_path / "out"))
+  assert row["construction"] == "conv" and row["target_has_biases"]
+  num_biases = sum(s[-1] for s in shapes)
+  assert row["num_biases"] == num_biases
+  assert row["target_params"] == sum(int(np.prod(s)) for s in shapes) + num_biases
+  assert row["initial_params"] == constructions.get("conv").num_params(shapes, 6,
+                                                                       bias_units=True)
+  assert row["dense_check_rel_diff"] < 1e-5
+  assert 0 <= row["biases_missing_eps"] <= row["weights_missing_eps"]
+  assert row["max_weight_error"] >= row["max_bias_error"] >= 0
