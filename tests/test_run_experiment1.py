@@ -399,12 +399,15 @@ def test_entry_point_smoke_writes_jsonl(tmp_path):
     (["--config=nosuchpreset"], "--config"),
     (["--dataset=mnist"], "data_dir"),
 ])
-def test_bad_flags_give_one_line(tmp_path, args, flag):
-  proc = _run(f"--out_dir={tmp_path / 'x'}", *args)
-  assert proc.returncode != 0
-  lines = [l for l in proc.stderr.splitlines() if l.strip()]
-  assert len(lines) == 1, proc.stderr
-  assert flag in lines[0] and "Traceback" not in proc.stderr
+def test_bad_flags_give_one_line(tmp_path, monkeypatch, args, flag):
+  # In this process (helpers.invoke: runpy, as `python -m` runs it), not a fresh
+  # interpreter per case; test_existing_out_dir_refused_without_overwrite is a real process.
+  monkeypatch.chdir(REPO)
+  code, stderr = helpers.invoke("experiments.subset_sum", f"--out_dir={tmp_path / 'x'}", *args)
+  assert code != 0
+  lines = [l for l in stderr.splitlines() if l.strip()]
+  assert len(lines) == 1, stderr
+  assert flag in lines[0] and "Traceback" not in stderr
   assert not (tmp_path / "x").exists()
 
 
