@@ -390,7 +390,11 @@ def test_corrupt_target_checkpoint(tmp_path):
 
 
 def _start(module, *args):
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  # Killed mid-run, their values unchecked: XLA's backend optimisation off gets them to the
+  # kill point sooner.
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
+             XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""),
+                                 "--xla_backend_optimization_level=0"]).strip())
   return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

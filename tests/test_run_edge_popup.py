@@ -197,7 +197,11 @@ def test_entry_point_writes_jsonl_and_png(tmp_path, monkeypatch):
          f"--out_dir={out}", "--config.archs=('fc2',)", "--config.hidden=8",
          "--config.redundancy=2", "--config.train_limit=128", "--config.test_limit=64",
          "--config.removed_fractions=(0.0,0.9)", "--config.epochs=1", "--log_every_seconds=0"]
-  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu"}
+  # The rows' values are not checked: XLA's backend optimisation off (compiling is most of
+  # this tiny run).
+  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": " ".join([os.environ.get("XLA_FLAGS", ""),
+                                "--xla_backend_optimization_level=0"]).strip()}
   proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "overall 100.0% (8/8 steps)" in proc.stderr  # 4 sweeps x 1 epoch x 2 steps
