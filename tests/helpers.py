@@ -1,12 +1,17 @@
 """Small helpers shared by several test files (importable: pytest puts tests/ on sys.path)."""
 
 import contextlib
+import io
 import os
+import runpy
+import sys
 
 import jax
 import pytest
+from absl import app, flags
 
 from lth_jax import edge_popup as ep
+from lth_jax.run import flags as run_flags  # defines --debug: part of the baseline below
 
 
 def tiny_target(sizes=(6, 5, 3), scale=0.3, seed=0):
@@ -32,3 +37,43 @@ def read_only_dir(path):
     yield path
   finally:
     path.chmod(0o700)
+
+
+# ------------------------------------------------------------ entry points in this process
+
+FLAGS = flags.FLAGS
+app.define_help_flags()  # defined once per process by app.run: part of the baseline
+_BASELINE = frozenset(FLAGS)
+
+
+def invoke(module: str, *args: str) -> tuple[int, str]:
+  """Runs ``python -m module *args`` in this process (``runpy``, as the interpreter would):
+  ``(exit status, stderr)``. The module's flags are defined afresh on absl's FLAGS and
+  removed afterwards, so one interpreter start serves many runs (a fresh ``python -m``
+  pays the JAX import each time)."""
+  err = io.StringIO()
+  argv, sys.argv = sys.argv, [module, *args]
+  code = 0
+  try:
+    with contextlib.redirect_stderr(err):
+      runpy.run_module(module, run_name="__main__", alter_sys=False)
+  except SystemExit as e:
+    code = e.code or 0
+  finally:
+    sys.argv = argv
+    for name in set(FLAGS) - _BASELINE:  # the next case defines its module's flags again
+      delattr(FLAGS, name)
+    FLAGS.unparse_flags()
+  return code, err.getvalue()
+
+
+def assert_one_error_line(code: int, err: str, *expected: str) -> str:
+  """The failure contract of ``lth_jax/run/flags.py``: exit status 2, exactly one
+  ``error: ...`` line (containing every ``expected`` text), no traceback."""
+  assert code == run_flags.BAD_INPUT, err[-2000:]
+  assert "Traceback" not in err, err[-2000:]
+  errors = [line for line in err.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1, err[-2000:]
+  for text in expected:
+    assert text in errors[0], (text, errors[0])
+  return errors[0]

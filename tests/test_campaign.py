@@ -12,12 +12,9 @@ directory: it resumes (streaming, edge-popup, the sweep) or refuses it with one 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import pathlib
-import runpy
 import signal
 import subprocess
 import sys
@@ -26,7 +23,6 @@ import zipfile
 
 import numpy as np
 import pytest
-from absl import app, flags
 
 import helpers
 from lth_jax import data as data_lib
@@ -35,42 +31,14 @@ from lth_jax.configs import edge_popup as edge_popup_configs
 from lth_jax.configs import experiment1 as experiment1_configs
 from lth_jax.configs import sweep as sweep_configs
 from lth_jax.run import experiment1
-from lth_jax.run import flags as run_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-FLAGS = flags.FLAGS
 SWEEP, EXP1, EP, STREAM = ("experiments.sweep", "experiments.subset_sum",
                            "experiments.edge_popup", "experiments.solve_stream")
-app.define_help_flags()  # defined once per process by app.run: part of the baseline
-_BASELINE = frozenset(FLAGS)
+invoke = helpers.invoke  # ``python -m module *args`` in this process: (exit status, stderr)
 
 
-def invoke(module: str, *args: str) -> tuple[int, str]:
-  """Runs ``python -m module *args`` in this process: ``(exit status, stderr)``."""
-  err = io.StringIO()
-  argv, sys.argv = sys.argv, [module, *args]
-  code = 0
-  try:
-    with contextlib.redirect_stderr(err):
-      runpy.run_module(module, run_name="__main__", alter_sys=False)
-  except SystemExit as e:
-    code = e.code or 0
-  finally:
-    sys.argv = argv
-    for name in set(FLAGS) - _BASELINE:  # the next case defines its module's flags again
-      delattr(FLAGS, name)
-    FLAGS.unparse_flags()
-  return code, err.getvalue()
-
-
-def assert_one_error_line(code: int, err: str, *expected: str) -> str:
-  assert code == run_flags.BAD_INPUT, err[-2000:]
-  assert "Traceback" not in err, err[-2000:]
-  errors = [line for line in err.splitlines() if line.startswith("error: ")]
-  assert len(errors) == 1, err[-2000:]
-  for text in expected:
-    assert text in errors[0], (text, errors[0])
-  return errors[0]
+assert_one_error_line = helpers.assert_one_error_line
 
 
 def assert_nothing_left(out: pathlib.Path) -> None:
@@ -422,7 +390,11 @@ def test_corrupt_target_checkpoint(tmp_path):
 
 
 def _start(module, *args):
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  # Killed mid-run, their values unchecked: XLA's backend optimisation off gets them to the
+  # kill point sooner.
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
+             XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""),
+                                 "--xla_backend_optimization_level=0"]).strip())
   return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -457,7 +429,9 @@ SMALL_EP = ("--dataset=synthetic", "--config.archs=('fc2',)", "--config.variants
             "--config.seeds=(0,)", "--config.batch_size=32", "--log_every_seconds=1000")
 KILLS = {
     # module: (args, file whose appearance is the kill point, what the rerun must say)
-    SWEEP: (("--config=quick", "--config.lueker.trials=0"), "run.json", None),
+    # one method: the rerun compiles a grid program for every target and method
+    SWEEP: (("--config=quick", "--config.lueker.trials=0", "--config.sweep.methods=('network',)"),
+            "run.json", None),
     EXP1: (("--config.variants=direct", "--config.objectives=min_error"), "run.json",
            "unfinished run"),
     STREAM: (("--num_weights=64", "--n=6", "--chunk_size=16", "--pause_s=0.3"),

@@ -7,18 +7,16 @@ import json
 import os
 import pathlib
 import socket
-import subprocess
-import sys
 import threading
 
 import jax
 import numpy as np
 import pytest
 
+import helpers
 from lth_jax import data
 from lth_jax import targets
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEMS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
@@ -303,9 +301,9 @@ def test_resolve_data_dir_downloads_only_when_asked(http_dir, tmp_path):
 
 
 def _subset_sum(*args):
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", "experiments.subset_sum", *args], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=600)
+  """``python -m experiments.subset_sum *args`` in this process (helpers.invoke; the entry
+  point's own process runs in test_run_experiment1): (exit status, stderr)."""
+  return helpers.invoke("experiments.subset_sum", *args)
 
 
 def test_download_flag_of_the_experiment(http_dir, tmp_path):
@@ -322,13 +320,13 @@ def test_download_flag_of_the_experiment(http_dir, tmp_path):
   common = ["--dataset=mnist", f"--data_dir={dest}", f"--config.target.npz={npz}",
             f"--config.download_url={url}", "--config.variants=direct",
             "--config.objectives=min_error", "--config.direct.copies=4"]
-  proc = _subset_sum(f"--out_dir={tmp_path / 'no'}", *common)
-  assert proc.returncode != 0
-  assert "t10k-images-idx3-ubyte" in proc.stderr and "--download" in proc.stderr
+  code, stderr = _subset_sum(f"--out_dir={tmp_path / 'no'}", *common)
+  assert code != 0
+  assert "t10k-images-idx3-ubyte" in stderr and "--download" in stderr
   assert list(dest.iterdir()) == []  # nothing was downloaded
 
-  proc = _subset_sum(f"--out_dir={tmp_path / 'yes'}", "--download", *common)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  code, stderr = _subset_sum(f"--out_dir={tmp_path / 'yes'}", "--download", *common)
+  assert code == 0, stderr[-3000:]
   assert sorted(p.name for p in dest.iterdir()) == sorted(
       f"{s}.gz" for pair in STEMS.values() for s in pair)
   np.testing.assert_array_equal(data.load_dataset("mnist", "test", dest).labels, test_labels)

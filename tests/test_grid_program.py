@@ -69,7 +69,7 @@ def test_multi_target_all_methods_grid_with_entry_point_options_is_one_compile(m
 
   monkeypatch.setattr(subset_sum, "solve_subset_sum", counting_solve)
   targets = [targets_lib.random_target(jax.random.key(i), s)
-             for i, s in enumerate(((3, 3), (4, 2), (2, 3, 2)))]
+             for i, s in enumerate(((3, 3), (2, 3, 2)))]  # one layer, two layers
   widths = {"network": (2, 4), "single": (2, 4), "direct": (2, 4), "lplus1": (2, 4),
             "conv": (2, 4), "bias": (2, 4)}
   program = grid_program.program_with_options(
@@ -84,12 +84,12 @@ def test_multi_target_all_methods_grid_with_entry_point_options_is_one_compile(m
   # conv on an MLP target is network's construction), direct instances (4 coefficients)
   # and bias's per-output bias instances (size 3) share ONE call: widths x seeds x
   # ((2 + 2 + 2 + 1) per weight + 1 per output unit).
-  weights = 3 * 3 + 4 * 2 + (2 * 3 + 3 * 2)
-  outputs = 3 + 2 + (3 + 2)
+  weights = 3 * 3 + (2 * 3 + 3 * 2)
+  outputs = 3 + (3 + 2)
   # lplus1 (drawn at width 4): 2 halves per weight of a first layer with one output copy
-  # (3-3, 4-2), and for 2-3-2 4 output copies x 2 halves per first-layer weight + 1 per
+  # (3-3), and for 2-3-2 4 output copies x 2 halves per first-layer weight + 1 per
   # output-layer weight.
-  lplus1 = 2 * (3 * 3 + 4 * 2) + (4 * 2 * 2 * 3 + 3 * 2)
+  lplus1 = 2 * (3 * 3) + (4 * 2 * 2 * 3 + 3 * 2)
   assert calls == [(2 * 2 * (7 * weights + outputs + lplus1), 4)]
   for a, b in zip(first, second):
     assert set(a) == set(construction.METHODS)

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+import helpers
 from lth_jax import files as files_lib
 from lth_jax.configs import sweep as sweep_configs
 from lth_jax.run import common
@@ -166,7 +167,11 @@ def test_entry_point_two_processes_distributed_equals_unsharded(tmp_path, small_
   _assert_same_rows(out, small_unsharded)
 
 
-def test_entry_point_bad_flags_and_guard_are_one_line_errors(tmp_path):
+def test_entry_point_bad_flags_and_guard_are_one_line_errors(tmp_path, monkeypatch):
+  # In this process (helpers.invoke: runpy, as `python -m` runs it): a fresh interpreter
+  # per case only paid the JAX import ten times; the quick preset's run above is the real
+  # process.
+  monkeypatch.chdir(REPO)  # the --config file path is relative to the repository
   full = tmp_path / "full"
   full.mkdir()
   (full / "keep.txt").write_text("precious")
@@ -190,19 +195,16 @@ def test_entry_point_bad_flags_and_guard_are_one_line_errors(tmp_path):
                                         "sizes at most 53"),
       "--overwrite": ([quick], "output directory"),
   }
-  procs = {}
-  for flag, (args, _) in cases.items():
+  for flag, (args, why) in cases.items():
     out = full if flag == "--overwrite" else tmp_path / flag.strip("-")
-    procs[flag] = _run([*args, f"--out_dir={out}"])
-  for flag, proc in procs.items():
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode != 0, flag
+    code, stderr = helpers.invoke("experiments.sweep", *args, f"--out_dir={out}")
+    assert code != 0, flag
     assert "Traceback" not in stderr and "FATAL" not in stderr, stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     if flag == "--overwrite":
       assert lines[-1].startswith("error: output directory") and flag in lines[-1], lines[-1]
     else:
-      assert lines[-1].startswith(f"error: {flag}: {cases[flag][1]}"), (flag, lines[-1])
+      assert lines[-1].startswith(f"error: {flag}: {why}"), (flag, lines[-1])
       assert not (tmp_path / flag.strip("-")).exists(), flag  # nothing ran
   assert (full / "keep.txt").read_text() == "precious"
 
