@@ -7,11 +7,24 @@ import runpy
 import sys
 
 import jax
+import numpy as np
 import pytest
 from absl import app, flags
 
 from lth_jax import edge_popup as ep
 from lth_jax.run import flags as run_flags  # defines --debug: part of the baseline below
+
+
+def pruned_entries(full, pruned) -> int:
+  """Pruning only: every nonzero entry of the pruned pytree ``pruned`` is, bit for bit, the
+  entry of the unpruned ``full`` at the same place. Returns how many entries are kept."""
+  kept = 0
+  for f, p in zip(jax.tree.leaves(full), jax.tree.leaves(pruned), strict=True):
+    f, p = np.asarray(f), np.asarray(p)
+    nz = p != 0
+    np.testing.assert_array_equal(p[nz].view(np.uint32), f[nz].view(np.uint32))
+    kept += int(nz.sum())
+  return kept
 
 
 def tiny_target(sizes=(6, 5, 3), scale=0.3, seed=0):

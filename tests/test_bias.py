@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
+
 from lth_jax import construction
 from lth_jax import constructions
 from lth_jax import evaluation
@@ -67,12 +69,7 @@ def test_pruning_only_with_biases_and_the_kept_count(case):
   _, obj, ticket = case
   full = bias_lib.dense_random(obj)
   pruned = bias_lib.dense_params(obj, ticket.masks)
-  kept = 0
-  for f, p in zip(jax.tree.leaves(full), jax.tree.leaves(pruned)):
-    f, p = np.asarray(f), np.asarray(p)
-    nz = p != 0
-    np.testing.assert_array_equal(p[nz].view(np.uint32), f[nz].view(np.uint32))
-    kept += int(nz.sum())
+  kept = helpers.pruned_entries(full, pruned)
   assert kept == int(ticket.num_params_kept)
   # the kept bias units' biases are drawn values > 0; the other biases are all pruned
   for i in range(2):

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
+
 from lth_jax import construction
 from lth_jax import evaluation
 from lth_jax import models
@@ -87,12 +89,7 @@ def test_pruning_only_with_biases(case):
   _, obj, ticket, _ = case
   full = conv.dense_random(obj)
   pruned = conv.dense_params(obj, ticket.masks)
-  kept = 0
-  for f, p in zip(jax.tree.leaves(full), jax.tree.leaves(pruned)):
-    f, p = np.asarray(f), np.asarray(p)
-    nz = p != 0
-    np.testing.assert_array_equal(p[nz].view(np.uint32), f[nz].view(np.uint32))
-    kept += int(nz.sum())
+  kept = helpers.pruned_entries(full, pruned)
   assert kept == int(ticket.num_params_kept) > 0
   total = sum(int(a.size) for a in jax.tree.leaves(full))
   assert ticket.num_params_random == total == conv.num_params(SHAPES, WIDTH, bias_units=True)
