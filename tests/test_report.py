@@ -198,6 +198,8 @@ def test_constructions_table_depth_copies_and_kept(grid):
     assert row["depth"] == {"direct": layers, "network": 2 * layers,
                             "single": 2 * layers}[row["method"]]
     assert line.split()[:3] == [row["target"], row["method"], str(row["depth"])]
+    # the target column is the sweep's own count (biases included when there are any)
+    assert row["target_params"] == r.target_params == int(line.split()[-2])
     needed = sweep_lib.copies_needed(r, 0.05)
     if row["copies_needed_median"] is not None:
       kept = [r.params_kept[list(r.widths).index(int(n)), s] if np.isfinite(n) else np.inf

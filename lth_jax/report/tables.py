@@ -214,7 +214,7 @@ def summary_rows(named_results, epsilon) -> list[dict]:
           **{k: v if math.isfinite(v) else None for k, v in at_level.items()},
           copies_needed_median=med if math.isfinite(med) else None,
           copies_needed_per_seed=[float(x) if math.isfinite(x) else None for x in needed],
-          max_width=int(max(r.widths)),
+          max_width=int(max(r.widths)), target_params=int(r.target_params),
           params_needed_median=params_needed if math.isfinite(params_needed) else None,
           max_params=int(max(r.params_random)),
           kept_needed_median=kept_needed if math.isfinite(kept_needed) else None,
@@ -316,14 +316,12 @@ def format_constructions_table(summary) -> str:
            f"{'target':<18} {'method':<8} {'depth':>5} {'copies':>6} {'random params':>13} "
            f"{'kept params':>11} {'target':>7} {'sup@W':>9}"]
   for row in summary:
-    sizes = row["layer_sizes"]
-    target_params = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     kept = row["kept_needed_median"]
     lines.append(
         f"{row['target']:<18} {row['method']:<8} {row['depth']:>5d} "
         f"{needed(row['copies_needed_median'], row['max_width']):>6} "
         f"{needed(row['params_needed_median'], row['max_params']):>13} "
-        f"{'-' if kept is None else format(kept, '.0f'):>11} {target_params:>7d} "
+        f"{'-' if kept is None else format(kept, '.0f'):>11} {row['target_params']:>7d} "
         f"{row['sup_error_at_max_width']:>9.2e}")
   return "\n".join(lines)
 
@@ -374,21 +372,21 @@ def format_experiment1_table(rows: Sequence[dict]) -> str:
   if paper:
     lines.append(_experiment1_paper_line(paper[0]))
   for r in rows:
+    if r["variant"] not in ("network", "lplus1"):
+      continue
+    diff = r["dense_check_rel_diff"]
+    check = f"structured-vs-dense rel. diff {'-' if diff is None else format(diff, '.1e')}"
     if r["variant"] == "network":
-      diff = r["dense_check_rel_diff"]
       lines.append(
           f"network/{r['objective']} ({r.get('construction', 'network')}): random network "
           f"{_fmt_int(r['initial_params'])} params, "
           f"hidden widths {r['hidden_widths']}, copies/layer {r['copies']}, max_half "
-          f"{r['max_half']}, structured-vs-dense rel. diff "
-          f"{'-' if diff is None else format(diff, '.1e')}")
-    if r["variant"] == "lplus1":
-      diff = r["dense_check_rel_diff"]
+          f"{r['max_half']}, {check}")
+    else:
       lines.append(
           f"lplus1/{r['objective']}: depth-{r['depth']} random network "
           f"{_fmt_int(r['initial_params'])} params, {r['copies']} copies per neuron, instance "
-          f"size {r['max_half']}, structured-vs-dense rel. diff "
-          f"{'-' if diff is None else format(diff, '.1e')}")
+          f"size {r['max_half']}, {check}")
   return "\n".join(lines)
 
 
