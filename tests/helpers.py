@@ -12,6 +12,8 @@ import pytest
 from absl import app, flags
 
 from lth_jax import edge_popup as ep
+from lth_jax import evaluation
+from lth_jax.constructions import conv
 from lth_jax.run import flags as run_flags  # defines --debug: part of the baseline below
 
 
@@ -25,6 +27,19 @@ def pruned_entries(full, pruned) -> int:
     np.testing.assert_array_equal(p[nz].view(np.uint32), f[nz].view(np.uint32))
     kept += int(nz.sum())
   return kept
+
+
+def assert_conv_forwards_agree(obj, ticket, x, out_shape):
+  """The conv construction's structured, compact and dense masked forwards agree, and
+  ``evaluation.dense_check`` says so too. Returns the structured output."""
+  structured = conv.structured_forward(obj, ticket.masks, x)
+  fast = conv.effective_forward(ticket.effective_kernels, x)
+  dense = conv.dense_forward(conv.dense_params(obj, ticket.masks), x)
+  assert structured.shape == out_shape
+  np.testing.assert_allclose(fast, structured, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dense, structured, rtol=1e-5, atol=1e-5)
+  assert evaluation.dense_check(obj, ticket, x) < 1e-5
+  return structured
 
 
 def tiny_target(sizes=(6, 5, 3), scale=0.3, seed=0):

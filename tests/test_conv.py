@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
+
 from lth_jax import construction
-from lth_jax import evaluation
 from lth_jax import models
 from lth_jax import sizing
 from lth_jax import targets as targets_lib
@@ -86,13 +87,7 @@ def test_pruning_only(case):
 
 def test_four_forwards_agree(case):
   _, obj, ticket, x = case
-  structured = conv.structured_forward(obj, ticket.masks, x)
-  fast = conv.effective_forward(ticket.effective_kernels, x)
-  dense = conv.dense_forward(conv.dense_params(obj, ticket.masks), x)
-  assert structured.shape == (5, 3)
-  np.testing.assert_allclose(fast, structured, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(dense, structured, rtol=1e-5, atol=1e-5)
-  assert evaluation.dense_check(obj, ticket, x) < 1e-5
+  helpers.assert_conv_forwards_agree(obj, ticket, x, (5, 3))
 
 
 def test_exact_targets_give_the_target_cnn():

@@ -13,7 +13,6 @@ import pytest
 import helpers
 
 from lth_jax import construction
-from lth_jax import evaluation
 from lth_jax import models
 from lth_jax import targets as targets_lib
 from lth_jax.constructions import bias as bias_lib
@@ -112,13 +111,7 @@ def test_pruning_only_with_biases(case):
 
 def test_three_forwards_agree_with_biases(case):
   _, obj, ticket, x = case
-  structured = conv.structured_forward(obj, ticket.masks, x)
-  fast = conv.effective_forward(ticket.effective_kernels, x)
-  dense = conv.dense_forward(conv.dense_params(obj, ticket.masks), x)
-  assert structured.shape == (5, 3)
-  np.testing.assert_allclose(fast, structured, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(dense, structured, rtol=1e-5, atol=1e-5)
-  assert evaluation.dense_check(obj, ticket, x) < 1e-5
+  helpers.assert_conv_forwards_agree(obj, ticket, x, (5, 3))
   # the whole dense random CNN runs too (every bias and tap unpruned)
   assert conv.dense_forward(conv.dense_random(obj), x).shape == (5, 3)
 
